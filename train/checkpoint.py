@@ -1,0 +1,159 @@
+"""Run-directory files: ``config.json``, ``generator.safetensors`` and the resume state.
+
+Weights are safetensors and everything else is JSON; nothing is pickled, so loading a run never executes code.
+``state.safetensors`` holds every tensor needed to resume (networks, EMA, optimiser moments, RNG states) under
+prefixed names; ``state.json`` holds the rest (epoch, step, optimiser hyper-parameters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from train.models import Architecture, build_generator
+
+CONFIG_FILE = "config.json"
+GENERATOR_FILE = "generator.safetensors"
+STATE_FILE = "state.safetensors"
+STATE_META_FILE = "state.json"
+
+
+class CheckpointError(ValueError):
+    """A run directory is missing a file or holds one that does not match; the message names it."""
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not readable JSON ({exc})") from exc
+
+
+def _save_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def save_config(run_dir: Path, config: dict) -> None:
+    write_json(Path(run_dir) / CONFIG_FILE, config)
+
+
+def load_config(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / CONFIG_FILE)
+
+
+def save_generator(run_dir: Path, generator: nn.Module) -> None:
+    _save_tensors(Path(run_dir) / GENERATOR_FILE, generator.state_dict())
+
+
+def load_generator(run_dir: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the generator of a run from ``config.json`` + ``generator.safetensors``, in eval mode."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    try:
+        generator = build_generator(config["model"], Architecture.from_config(config))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: cannot rebuild the generator ({exc})") from exc
+    weights_path = run_dir / GENERATOR_FILE
+    try:
+        generator.load_state_dict(_load_tensors(weights_path))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights_path} does not match {run_dir / CONFIG_FILE} ({exc})") from exc
+    return generator.eval(), config
+
+
+def has_state(run_dir: str | Path) -> bool:
+    run_dir = Path(run_dir)
+    return (run_dir / STATE_FILE).is_file() and (run_dir / STATE_META_FILE).is_file()
+
+
+def save_state(run_dir: Path, modules: dict[str, Any], meta: dict) -> None:
+    """Save ``modules`` (name → nn.Module, optimiser or tensor) and ``meta`` (JSON) for resuming."""
+    tensors: dict[str, torch.Tensor] = {}
+    optimisers: dict[str, Any] = {}
+    for name, obj in modules.items():
+        if isinstance(obj, torch.Tensor):
+            tensors[name] = obj
+        elif isinstance(obj, torch.optim.Optimizer):
+            flat, rest = _flatten_optimiser(obj.state_dict())
+            tensors.update({f"{name}.{k}": v for k, v in flat.items()})
+            optimisers[name] = rest
+        else:
+            tensors.update({f"{name}.{k}": v for k, v in obj.state_dict().items()})
+    marker = {"epoch": str(meta["epoch"]), "step": str(meta["step"])}
+    _save_tensors(Path(run_dir) / STATE_FILE, tensors, metadata=marker)
+    write_json(Path(run_dir) / STATE_META_FILE, {**meta, "optimisers": optimisers})
+
+
+def load_state(run_dir: str | Path, modules: dict[str, Any]) -> dict:
+    """Restore ``modules`` in place from the run's resume state; returns ``state.json``'s content.
+
+    Tensors (e.g. RNG states) cannot be restored in place: the loaded ones are returned under
+    ``meta["tensors"][name]``.
+    """
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / STATE_META_FILE)
+    tensors = _load_tensors(run_dir / STATE_FILE)
+    loaded: dict[str, torch.Tensor] = {}
+    try:
+        for name, obj in modules.items():
+            prefix = f"{name}."
+            part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if isinstance(obj, torch.Tensor):
+                loaded[name] = tensors[name]
+            elif isinstance(obj, torch.optim.Optimizer):
+                obj.load_state_dict(_unflatten_optimiser(part, meta["optimisers"][name]))
+            else:
+                obj.load_state_dict(part)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{run_dir / STATE_FILE} does not match this run's models ({exc})") from exc
+    return {**meta, "tensors": loaded}
+
+
+def _flatten_optimiser(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, param_state in state_dict["state"].items():
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimiser(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for index, values in rest.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": rest["param_groups"]}

@@ -1,0 +1,243 @@
+"""Generators, discriminators and the VAE encoder, and the registry of variants chosen by name.
+
+Every generator has the same interface, so export and serving never care which variant made it:
+``forward(z: float32 [N, latent_dim], label: int64 [N]) -> float32 [N, C, H, W]`` in [-1, 1].
+Unconditional generators accept ``label`` and ignore it. Generators use only ONNX-exportable ops.
+Conditional discriminators are projection discriminators (Miyato & Koyama, 2018):
+``D(x, y) = linear(h(x)) + <embed(y), h(x)>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+LEAK = 0.2
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything needed to build a variant's networks; recorded in ``config.json``."""
+
+    latent_dim: int = 128
+    num_classes: int = 10
+    image_shape: tuple[int, int, int] = (28, 28, 1)  # H, W, C
+    width: int = 64  # base channel count (DCGAN) / hidden units unit (MLP: 4w, 8w, 16w)
+    embed_dim: int = 32  # label embedding fed to conditional generators and encoders
+    spectral_norm: bool = True  # in the discriminator / critic
+
+    @property
+    def channels(self) -> int:
+        return self.image_shape[2]
+
+    @property
+    def pixels(self) -> int:
+        height, width, channels = self.image_shape
+        return height * width * channels
+
+    def kwargs(self) -> dict:
+        """The architecture knobs beyond the data's dimensions (config.json's ``architecture``)."""
+        dims = ("latent_dim", "num_classes", "image_shape")
+        return {k: v for k, v in asdict(self).items() if k not in dims}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Architecture:
+        known = {f.name for f in fields(cls)}
+        extra = {k: v for k, v in config.get("architecture", {}).items() if k in known}
+        return cls(
+            latent_dim=int(config["latent_dim"]),
+            num_classes=int(config["num_classes"]),
+            image_shape=tuple(int(d) for d in config["image_shape"]),  # type: ignore[arg-type]
+            **extra,
+        )
+
+
+def _maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
+    return _spectral_norm(module) if enabled else module
+
+
+class _LabelInput(nn.Module):
+    """``[z, embed(label)]`` for conditional nets; ``z`` alone for unconditional ones."""
+
+    def __init__(self, arch: Architecture, conditional: bool):
+        super().__init__()
+        self.embed = nn.Embedding(arch.num_classes, arch.embed_dim) if conditional else None
+        self.out_features = arch.latent_dim + (arch.embed_dim if conditional else 0)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.embed is None:
+            return z
+        return torch.cat([z, self.embed(label)], dim=1)
+
+
+class _Projection(nn.Module):
+    """Output head ``linear(h) [+ <embed(y), h>]`` of a (projection) discriminator."""
+
+    def __init__(self, features: int, arch: Architecture, conditional: bool):
+        super().__init__()
+        self.linear = _maybe_sn(nn.Linear(features, 1), arch.spectral_norm)
+        embed = nn.Embedding(arch.num_classes, features)
+        self.embed = _maybe_sn(embed, arch.spectral_norm) if conditional else None
+
+    def forward(self, h: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        out = self.linear(h).squeeze(1)
+        if self.embed is not None:
+            out = out + (self.embed(label) * h).sum(dim=1)
+        return out
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, arch: Architecture, conditional: bool):
+        super().__init__()
+        self.shape = (arch.channels, arch.image_shape[0], arch.image_shape[1])
+        self.input = _LabelInput(arch, conditional)
+        hidden = [4 * arch.width, 8 * arch.width, 16 * arch.width]
+        layers: list[nn.Module] = []
+        size = self.input.out_features
+        for i, h in enumerate(hidden):
+            layers.append(nn.Linear(size, h))
+            if i > 0:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU())
+            size = h
+        layers += [nn.Linear(size, arch.pixels), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.net(self.input(z, label)).view(-1, *self.shape)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, arch: Architecture, conditional: bool):
+        super().__init__()
+        hidden = [8 * arch.width, 4 * arch.width]
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            _maybe_sn(nn.Linear(arch.pixels, hidden[0]), arch.spectral_norm),
+            nn.LeakyReLU(LEAK),
+            _maybe_sn(nn.Linear(hidden[0], hidden[1]), arch.spectral_norm),
+            nn.LeakyReLU(LEAK),
+        )
+        self.head = _Projection(hidden[1], arch, conditional)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net(x), label)
+
+
+def _quarter(arch: Architecture) -> tuple[int, int]:
+    height, width, _ = arch.image_shape
+    if height % 4 or width % 4:
+        raise ValueError(f"DCGAN variants need image height and width divisible by 4, got {arch.image_shape}")
+    return height // 4, width // 4
+
+
+class DCGenerator(nn.Module):
+    """z (+ label embedding) → linear → [2w, H/4, W/4] → two stride-2 transposed convolutions → tanh."""
+
+    def __init__(self, arch: Architecture, conditional: bool):
+        super().__init__()
+        self.base = (2 * arch.width, *_quarter(arch))
+        self.input = _LabelInput(arch, conditional)
+        base_size = self.base[0] * self.base[1] * self.base[2]
+        self.project = nn.Sequential(
+            nn.Linear(self.input.out_features, base_size, bias=False), nn.BatchNorm1d(base_size), nn.ReLU()
+        )
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * arch.width, arch.width, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(arch.width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(arch.width, arch.channels, 4, stride=2, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(self.input(z, label)).view(-1, *self.base))
+
+
+class _DCFeatures(nn.Module):
+    """image → two stride-2 convolutions → flat features ``[N, 2w * H/4 * W/4]``."""
+
+    def __init__(self, arch: Architecture):
+        super().__init__()
+        quarter_h, quarter_w = _quarter(arch)
+        sn = arch.spectral_norm
+        self.net = nn.Sequential(
+            _maybe_sn(nn.Conv2d(arch.channels, arch.width, 4, stride=2, padding=1), sn),
+            nn.LeakyReLU(LEAK),
+            _maybe_sn(nn.Conv2d(arch.width, 2 * arch.width, 4, stride=2, padding=1), sn),
+            nn.LeakyReLU(LEAK),
+            nn.Flatten(),
+        )
+        self.out_features = 2 * arch.width * quarter_h * quarter_w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DCDiscriminator(nn.Module):
+    def __init__(self, arch: Architecture, conditional: bool):
+        super().__init__()
+        self.features = _DCFeatures(arch)
+        self.head = _Projection(self.features.out_features, arch, conditional)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x), label)
+
+
+class DCEncoder(nn.Module):
+    """VAE encoder q(z | x, label): returns ``(mu, logvar)``."""
+
+    def __init__(self, arch: Architecture, conditional: bool = True):
+        super().__init__()
+        self.features = _DCFeatures(Architecture(**{**asdict(arch), "spectral_norm": False}))
+        self.embed = nn.Embedding(arch.num_classes, arch.embed_dim) if conditional else None
+        size = self.features.out_features + (arch.embed_dim if conditional else 0)
+        self.out = nn.Linear(size, 2 * arch.latent_dim)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x)
+        if self.embed is not None:
+            h = torch.cat([h, self.embed(label)], dim=1)
+        mu, logvar = self.out(h).chunk(2, dim=1)
+        return mu, logvar
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model family: its generator, and its critic (a discriminator, or the VAE's encoder)."""
+
+    generator: Callable[[Architecture, bool], nn.Module]
+    critic: Callable[[Architecture, bool], nn.Module]
+    conditional: bool
+    adversarial: bool = True  # False: trained as a VAE (critic = encoder)
+    description: str = ""
+
+
+VARIANTS: dict[str, Variant] = {
+    "mlp": Variant(MLPGenerator, MLPDiscriminator, False, description="unconditional MLP GAN"),
+    "cgan": Variant(MLPGenerator, MLPDiscriminator, True, description="conditional MLP GAN, projection D"),
+    "dcgan": Variant(DCGenerator, DCDiscriminator, False, description="unconditional DCGAN"),
+    "cdcgan": Variant(DCGenerator, DCDiscriminator, True, description="conditional DCGAN, projection D"),
+    "cvae": Variant(DCGenerator, DCEncoder, True, adversarial=False, description="conditional VAE"),
+}
+DEFAULT_VARIANT = "cdcgan"
+
+
+def get_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise ValueError(f"unknown model '{name}'; choose one of {sorted(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def build_generator(name: str, arch: Architecture) -> nn.Module:
+    variant = get_variant(name)
+    return variant.generator(arch, variant.conditional)
+
+
+def build_critic(name: str, arch: Architecture) -> nn.Module:
+    variant = get_variant(name)
+    return variant.critic(arch, variant.conditional)
