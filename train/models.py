@@ -73,6 +73,12 @@ class _LabelInput(nn.Module):
             return z
         return torch.cat([z, self.embed(label)], dim=1)
 
+    def mixed(self, z: torch.Tensor, label_weights: torch.Tensor) -> torch.Tensor:
+        """Like ``forward`` with a convex mix of labels: ``label_weights [N, num_classes] @ embedding``."""
+        if self.embed is None:
+            return z
+        return torch.cat([z, label_weights @ self.embed.weight], dim=1)
+
 
 class _Projection(nn.Module):
     """Output head ``linear(h) [+ <embed(y), h>]`` of a (projection) discriminator."""
@@ -108,7 +114,14 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.net(self.input(z, label)).view(-1, *self.shape)
+        return self.decode(self.input(z, label))
+
+    def forward_label_weights(self, z: torch.Tensor, label_weights: torch.Tensor) -> torch.Tensor:
+        """The label-morph graph: ``label_weights`` float32 [N, num_classes] mixes the label embeddings."""
+        return self.decode(self.input.mixed(z, label_weights))
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h).view(-1, *self.shape)
 
 
 class MLPDiscriminator(nn.Module):
@@ -155,7 +168,14 @@ class DCGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.net(self.project(self.input(z, label)).view(-1, *self.base))
+        return self.decode(self.input(z, label))
+
+    def forward_label_weights(self, z: torch.Tensor, label_weights: torch.Tensor) -> torch.Tensor:
+        """The label-morph graph: ``label_weights`` float32 [N, num_classes] mixes the label embeddings."""
+        return self.decode(self.input.mixed(z, label_weights))
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(h).view(-1, *self.base))
 
 
 class _DCFeatures(nn.Module):
