@@ -1,0 +1,323 @@
+"""Run directory → model directory: export, verify, render samples, write the manifest and model card.
+
+Everything is written into a temporary sibling directory that is renamed into place only once every check has
+passed, so a failed export never leaves a half-written model directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from export import card
+from export.graph import (
+    DEFAULT_OPSET,
+    EXPORT_INPUTS,
+    MORPH_INPUTS,
+    ExportError,
+    ImageGenerator,
+    LabelMorphGenerator,
+    example_inputs,
+    example_morph_inputs,
+    export_onnx,
+    strip_debug_output,
+    supports_label_morph,
+)
+from export.manifest import (
+    FP16_FILE,
+    LABEL_INPUT,
+    LABEL_MORPH_FILE,
+    LABEL_WEIGHTS_INPUT,
+    LATENT_INPUT,
+    MODEL_FILE,
+    OUTPUT_SPEC,
+    SAMPLES_FILE,
+    sha256_file,
+    verify_model_dir,
+    write_manifest,
+)
+from export.samples import DEFAULT_SAMPLE_SEEDS, sample_grid, save_grid
+from export.verify import (
+    FP16_FLOAT_TOLERANCE,
+    FP16_IMAGE_TOLERANCE,
+    GPU_PROVIDER,
+    PROVIDER,
+    Tolerance,
+    check_parity,
+    check_same_images,
+    gpu_available,
+    label_inputs,
+    session,
+    weight_inputs,
+)
+from train.checkpoint import load_generator
+from train.models import get_variant
+
+NORMALISATION = {
+    "text": (
+        "The generator ends in tanh (values in [-1, 1]); the graph itself maps that to pixels, so the "
+        "output is uint8 NHWC ready to encode: 4x fewer bytes than float32 between runtime and service, and "
+        "no post-processing in the service. Same mapping as train.data.to_uint8."
+    ),
+    "formula": "image = transpose(uint8(clip(round_half_to_even((x + 1) * 127.5), 0, 255)), NCHW -> NHWC)",
+    "in_graph": True,
+}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    name: str
+    version: str = "1.0.0"
+    opset: int = DEFAULT_OPSET
+    fp16: bool = False
+    label_morph: bool = True  # when the generator is conditional and supports it
+    metrics: dict | None = None
+    sample_seeds: tuple[int, ...] = DEFAULT_SAMPLE_SEEDS
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    overwrite: bool = False
+    command: str = ""  # the command line that remakes this directory, for the model card
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict:
+    """Export ``run_dir``'s generator to ``out_dir``; returns the manifest. Raises ``ExportError``,
+    ``VerificationError``, ``CheckpointError``, ``FileExistsError`` with a message naming what failed."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.exists() and not options.overwrite:
+        raise FileExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
+    generator, config = load_generator(run_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        manifest = _build(generator, config, run_dir, staging, options)
+        verify_model_dir(staging)  # the directory as the service will see it
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _build(generator: nn.Module, config: dict, run_dir: Path, staging: Path, options: ExportOptions) -> dict:
+    latent_dim, num_classes = int(config["latent_dim"]), int(config["num_classes"])
+    conditional = bool(config.get("conditional", get_variant(config["model"]).conditional))
+    torch.manual_seed(0)
+
+    reference = ImageGenerator(generator, debug=True)
+    model = _export_verified(
+        reference,
+        reference,
+        example_inputs(latent_dim, num_classes),
+        EXPORT_INPUTS,
+        label_inputs(latent_dim, num_classes),
+        options.opset,
+        options.tolerance,
+        MODEL_FILE,
+    )
+    onnx.save(model.shipped, staging / MODEL_FILE)
+    shipped = session(str(staging / MODEL_FILE))
+    verification = {
+        "runtime": f"onnxruntime {ort.__version__} {PROVIDER}",
+        "reference": f"torch {torch.__version__} (CPU, float32, eval mode)",
+        "exporter": "torch.onnx.export(dynamo=True, optimize=True)",
+        "inputs": "z = service.latents for seeds 0..N-1; label = arange(N) % num_classes",
+        **model.float_report,
+        "image_max_abs_diff": check_parity(
+            shipped, reference, label_inputs(latent_dim, num_classes), MODEL_FILE, options.tolerance
+        )["image_max_abs_diff"],
+    }
+
+    manifest: dict = {
+        "name": options.name,
+        "version": options.version,
+        "file": MODEL_FILE,
+        "sha256": sha256_file(staging / MODEL_FILE),
+        "num_classes": num_classes,
+        "labels": [str(label) for label in config.get("label_names", range(num_classes))],
+        "latent_dim": latent_dim,
+        "image_shape": [int(d) for d in config["image_shape"]],
+        "inputs": {"latent": LATENT_INPUT, "label": LABEL_INPUT},
+        "output": dict(OUTPUT_SPEC),
+        "normalisation": NORMALISATION,
+        "opset": options.opset,
+        "conditional": conditional,
+        "training": config,
+        "data_split": _data_split(config),
+        "verification": verification,
+        "metrics": options.metrics,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+    if options.fp16:
+        manifest["variants"] = {"fp16": _export_fp16(generator, staging, latent_dim, num_classes, options)}
+    if options.label_morph and conditional and supports_label_morph(generator):
+        manifest["extra_graphs"] = {
+            "label_morph": _export_label_morph(generator, staging, shipped, latent_dim, num_classes, options)
+        }
+
+    save_grid(sample_grid(shipped, latent_dim, num_classes, options.sample_seeds), staging / SAMPLES_FILE)
+    write_manifest(staging, manifest)
+    (staging / card.CARD_FILE).write_text(
+        card.render(manifest, run_dir, options.command, options.sample_seeds)
+    )
+    return manifest
+
+
+@dataclass(frozen=True)
+class _Exported:
+    shipped: onnx.ModelProto
+    float_report: dict
+
+
+def _export_verified(
+    module: nn.Module,
+    reference: nn.Module,
+    example: tuple,
+    input_names: tuple[str, str],
+    make_inputs,
+    opset: int,
+    tolerance: Tolerance,
+    what: str,
+) -> _Exported:
+    """Export with the float debug output, check both outputs against PyTorch, then strip the debug output."""
+    debug_model = export_onnx(module, example, input_names, opset)
+    report = check_parity(
+        session(debug_model), reference, make_inputs, f"{what} (float debug graph)", tolerance
+    )
+    return _Exported(
+        strip_debug_output(debug_model),
+        {
+            "batch_sizes": report["batch_sizes"],
+            "float_max_abs_diff": report["float_max_abs_diff"],
+            "float_tolerance": report["float_tolerance"],
+            "image_tolerance": report["image_tolerance"],
+        },
+    )
+
+
+def _export_fp16(
+    generator: nn.Module, staging: Path, latent_dim: int, num_classes: int, options: ExportOptions
+) -> dict:
+    tolerance = Tolerance(image=FP16_IMAGE_TOLERANCE, float=FP16_FLOAT_TOLERANCE)
+    exported = _export_verified(
+        ImageGenerator(generator, debug=True, half=True),
+        ImageGenerator(generator, debug=True),
+        example_inputs(latent_dim, num_classes),
+        EXPORT_INPUTS,
+        label_inputs(latent_dim, num_classes),
+        options.opset,
+        tolerance,
+        FP16_FILE,
+    )
+    onnx.save(exported.shipped, staging / FP16_FILE)
+    path = str(staging / FP16_FILE)
+    reference = ImageGenerator(generator, debug=True)
+    inputs = label_inputs(latent_dim, num_classes)
+    report = check_parity(session(path), reference, inputs, FP16_FILE, tolerance)
+    verification = {
+        **exported.float_report,
+        "image_max_abs_diff": report["image_max_abs_diff"],
+        "runtime": f"onnxruntime {ort.__version__} {PROVIDER}",
+        "reference": f"torch {torch.__version__} float32 model (fp16 graph vs full precision)",
+    }
+    if gpu_available():
+        gpu = check_parity(
+            session(path, GPU_PROVIDER), reference, inputs, f"{FP16_FILE} on {GPU_PROVIDER}", tolerance
+        )
+        verification["gpu_image_max_abs_diff"] = gpu["image_max_abs_diff"]
+        verification["note"] = f"verified on {PROVIDER} and {GPU_PROVIDER}"
+    else:
+        verification["note"] = (
+            f"verified on {PROVIDER} only: {GPU_PROVIDER} was not available at export time, so GPU execution "
+            "of this graph is untested"
+        )
+    return {
+        "file": FP16_FILE,
+        "sha256": sha256_file(staging / FP16_FILE),
+        "precision": "float16 weights and activations; float32 inputs, uint8 output (model.onnx's interface)",
+        "verification": verification,
+    }
+
+
+def _export_label_morph(
+    generator: nn.Module,
+    staging: Path,
+    shipped: ort.InferenceSession,
+    latent_dim: int,
+    num_classes: int,
+    options: ExportOptions,
+) -> dict:
+    reference = LabelMorphGenerator(generator, debug=True)
+    inputs = weight_inputs(latent_dim, num_classes)
+    exported = _export_verified(
+        reference,
+        reference,
+        example_morph_inputs(latent_dim, num_classes),
+        MORPH_INPUTS,
+        inputs,
+        options.opset,
+        options.tolerance,
+        LABEL_MORPH_FILE,
+    )
+    onnx.save(exported.shipped, staging / LABEL_MORPH_FILE)
+    morph = session(str(staging / LABEL_MORPH_FILE))
+    report = check_parity(morph, reference, inputs, LABEL_MORPH_FILE, options.tolerance)
+    one_hot_diff = check_same_images(
+        shipped,
+        morph,
+        label_inputs(latent_dim, num_classes),
+        lambda inputs: (inputs[0], np.eye(num_classes, dtype=np.float32)[inputs[1]]),
+        f"{LABEL_MORPH_FILE} with one-hot weights vs {MODEL_FILE}",
+        options.tolerance.image,
+    )
+    return {
+        "file": LABEL_MORPH_FILE,
+        "sha256": sha256_file(staging / LABEL_MORPH_FILE),
+        "inputs": {"latent": LATENT_INPUT, "label_weights": LABEL_WEIGHTS_INPUT},
+        "verification": {
+            **exported.float_report,
+            "image_max_abs_diff": report["image_max_abs_diff"],
+            "inputs": "z as for model.onnx; label_weights = Dirichlet(1) mixes, seed 0",
+            "one_hot_vs_model_max_abs_diff": one_hot_diff,
+        },
+    }
+
+
+def _data_split(config: dict) -> dict | None:
+    for key in ("split", "data_split"):
+        if isinstance(config.get(key), dict):
+            return config[key]
+    data = config.get("data")
+    return data.get("split") if isinstance(data, dict) else None
+
+
+def _replace_dir(staging: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        retired = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, retired)
+        os.replace(staging, out_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
+    out_dir.chmod(0o755)  # mkdtemp creates 0700
+
+
+def read_metrics(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"--metrics {path}: not readable JSON ({exc})") from exc
+    if not isinstance(metrics, dict):
+        raise ExportError(f"--metrics {path}: must hold a JSON object, got {type(metrics).__name__}")
+    return metrics

@@ -1,0 +1,120 @@
+"""The model card (``README.md``) of a model directory, written from its manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from export.manifest import CARD_FILE, SAMPLES_FILE
+
+__all__ = ["CARD_FILE", "render"]
+
+_TRAINING_KEYS = ("model", "loss", "latent_dim", "epochs", "steps", "batch_size", "seed", "ema")
+
+
+def render(manifest: dict, run_dir: Path, command: str, sample_seeds: tuple[int, ...]) -> str:
+    m = manifest
+    height, width, channels = m["image_shape"]
+    training = m["training"] or {}
+    lines = [
+        f"# {m['name']} {m['version']}",
+        "",
+        f"{'Conditional' if m['conditional'] else 'Unconditional'} generator "
+        f"(`{training.get('model', 'unknown')}`) of {height}x{width}x{channels} images, "
+        f"{m['num_classes']} labels ({', '.join(m['labels'])}), latent dimension {m['latent_dim']}.",
+        "",
+        "## Files",
+        "",
+        f"- `{m['file']}` (sha256 `{m['sha256']}`, ONNX opset {m['opset']}): inputs "
+        f"`{m['inputs']['latent']}` float32 [N, {m['latent_dim']}], `{m['inputs']['label']}` int64 [N]; "
+        f"output `{m['output']['name']}` uint8 [N, {height}, {width}, {channels}] (NHWC, 0-255); N dynamic.",
+    ]
+    for key, variant in m.get("variants", {}).items():
+        lines.append(f"- `{variant['file']}` ({key}, sha256 `{variant['sha256']}`): {variant['precision']}.")
+    morph = m.get("extra_graphs", {}).get("label_morph")
+    if morph:
+        lines.append(
+            f"- `{morph['file']}` (sha256 `{morph['sha256']}`): label morphing, input "
+            f"`{morph['inputs']['label_weights']}` float32 [N, {m['num_classes']}] (a convex mix of labels) "
+            "instead of the int label."
+        )
+    lines += [
+        "- `manifest.json`: what the service reads, the training configuration, verification, metrics.",
+        f"- `{SAMPLES_FILE}`: the sample grid below.",
+        "",
+        "## Output normalisation",
+        "",
+        m["normalisation"]["text"],
+        "",
+        f"`{m['normalisation']['formula']}`",
+        "",
+        "## How it was made",
+        "",
+        f"Trained by `gan-train` into `{run_dir}` (the full configuration is `training` in `manifest.json`):",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *[f"| {key} | `{json.dumps(training[key])}` |" for key in _TRAINING_KEYS if key in training],
+        "",
+        "Exported and verified with:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        _verification_text(m),
+        "",
+        "## Metrics",
+        "",
+        _metrics_text(m["metrics"]),
+        "",
+        "## Samples",
+        "",
+        f"Rendered by `{m['file']}` under ONNX Runtime. Row = label ({', '.join(m['labels'])}, top down); "
+        f"column = the latent of seed {sample_seeds[0]}..{sample_seeds[-1]} (the service's seed → latent), "
+        "so each column holds one latent under every label.",
+        "",
+        f"![samples]({SAMPLES_FILE})",
+        "",
+        f"Created {m['created']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _verification_text(m: dict) -> str:
+    v = m["verification"]
+    sizes = ", ".join(str(n) for n in v["batch_sizes"])
+    text = (
+        f"Verification ({v['runtime']} vs {v['reference']}, batch sizes {sizes}): "
+        f"max abs diff {v['image_max_abs_diff']} uint8 levels (tolerance {v['image_tolerance']})"
+    )
+    if v.get("float_max_abs_diff") is not None:
+        text += (
+            f", {v['float_max_abs_diff']:.2e} on the float output before quantisation "
+            f"(tolerance {v['float_tolerance']:g})"
+        )
+    return text + "."
+
+
+def _metrics_text(metrics: dict | None) -> str:
+    if not metrics:
+        return (
+            "Not yet measured (run `gan-eval` on this directory and re-export with `--metrics metrics.json`)."
+        )
+    rows = ["| metric | value |", "|---|---|"]
+    for key, value in _flatten(metrics):
+        shown = f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+        rows.append(f"| {key} | {shown} |")
+    return "\n".join(rows)
+
+
+def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _flatten(value, f"{name}.")
+        elif not isinstance(value, list) or len(value) <= 10:
+            out.append((name, value))
+    return out
