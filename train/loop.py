@@ -1,0 +1,269 @@
+"""The one training loop every variant shares: data → networks → objective steps → EMA → run directory.
+
+Variants differ only in the pieces built from the configuration (``train.models`` and ``train.losses``);
+the loop itself never asks which variant it is training beyond "adversarial or VAE".
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+from service.latents import latents_for_seeds
+from train import checkpoint
+from train.artifacts import JsonlLog, plot_losses, save_grid
+from train.data import (
+    EMBEDDED_SOURCE,
+    LabelledImages,
+    Split,
+    load_images,
+    stratified_split,
+    to_model_range,
+    to_uint8,
+)
+from train.losses import DEFAULT_LOSS, VAE_LOSS, build_loss
+from train.models import DEFAULT_VARIANT, Architecture, build_critic, build_generator, get_variant
+from train.objectives import GANObjective, VAEObjective
+
+CONFIG_FORMAT = 1
+LOG_FILE = "log.jsonl"
+LOSSES_PLOT = "losses.png"
+SAMPLES_DIR = "samples"
+EMA_WARMUP = 10  # EMA decay ramps up as (1 + n) / (EMA_WARMUP + n) until it reaches ema_decay
+PLOTTED = ("d_loss", "g_loss", "penalty", "loss", "reconstruction", "kl")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; the CLI flags mirror these fields and ``config.json`` records them."""
+
+    model: str = DEFAULT_VARIANT
+    loss: str | None = None  # None: the variant's own (hinge for GANs, elbo for the VAE)
+    epochs: int = 30
+    batch_size: int = 64
+    latent_dim: int = 128
+    width: int = 64
+    embed_dim: int = 32
+    spectral_norm: bool = True
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4  # set apart from lr_g for TTUR (Heusel et al., 2017)
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int | None = None  # None: the loss's own (1, or 5 for the WGANs)
+    label_smoothing: float = 0.0
+    instance_noise: float = 0.0  # initial std, in the [-1, 1] pixel range, annealed to 0
+    ema_decay: float = 0.999  # 0 disables EMA: the raw generator is saved
+    kl_weight: float = 1.0  # cvae only
+    data: str = EMBEDDED_SOURCE
+    labels: str | None = None
+    held_out_fraction: float = 0.2
+    split_seed: int = 0
+    seed: int = 0
+    sample_columns: int = 10
+    log_every: int = 25
+
+    def resolved_loss(self) -> str:
+        adversarial = get_variant(self.model).adversarial
+        if not adversarial:
+            if self.loss not in (None, VAE_LOSS):
+                raise ValueError(f"model '{self.model}' trains with loss '{VAE_LOSS}', not '{self.loss}'")
+            return VAE_LOSS
+        return self.loss or DEFAULT_LOSS
+
+    def validate(self) -> None:
+        get_variant(self.model)
+        loss = self.resolved_loss()
+        if loss != VAE_LOSS:
+            build_loss(loss, self.n_critic, self.label_smoothing)
+        positive = ("epochs", "batch_size", "latent_dim", "width", "embed_dim", "sample_columns", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr_g", "lr_d"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        for name in ("beta1", "beta2", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.instance_noise < 0 or self.kl_weight < 0:
+            raise ValueError("instance_noise and kl_weight must be non-negative")
+        if not 0.0 < self.held_out_fraction < 1.0:
+            raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    epochs: int
+    steps: int
+    train_seconds: float
+    resumed_from_epoch: int
+
+
+def make_ema(generator: nn.Module, decay: float) -> AveragedModel:
+    def average(ema: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor) -> torch.Tensor:
+        n = float(n_averaged)
+        d = min(decay, (1.0 + n) / (EMA_WARMUP + n))
+        return d * ema + (1.0 - d) * current
+
+    return AveragedModel(generator, avg_fn=average, use_buffers=True).eval()
+
+
+def run_config(cfg: TrainConfig, data: LabelledImages, split: Split, arch: Architecture) -> dict:
+    variant = get_variant(cfg.model)
+    return {
+        "format": CONFIG_FORMAT,
+        "model": cfg.model,
+        "loss": cfg.resolved_loss(),
+        "conditional": variant.conditional,
+        "latent_dim": arch.latent_dim,
+        "num_classes": arch.num_classes,
+        "label_names": list(data.label_names),
+        "image_shape": list(arch.image_shape),
+        "architecture": arch.kwargs(),
+        "training": asdict(cfg),
+        "seed": cfg.seed,
+        "data": {"source": data.source, "sha256": data.sha256, "count": len(data.labels)},
+        "split": split.describe(data.labels),
+        "ema": cfg.ema_decay > 0,
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def _check_same_run(out: Path, old: dict, new: dict) -> None:
+    """A resumed run must be the same run; only the number of epochs may grow."""
+    keys = ("model", "loss", "latent_dim", "num_classes", "image_shape", "architecture", "data", "split")
+    differing = [k for k in keys if old.get(k) != new.get(k)]
+    old_training = {k: v for k, v in old.get("training", {}).items() if k != "epochs"}
+    new_training = {k: v for k, v in new["training"].items() if k != "epochs"}
+    differing += [k for k in new_training if old_training.get(k) != new_training[k]]
+    if differing:
+        raise checkpoint.CheckpointError(
+            f"{out / checkpoint.CONFIG_FILE} records a different run (differs in: {', '.join(differing)}); "
+            "resume with the same settings or choose another --out"
+        )
+
+
+def sample_inputs(num_classes: int, columns: int, latent_dim: int, conditional: bool):
+    """Fixed grid inputs: row = label, column = latent seed (the service's seed scheme), same every epoch."""
+    labels = torch.arange(num_classes).repeat_interleave(columns)
+    seeds = range(columns) if conditional else range(num_classes * columns)
+    latents = torch.from_numpy(latents_for_seeds(seeds, latent_dim))
+    z = latents.repeat(num_classes, 1) if conditional else latents
+    return z, labels
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool | None = None, progress: bool = True) -> RunSummary:
+    """Train into ``out``.
+
+    ``resume``: None resumes when ``out`` holds state, True requires state, False refuses to touch a run.
+    """
+    cfg.validate()
+    out = Path(out)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    data = load_images(cfg.data, cfg.labels)
+    split = stratified_split(data.labels, cfg.held_out_fraction, cfg.split_seed)
+    train_data = data.subset(split.train)
+    images = torch.from_numpy(to_model_range(train_data.images))
+    labels = torch.from_numpy(train_data.labels)
+
+    variant = get_variant(cfg.model)
+    arch = Architecture(
+        latent_dim=cfg.latent_dim,
+        num_classes=data.num_classes,
+        image_shape=data.image_shape,
+        width=cfg.width,
+        embed_dim=cfg.embed_dim,
+        spectral_norm=cfg.spectral_norm,
+    )
+    generator, critic = build_generator(cfg.model, arch), build_critic(cfg.model, arch)
+    betas = (cfg.beta1, cfg.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=betas)
+    if variant.adversarial:
+        loss = build_loss(cfg.resolved_loss(), cfg.n_critic, cfg.label_smoothing)
+        objective: GANObjective | VAEObjective = GANObjective(
+            generator, critic, loss, opt_g, opt_d, cfg.latent_dim, cfg.instance_noise
+        )
+    else:
+        objective = VAEObjective(generator, critic, opt_g, opt_d, cfg.kl_weight)
+    ema = make_ema(generator, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+
+    state_modules = {"generator": generator, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
+    if ema is not None:
+        state_modules["ema"] = ema
+    config = run_config(cfg, data, split, arch)
+    log = JsonlLog(out / LOG_FILE)
+    start_epoch, step, train_seconds = 0, 0, 0.0
+    if checkpoint.has_state(out) and resume is not False:
+        _check_same_run(out, checkpoint.load_config(out), config)
+        meta = checkpoint.load_state(
+            out, {**state_modules, "rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state()}
+        )
+        torch.set_rng_state(meta["tensors"]["rng_torch"])
+        shuffle.set_state(meta["tensors"]["rng_shuffle"])
+        start_epoch, step, train_seconds = meta["epoch"], meta["step"], meta["train_seconds"]
+        log.truncate_after(step)
+    elif resume:
+        raise checkpoint.CheckpointError(f"nothing to resume in {out}: no {checkpoint.STATE_FILE}")
+    elif checkpoint.has_state(out):
+        raise checkpoint.CheckpointError(f"{out} already holds a run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_config(out, config)
+
+    n = len(labels)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    batch = min(cfg.batch_size, n)
+    total_steps = cfg.epochs * steps_per_epoch
+    grid_z, grid_labels = sample_inputs(
+        arch.num_classes, cfg.sample_columns, cfg.latent_dim, variant.conditional
+    )
+    saved = ema.module if ema is not None else generator
+
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, mininterval=2.0, unit="step")
+    for epoch in range(start_epoch, cfg.epochs):
+        epoch_start = time.perf_counter()
+        generator.train()
+        order = torch.randperm(n, generator=shuffle)[: steps_per_epoch * batch].view(steps_per_epoch, batch)
+        sums: dict[str, list[float]] = {}
+        for index in order:
+            result = objective.step(images[index], labels[index], step, step / total_steps)
+            if ema is not None and result.generator_updated:
+                ema.update_parameters(generator)
+            for key, value in result.stats.items():
+                sums.setdefault(key, []).append(value)
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                log.write({"event": "step", "epoch": epoch + 1, "step": step, **result.stats})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in result.stats.items()}, refresh=False)
+        train_seconds += time.perf_counter() - epoch_start
+
+        means = {k: float(np.mean(v)) for k, v in sums.items()}
+        meta = {"epoch": epoch + 1, "step": step, "train_seconds": train_seconds}
+        log.write({"event": "epoch", **meta, **means})
+        with torch.no_grad():
+            samples = to_uint8(saved.eval()(grid_z, grid_labels).numpy())
+        save_grid(out / SAMPLES_DIR / f"epoch_{epoch + 1:03d}.png", samples, rows=arch.num_classes)
+        checkpoint.save_generator(out, saved)
+        rng = {"rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state()}
+        checkpoint.save_state(out, {**state_modules, **rng}, meta)
+        plot_losses(out / LOSSES_PLOT, log.read(), PLOTTED)
+        bar.write(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+    bar.close()
+    return RunSummary(out, cfg.epochs, step, train_seconds, start_epoch)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]

@@ -1,0 +1,99 @@
+"""One optimisation step of each training objective: adversarial (any loss in ``train.losses``) or VAE.
+
+The loop hands every objective a real batch and the global step and gets back the numbers to log plus
+whether the generator changed (so the loop knows when to update the EMA copy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from train.losses import AdversarialLoss, elbo
+
+
+@dataclass
+class StepResult:
+    stats: dict[str, float]
+    generator_updated: bool
+
+
+class GANObjective:
+    def __init__(
+        self,
+        generator: nn.Module,
+        critic: nn.Module,
+        loss: AdversarialLoss,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        latent_dim: int,
+        instance_noise: float = 0.0,
+    ):
+        self.generator, self.critic, self.loss = generator, critic, loss
+        self.opt_g, self.opt_d = opt_g, opt_d
+        self.latent_dim = latent_dim
+        self.instance_noise = instance_noise
+
+    def _noisy(self, images: torch.Tensor, progress: float) -> torch.Tensor:
+        """Instance noise (Sønderby et al., 2016), annealed linearly to zero over the run."""
+        std = self.instance_noise * max(0.0, 1.0 - progress)
+        return images + std * torch.randn_like(images) if std > 0 else images
+
+    def step(self, real: torch.Tensor, labels: torch.Tensor, step: int, progress: float) -> StepResult:
+        n = real.shape[0]
+        with torch.no_grad():
+            fake = self.generator(torch.randn(n, self.latent_dim), labels)
+        real_in, fake_in = self._noisy(real, progress), self._noisy(fake, progress)
+        real_out, fake_out = self.critic(real_in, labels), self.critic(fake_in, labels)
+        d_loss = self.loss.critic(real_out, fake_out)
+        penalty = self.loss.penalty(self.critic, real_in, fake_in, labels)
+        total = d_loss if penalty is None else d_loss + penalty
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_d.step()
+        self.loss.after_critic_step(self.critic)
+        stats = {"d_loss": total.item(), "d_real": real_out.mean().item(), "d_fake": fake_out.mean().item()}
+        if penalty is not None:
+            stats["penalty"] = penalty.item()
+
+        if (step + 1) % self.loss.n_critic:
+            return StepResult(stats, generator_updated=False)
+        self.critic.requires_grad_(False)
+        fake = self.generator(torch.randn(n, self.latent_dim), labels)
+        g_loss = self.loss.generator(self.critic(self._noisy(fake, progress), labels))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        self.critic.requires_grad_(True)
+        stats["g_loss"] = g_loss.item()
+        return StepResult(stats, generator_updated=True)
+
+
+class VAEObjective:
+    """Conditional VAE: ``critic`` is the encoder q(z | x, y), ``generator`` the decoder p(x | z, y)."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        critic: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        kl_weight: float = 1.0,
+    ):
+        self.generator, self.critic = generator, critic
+        self.opt_g, self.opt_d = opt_g, opt_d
+        self.kl_weight = kl_weight
+
+    def step(self, real: torch.Tensor, labels: torch.Tensor, step: int, progress: float) -> StepResult:
+        mu, logvar = self.critic(real, labels)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        loss, reconstruction, kl = elbo(self.generator(z, labels), real, mu, logvar, self.kl_weight)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.opt_d.step()
+        stats = {"loss": loss.item(), "reconstruction": reconstruction.item(), "kl": kl.item()}
+        return StepResult(stats, generator_updated=True)
