@@ -71,7 +71,8 @@ def plot_losses(path: Path, records: list[dict], keys: tuple[str, ...]) -> None:
             ax.plot(xs, ys, label=key, linewidth=1)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -125,7 +125,7 @@ def load_state(run_dir: str | Path, modules: dict[str, Any]) -> dict:
     try:
         for name, obj in modules.items():
             prefix = f"{name}."
-            part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            part = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             if isinstance(obj, torch.Tensor):
                 loaded[name] = tensors[name]
             elif isinstance(obj, torch.optim.Optimizer):

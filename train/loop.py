@@ -129,7 +129,7 @@ def run_config(cfg: TrainConfig, data: LabelledImages, split: Split, arch: Archi
         "label_names": list(data.label_names),
         "image_shape": list(arch.image_shape),
         "architecture": arch.kwargs(),
-        "training": asdict(cfg),
+        "training": {**asdict(cfg), "loss": cfg.resolved_loss()},
         "seed": cfg.seed,
         "data": {"source": data.source, "sha256": data.sha256, "count": len(data.labels)},
         "split": split.describe(data.labels),
@@ -161,7 +161,13 @@ def sample_inputs(num_classes: int, columns: int, latent_dim: int, conditional: 
     return z, labels
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool | None = None, progress: bool = True) -> RunSummary:
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> RunSummary:
     """Train into ``out``.
 
     ``resume``: None resumes when ``out`` holds state, True requires state, False refuses to touch a run.
@@ -203,7 +209,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool | None = None, progres
     state_modules = {"generator": generator, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
     if ema is not None:
         state_modules["ema"] = ema
-    config = run_config(cfg, data, split, arch)
+    config = {**run_config(cfg, data, split, arch), "command": command}
     log = JsonlLog(out / LOG_FILE)
     start_epoch, step, train_seconds = 0, 0, 0.0
     if checkpoint.has_state(out) and resume is not False:
