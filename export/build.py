@@ -61,7 +61,7 @@ from export.verify import (
     session,
     weight_inputs,
 )
-from train.checkpoint import load_generator
+from train.checkpoint import STATE_META_FILE, load_generator
 from train.models import get_variant
 
 NORMALISATION = {
@@ -86,6 +86,9 @@ class ExportOptions:
     sample_seeds: tuple[int, ...] = DEFAULT_SAMPLE_SEEDS
     tolerance: Tolerance = field(default_factory=Tolerance)
     overwrite: bool = False
+    evaluate: bool = False  # run train.evaluation on the exported graph and embed the result as metrics
+    eval_n: int | None = None  # images to generate for evaluation; None: the evaluation's default
+    classifier_dir: Path | None = None  # None: the evaluation's default (models/mnist-classifier)
     command: str = ""  # the command line that remakes this directory, for the model card
 
 
@@ -99,7 +102,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        manifest = _build(generator, config, run_dir, staging, options)
+        manifest = _build(generator, config, staging, options)
+        write_manifest(staging, manifest)
+        if options.evaluate:  # reads the staged manifest.json + model.onnx, as gan-eval MODEL_DIR would
+            manifest["metrics"] = _evaluate(staging, out_dir, options)
+            write_manifest(staging, manifest)
+        progress = _read_progress(run_dir)
+        (staging / card.CARD_FILE).write_text(card.render(manifest, run_dir, progress, options.command))
         verify_model_dir(staging)  # the directory as the service will see it
         _replace_dir(staging, out_dir)
     except BaseException:
@@ -108,7 +117,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     return manifest
 
 
-def _build(generator: nn.Module, config: dict, run_dir: Path, staging: Path, options: ExportOptions) -> dict:
+def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOptions) -> dict:
+    """Write and verify the graphs and the sample grid; returns the manifest (not yet written)."""
     latent_dim, num_classes = int(config["latent_dim"]), int(config["num_classes"])
     conditional = bool(config.get("conditional", get_variant(config["model"]).conditional))
     torch.manual_seed(0)
@@ -152,10 +162,11 @@ def _build(generator: nn.Module, config: dict, run_dir: Path, staging: Path, opt
         "opset": options.opset,
         "conditional": conditional,
         "training": config,
-        "data_split": _data_split(config),
+        "data_split": config.get("split"),
         "verification": verification,
         "metrics": options.metrics,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "samples": {"file": SAMPLES_FILE, "rows": "labels", "columns_seeds": list(options.sample_seeds)},
     }
 
     if options.fp16:
@@ -166,10 +177,6 @@ def _build(generator: nn.Module, config: dict, run_dir: Path, staging: Path, opt
         }
 
     save_grid(sample_grid(shipped, latent_dim, num_classes, options.sample_seeds), staging / SAMPLES_FILE)
-    write_manifest(staging, manifest)
-    (staging / card.CARD_FILE).write_text(
-        card.render(manifest, run_dir, options.command, options.sample_seeds)
-    )
     return manifest
 
 
@@ -293,12 +300,26 @@ def _export_label_morph(
     }
 
 
-def _data_split(config: dict) -> dict | None:
-    for key in ("split", "data_split"):
-        if isinstance(config.get(key), dict):
-            return config[key]
-    data = config.get("data")
-    return data.get("split") if isinstance(data, dict) else None
+def _evaluate(staging: Path, out_dir: Path, options: ExportOptions) -> dict:
+    """``gan-eval``'s metrics of the exported graph itself (read through the staged manifest)."""
+    from train.evaluation.evaluate import EvalSettings, metrics_for_manifest  # heavy; only when asked
+
+    kwargs = {"classifier_dir": options.classifier_dir} if options.classifier_dir else {}
+    try:
+        metrics = metrics_for_manifest(staging, EvalSettings(n=options.eval_n), **kwargs)
+    except ValueError as exc:  # EvaluationError, SourceError, ClassifierError: each names what is wrong
+        raise ExportError(f"--evaluate failed: {exc}") from exc
+    metrics.setdefault("source", {})["path"] = str(out_dir)  # where the evaluated graph now lives
+    return metrics
+
+
+def _read_progress(run_dir: Path) -> dict:
+    """``state.json``'s epoch/step, when the run has one (only for the model card)."""
+    try:
+        state = json.loads((run_dir / STATE_META_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {key: state[key] for key in ("epoch", "step") if key in state}
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:

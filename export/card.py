@@ -9,13 +9,25 @@ from export.manifest import CARD_FILE, SAMPLES_FILE
 
 __all__ = ["CARD_FILE", "render"]
 
-_TRAINING_KEYS = ("model", "loss", "latent_dim", "epochs", "steps", "batch_size", "seed", "ema")
+_RUN_KEYS = ("model", "loss", "conditional", "seed", "ema")  # top level of config.json
+_HYPER_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr_g",
+    "lr_d",
+    "beta1",
+    "beta2",
+    "n_critic",
+    "ema_decay",
+)  # its "training"
 
 
-def render(manifest: dict, run_dir: Path, command: str, sample_seeds: tuple[int, ...]) -> str:
+def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
+    """``progress``: ``state.json``'s epoch/step, when known."""
     m = manifest
     height, width, channels = m["image_shape"]
     training = m["training"] or {}
+    sample_seeds = m["samples"]["columns_seeds"]
     lines = [
         f"# {m['name']} {m['version']}",
         "",
@@ -54,8 +66,9 @@ def render(manifest: dict, run_dir: Path, command: str, sample_seeds: tuple[int,
         "",
         "| setting | value |",
         "|---|---|",
-        *[f"| {key} | `{json.dumps(training[key])}` |" for key in _TRAINING_KEYS if key in training],
+        *_setting_rows(training, progress),
         "",
+        *(["Trained with:", "", "```", training["command"], "```", ""] if training.get("command") else []),
         "Exported and verified with:",
         "",
         "```",
@@ -80,6 +93,27 @@ def render(manifest: dict, run_dir: Path, command: str, sample_seeds: tuple[int,
         "",
     ]
     return "\n".join(lines)
+
+
+def _setting_rows(config: dict, progress: dict) -> list[str]:
+    hyper = config.get("training", {})
+    data = config.get("data", {})
+    split = config.get("split", {})
+    settings = {key: config[key] for key in _RUN_KEYS if key in config}
+    settings |= {key: hyper[key] for key in _HYPER_KEYS if hyper.get(key) is not None}
+    settings |= {f"trained {key}s": value for key, value in progress.items()}
+    if data:
+        settings["data"] = f"{data.get('source')} (sha256 {str(data.get('sha256'))[:12]}…)"
+    if split:
+        settings["split"] = (
+            f"{split.get('method')}, {split.get('train_count')} train / "
+            f"{split.get('held_out_count')} held out, seed {split.get('seed')}"
+        )
+    return [f"| {key} | {_show(value)} |" for key, value in settings.items()]
+
+
+def _show(value: object) -> str:
+    return value if isinstance(value, str) else f"`{json.dumps(value)}`"
 
 
 def _verification_text(m: dict) -> str:

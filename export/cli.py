@@ -58,7 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not write label_morph.onnx for a conditional generator",
     )
-    parser.add_argument("--metrics", type=Path, help="metrics.json from gan-eval to embed in the manifest")
+    metrics = parser.add_mutually_exclusive_group()
+    metrics.add_argument("--metrics", type=Path, help="metrics.json from gan-eval to embed in the manifest")
+    metrics.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="embed gan-eval metrics of the exported model.onnx (needs models/mnist-classifier)",
+    )
+    parser.add_argument("--eval-n", type=int, help="images --evaluate generates (default: gan-eval's)")
+    parser.add_argument(
+        "--classifier", type=Path, help="classifier directory for --evaluate (default: gan-eval's)"
+    )
     parser.add_argument(
         "--sample-seeds",
         type=parse_seeds,
@@ -99,6 +109,12 @@ def remake_command(args: argparse.Namespace, name: str) -> str:
         parts.append("--no-label-morph")
     if args.metrics:
         parts += ["--metrics", str(args.metrics)]
+    if args.evaluate:
+        parts.append("--evaluate")
+        parts += ["--eval-n", str(args.eval_n)] if args.eval_n else []
+        parts += ["--classifier", str(args.classifier)] if args.classifier else []
+    if args.sample_seeds != parse_seeds("0-9"):
+        parts += ["--sample-seeds", ",".join(str(seed) for seed in args.sample_seeds)]
     return shlex.join(parts)
 
 
@@ -109,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--opset must be at least {MIN_OPSET}, got {args.opset}")
     if args.image_tolerance < 0 or args.float_tolerance < 0:
         parser.error("--image-tolerance and --float-tolerance must be >= 0")
+    if args.eval_n is not None and args.eval_n < 1:
+        parser.error(f"--eval-n must be at least 1, got {args.eval_n}")
     name = args.name or args.out.resolve().name
     try:
         options = ExportOptions(
@@ -121,10 +139,20 @@ def main(argv: list[str] | None = None) -> int:
             sample_seeds=args.sample_seeds,
             tolerance=Tolerance(image=args.image_tolerance, float=args.float_tolerance),
             overwrite=args.overwrite,
+            evaluate=args.evaluate,
+            eval_n=args.eval_n,
+            classifier_dir=args.classifier,
             command=remake_command(args, name),
         )
         manifest = export_run(args.run_dir, args.out, options)
-    except (CheckpointError, ExportError, VerificationError, ManifestError, FileExistsError) as exc:
+    except (
+        CheckpointError,
+        ExportError,
+        VerificationError,
+        ManifestError,
+        FileExistsError,
+        ValueError,
+    ) as exc:
         print(f"gan-export: error: {exc}", file=sys.stderr)
         return 1
     print(summary(manifest, args.out))

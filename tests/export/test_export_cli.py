@@ -1,0 +1,137 @@
+"""``gan-export`` fails loudly and leaves nothing half-written; bad flags give clear messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import export.build
+from export.cli import main, parse_seeds
+from export.graph import ImageGenerator, export_onnx
+from export.verify import Tolerance, VerificationError, check_parity, label_inputs, session
+from train.checkpoint import load_generator
+
+
+class NoisyGenerator(nn.Module):
+    """Its exported graph draws different noise from PyTorch's: parity must fail."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        x = self.generator(z, label)
+        return torch.clamp(x + 0.5 * torch.randn_like(x), -1.0, 1.0)
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir()) if parent.exists() else []
+
+
+def test_parity_failure_exits_nonzero_and_leaves_nothing(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    generator, config = load_generator(run_dir)
+    monkeypatch.setattr(export.build, "load_generator", lambda _: (NoisyGenerator(generator).eval(), config))
+    out = tmp_path / "models" / "noisy"
+    assert main([str(run_dir), "--out", str(out), "--no-label-morph"]) == 1
+    err = capsys.readouterr().err
+    assert "gan-export: error: model.onnx (float debug graph): uint8 output differs from PyTorch by" in err
+    assert "tolerance 1" in err
+    assert _leftovers(out.parent) == []  # neither the model dir nor its staging dir
+
+
+def test_check_parity_reports_numbers(run_dir: Path) -> None:
+    generator, _ = load_generator(run_dir)
+    reference = ImageGenerator(generator, debug=True)
+    graph = session(export_onnx(reference, (torch.zeros(2, 16), torch.arange(2)), ("z", "label"), 18))
+    report = check_parity(graph, reference, label_inputs(16, 10), "t", Tolerance(image=1, float=1e-4))
+    assert report["image_max_abs_diff"] <= 1 and report["float_max_abs_diff"] <= 1e-4
+
+    class Shifted(nn.Module):  # a reference one pixel level off everywhere
+        def forward(self, z: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            image, x = reference(z, label)
+            return image.to(torch.int16) + 2, x
+
+    with pytest.raises(
+        VerificationError, match=r"differs from PyTorch by [23] levels at batch size 1 \(tolerance 1\)"
+    ):
+        check_parity(graph, Shifted(), label_inputs(16, 10), "t")
+
+
+def test_existing_output_is_kept_without_overwrite(run_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "keep.txt").write_text("placeholder")
+    assert main([str(run_dir), "--out", str(out)]) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert _leftovers(out) == ["keep.txt"]
+
+
+def test_overwrite_replaces_directory(run_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "replaced"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    assert (
+        main([str(run_dir), "--out", str(out), "--overwrite", "--no-label-morph", "--sample-seeds", "0-2"])
+        == 0
+    )
+    assert "uint8 max abs diff" in capsys.readouterr().out
+    assert _leftovers(out) == ["README.md", "manifest.json", "model.onnx", "samples.png"]
+    assert _leftovers(tmp_path) == ["replaced"]
+    assert "--sample-seeds 0,1,2" in (out / "README.md").read_text()
+
+
+def test_missing_run_dir(tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path / "no-run"), "--out", str(tmp_path / "m")]) == 1
+    assert "config.json not found" in capsys.readouterr().err
+    assert _leftovers(tmp_path) == []
+
+
+def test_evaluate_without_classifier_fails_cleanly(run_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m"
+    args = [
+        str(run_dir),
+        "--out",
+        str(out),
+        "--no-label-morph",
+        "--evaluate",
+        "--classifier",
+        str(tmp_path / "c"),
+    ]
+    assert main(args) == 1
+    assert "gan-export: error: --evaluate failed:" in capsys.readouterr().err
+    assert _leftovers(tmp_path) == []
+
+
+def test_bad_metrics_file(run_dir: Path, tmp_path: Path, capsys) -> None:
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("[1, 2]")
+    assert main([str(run_dir), "--out", str(tmp_path / "m"), "--metrics", str(metrics)]) == 1
+    assert "--metrics" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--opset", "12"], "--opset must be at least 17"),
+        (["--sample-seeds", "a-b"], "seeds must look like '0-9'"),
+        (["--image-tolerance", "-1"], "must be >= 0"),
+        (["--eval-n", "0"], "--eval-n must be at least 1"),
+    ],
+)
+def test_bad_flags(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--out", str(tmp_path / "m"), *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("0-3,7") == (0, 1, 2, 3, 7)
+    assert parse_seeds("5") == (5,)
+    assert np.array_equal(parse_seeds("2-4"), [2, 3, 4])
