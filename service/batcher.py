@@ -1,0 +1,354 @@
+"""Dynamic batching: the hop between the routes and the runtime.
+
+Requests become *jobs* (latents + conditions). Jobs wait in two FIFO lanes, interactive ahead of bulk, bounded
+in images. One loop on the event loop assembles batches of at most ``max_batch`` rows, waiting at most
+``max_wait_ms`` after the oldest job arrived for the batch to fill; a job larger than the room left is split
+across batches. A batch is padded to the next bucket size (every bucket is warmed up before the service is
+ready) and runs on the single inference thread, so the event loop stays free. Rows are sliced back into their
+jobs' outputs. A row's pixels do not depend on its neighbours (the runtime is deterministic per row), so
+batching never changes results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from service.config import Settings
+from service.metrics import Metrics
+from service.runtime import GraphKind, Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Lane(StrEnum):
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+
+class QueueFull(Exception):
+    """No room for the job: the caller should retry later (429)."""
+
+
+class Unavailable(Exception):
+    """The batcher is not accepting work: shutting down or failed to warm up (503)."""
+
+
+class DeadlineExceeded(Exception):
+    """The job's deadline passed before its images were ready (504)."""
+
+
+@dataclass(eq=False)
+class _Job:
+    kind: GraphKind
+    z: np.ndarray
+    condition: np.ndarray
+    lane: Lane
+    admitted: bool  # counts against max_queue_images
+    deadline: float
+    future: asyncio.Future[np.ndarray]
+    enqueued: float = field(default_factory=time.monotonic)
+    next_row: int = 0  # rows handed to batches so far
+    done_rows: int = 0
+    started: float | None = None
+    compute_s: float = 0.0
+    out: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.z)
+
+    @property
+    def waiting_rows(self) -> int:
+        return self.n - self.next_row
+
+    @property
+    def finished(self) -> bool:
+        return self.future.done()
+
+
+@dataclass
+class _Slice:
+    job: _Job
+    start: int  # rows [start, stop) of the job ...
+    stop: int
+    offset: int  # ... sit at rows [offset, offset + stop - start) of the batch
+
+
+class Batcher:
+    def __init__(self, runtime: Runtime, settings: Settings, metrics: Metrics):
+        self.runtime = runtime
+        self.settings = settings
+        self.metrics = metrics
+        self.buckets = settings.buckets
+        self.ready = False
+        self.failed: str | None = None
+        self._lanes: dict[Lane, deque[_Job]] = {lane: deque() for lane in Lane}
+        self._waiting: dict[Lane, int] = dict.fromkeys(Lane, 0)  # rows not yet in a batch
+        self._admitted_rows = 0  # waiting rows of admitted jobs
+        self._streams = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-inference")
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._main(), name="gan-batcher")
+
+    async def close(self) -> None:
+        """Stop accepting work, finish every queued job, stop the inference thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing and self.failed is None
+
+    # --- submitting work
+
+    async def generate(
+        self,
+        kind: GraphKind,
+        z: np.ndarray,
+        condition: np.ndarray,
+        *,
+        lane: Lane | None = None,
+        admit: bool = True,
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        """Images for latents ``z`` [n, latent_dim] under ``condition`` (labels [n] or label weights [n, K]).
+
+        ``admit=False`` skips the queue bound (bulk streams are bounded by their own slots instead).
+        Raises ``QueueFull``, ``Unavailable`` or ``DeadlineExceeded``; cancelling the caller drops the job.
+        """
+        if not self.accepting:
+            raise Unavailable(self.failed or "shutting down")
+        n = len(z)
+        lane = lane or (Lane.INTERACTIVE if n <= self.settings.interactive_max_images else Lane.BULK)
+        if admit and self._admitted_rows + n > self.settings.max_queue_images:
+            self.metrics.dropped.labels("queue_full").inc()
+            raise QueueFull(f"queue holds {self._admitted_rows} of {self.settings.max_queue_images} images")
+        timeout_s = self.settings.request_timeout_s if timeout_s is None else timeout_s
+        job = _Job(
+            kind,
+            z,
+            condition,
+            lane,
+            admit,
+            time.monotonic() + timeout_s,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._enqueue(job)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(job.future)
+        except TimeoutError:
+            self._abandon(job, "deadline")
+            raise DeadlineExceeded(f"no result within {timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            self._abandon(job, "cancelled")
+            raise
+
+    def acquire_stream(self) -> Callable[[], None]:
+        """Take one of ``max_bulk_streams`` slots for a bulk stream (or raise ``QueueFull``); returns the
+        (idempotent) release."""
+        if not self.accepting:
+            raise Unavailable(self.failed or "shutting down")
+        if self._streams >= self.settings.max_bulk_streams:
+            self.metrics.dropped.labels("queue_full").inc()
+            raise QueueFull(f"{self._streams} bulk streams already running")
+        self._streams += 1
+        self.metrics.bulk_streams.set(self._streams)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._streams -= 1
+                self.metrics.bulk_streams.set(self._streams)
+
+        return release
+
+    # --- queue bookkeeping
+
+    def _enqueue(self, job: _Job) -> None:
+        self._lanes[job.lane].append(job)
+        self._count(job, job.n)
+        self._wakeup.set()
+
+    def _count(self, job: _Job, rows: int) -> None:
+        self._waiting[job.lane] += rows
+        if job.admitted:
+            self._admitted_rows += rows
+        self.metrics.queue_depth.labels(job.lane.value).set(self._waiting[job.lane])
+
+    def _abandon(self, job: _Job, reason: str) -> None:
+        """The caller gave up (deadline or disconnect): drop the job's rows that have not run yet."""
+        if job.future.done():
+            return
+        job.future.cancel()
+        self.metrics.dropped.labels(reason).inc()
+        if job.waiting_rows:
+            with contextlib.suppress(ValueError):
+                self._lanes[job.lane].remove(job)
+            self._count(job, -job.waiting_rows)
+            job.next_row = job.n
+
+    def _expire(self, now: float) -> None:
+        """Drop queued jobs whose deadline has passed, so they never take a place in a batch."""
+        for lane in self._lanes.values():
+            for job in [j for j in lane if j.deadline <= now]:
+                if not job.future.done():
+                    job.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+                    job.future.exception()  # retrieved: the caller may already be gone
+                    self.metrics.dropped.labels("deadline").inc()
+                lane.remove(job)
+                self._count(job, -job.waiting_rows)
+                job.next_row = job.n
+
+    # --- the loop
+
+    async def _main(self) -> None:
+        try:
+            await self._warm_up()
+        except Exception as exc:
+            self.failed = f"warm-up failed: {exc}"
+            log.exception("warm-up failed; the service stays unready")
+            self._fail_all(Unavailable(self.failed))
+            return
+        self.ready = True
+        self.metrics.ready.set(1)
+        await self._serve()
+
+    async def _warm_up(self) -> None:
+        loop = asyncio.get_running_loop()
+        for kind in self.runtime.graphs:
+            for size in self.buckets:
+                z, condition = self._empty_batch(kind, size)
+                await loop.run_in_executor(self._executor, self.runtime.run, kind, z, condition)
+
+    async def _serve(self) -> None:
+        max_wait = self.settings.max_wait_ms / 1000
+        while True:
+            now = time.monotonic()
+            self._expire(now)
+            waiting = sum(self._waiting.values())
+            if waiting == 0:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            oldest = min(lane[0].enqueued for lane in self._lanes.values() if lane)
+            fill_by = oldest + max_wait - now
+            if waiting < self.settings.max_batch and fill_by > 0 and not self._closing:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(fill_by):
+                        await self._wakeup.wait()
+                continue
+            await self._run(self._take_batch())
+
+    def _take_batch(self) -> list[_Slice]:
+        """Up to ``max_batch`` rows of one graph kind: interactive jobs first, then bulk, each lane FIFO."""
+        heads = [lane[0] for lane in (self._lanes[Lane.INTERACTIVE], self._lanes[Lane.BULK]) if lane]
+        kind = heads[0].kind
+        room, batch = self.settings.max_batch, []
+        for lane in (Lane.INTERACTIVE, Lane.BULK):
+            queue = self._lanes[lane]
+            for job in list(queue):
+                if room == 0:
+                    break
+                if job.kind != kind:
+                    continue
+                rows = min(room, job.waiting_rows)
+                batch.append(_Slice(job, job.next_row, job.next_row + rows, self.settings.max_batch - room))
+                job.next_row += rows
+                room -= rows
+                self._count(job, -rows)
+                if job.waiting_rows == 0:
+                    queue.remove(job)
+        return batch
+
+    async def _run(self, batch: list[_Slice]) -> None:
+        rows = sum(s.stop - s.start for s in batch)
+        size = self.buckets[bisect.bisect_left(self.buckets, rows)]
+        kind = batch[0].job.kind
+        z, condition = self._empty_batch(kind, size)
+        started = time.monotonic()
+        for s in batch:
+            z[s.offset : s.offset + s.stop - s.start] = s.job.z[s.start : s.stop]
+            condition[s.offset : s.offset + s.stop - s.start] = s.job.condition[s.start : s.stop]
+            if s.job.started is None:
+                s.job.started = started
+        try:
+            images = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.runtime.run, kind, z, condition
+            )
+        except Exception as exc:
+            log.exception("inference failed for a batch of %d", rows)
+            for s in batch:
+                self._fail(s.job, exc)
+            return
+        elapsed = time.monotonic() - started
+        self.metrics.batch_size.observe(rows)
+        self.metrics.batch_padding.inc(size - rows)
+        self.metrics.batch_seconds.observe(elapsed)
+        for s in batch:
+            self._deliver(s, images, elapsed)
+
+    def _deliver(self, s: _Slice, images: np.ndarray, elapsed: float) -> None:
+        job = s.job
+        if job.finished:  # abandoned or expired meanwhile: its rows are discarded
+            return
+        if job.out is None:
+            job.out = np.empty((job.n, *images.shape[1:]), dtype=images.dtype)
+        job.out[s.start : s.stop] = images[s.offset : s.offset + s.stop - s.start]
+        job.done_rows += s.stop - s.start
+        job.compute_s += elapsed
+        if job.done_rows == job.n:
+            job.future.set_result(job.out)
+            lane = job.lane.value
+            self.metrics.images.labels(lane).inc(job.n)
+            self.metrics.queue_wait.labels(lane).observe((job.started or job.enqueued) - job.enqueued)
+            self.metrics.compute.labels(lane).observe(job.compute_s)
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        if not job.finished:
+            job.future.set_exception(exc)
+            job.future.exception()
+            self.metrics.dropped.labels("error").inc()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for lane in self._lanes.values():
+            while lane:
+                job = lane.popleft()
+                self._count(job, -job.waiting_rows)
+                job.next_row = job.n
+                self._fail(job, exc)
+
+    def _empty_batch(self, kind: GraphKind, size: int) -> tuple[np.ndarray, np.ndarray]:
+        spec = self.runtime.spec
+        z = np.zeros((size, spec.latent_dim), dtype=np.float32)
+        if kind is GraphKind.LABEL_MORPH:
+            condition = np.zeros((size, spec.num_classes), dtype=np.float32)
+            condition[:, 0] = 1.0
+        else:
+            condition = np.zeros(size, dtype=np.int64)
+        return z, condition

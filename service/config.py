@@ -1,0 +1,139 @@
+"""Every knob of the service in one place: environment variables with the prefix ``GAN_`` (or a ``.env``
+file), overridden by ``gan-serve`` flags. Shapes never live here: they come from the model's manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CONTRACT_MIN_MAX_N = 1024  # the HTTP contract promises n up to at least this
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GAN_", env_file=".env", extra="ignore")
+
+    # --- model and runtime
+    model_dir: Path = Field(
+        Path("models/mnist-cdcgan"), description="Model directory to serve (manifest.json + ONNX)."
+    )
+    model_variant: str | None = Field(
+        None, description="Serve a graph from the manifest's `variants` (e.g. `fp16`) instead of `file`."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="ONNX Runtime provider: `auto` uses CUDA when onnxruntime-gpu sees a GPU, else CPU.",
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, le=256, description="ORT threads inside one operator (0: ORT default)."
+    )
+    inter_op_threads: int = Field(
+        0, ge=0, le=256, description="ORT threads across operators (0: ORT default)."
+    )
+
+    # --- dynamic batching
+    max_batch: int = Field(64, ge=1, le=4096, description="Most latents run in one inference call.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="How long the first queued request waits for others to fill a batch."
+    )
+    batch_buckets: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Pad sizes of batches (comma-separated); empty: powers of two up to max_batch.",
+    )
+    max_queue_images: int = Field(
+        4096, ge=1, description="Queue bound in images (not requests); a request that does not fit gets 429."
+    )
+    interactive_max_images: int = Field(
+        64, ge=1, description="Requests of at most this many images go ahead of larger (bulk) work."
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Deadline of one request; past it the request gets 504 and leaves its batch.",
+    )
+    retry_after_s: int = Field(1, ge=1, le=3600, description="`Retry-After` seconds sent with 429/503.")
+
+    # --- request bounds
+    max_n: int = Field(
+        1024,
+        ge=CONTRACT_MIN_MAX_N,
+        le=65536,
+        description="Most images in one /generate request (and labels in /v1/generate).",
+    )
+    max_steps: int = Field(64, ge=2, le=4096, description="Most interpolation steps.")
+    max_terms: int = Field(8, ge=1, le=64, description="Most terms in one latent arithmetic expression.")
+    max_seeds_per_term: int = Field(
+        16, ge=1, le=1024, description="Most seeds averaged in one arithmetic term."
+    )
+    max_latent_abs: float = Field(
+        100.0, gt=0, description="Bound on the absolute value of each coordinate of an explicit latent."
+    )
+    max_bulk_n: int = Field(1_000_000, ge=1, description="Most images in one streamed bulk (.npz) request.")
+    bulk_chunk: int = Field(256, ge=1, le=65536, description="Images per chunk of a bulk stream.")
+    bulk_prefetch: int = Field(
+        2, ge=1, le=64, description="Chunks of one bulk stream queued ahead of the writer."
+    )
+    max_bulk_streams: int = Field(4, ge=1, le=1024, description="Concurrent bulk streams; more get 429.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
+    grid_padding: int = Field(2, ge=0, le=64, description="Pixels between images of a PNG grid.")
+
+    # --- security
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Accepted API keys (comma-separated); empty: no authentication."
+    )
+    api_key_header: str = Field("X-API-Key", description="Header carrying the API key.")
+    public_ops: bool = Field(True, description="/healthz, /readyz and /metrics answer without an API key.")
+
+    # --- process
+    host: str = Field("127.0.0.1", description="Interface gan-serve binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port gan-serve binds.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes (each loads the model).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    access_log: bool = Field(True, description="One JSON log line per request.")
+    drain_s: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM: seconds /readyz answers 503 before the server stops accepting.",
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Most seconds to finish in-flight requests."
+    )
+
+    @field_validator("batch_buckets", mode="before")
+    @classmethod
+    def _split_ints(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_queue_images < self.max_n:
+            raise ValueError(f"max_queue_images ({self.max_queue_images}) must be >= max_n ({self.max_n})")
+        if any(size < 1 or size > self.max_batch for size in self.batch_buckets):
+            raise ValueError(
+                f"batch_buckets {self.batch_buckets} must lie in [1, max_batch={self.max_batch}]"
+            )
+        return self
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        """Sorted pad sizes, always ending with ``max_batch``."""
+        if self.batch_buckets:
+            return tuple(sorted(set(self.batch_buckets) | {self.max_batch}))
+        sizes, size = {self.max_batch}, 1
+        while size < self.max_batch:
+            sizes.add(size)
+            size *= 2
+        return tuple(sorted(sizes))

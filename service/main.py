@@ -1,0 +1,76 @@
+"""The FastAPI app: ``create_app(settings)`` checks the model directory at once (a bad model never starts),
+and its lifespan opens the ONNX Runtime sessions, starts the batcher (which warms up every batch size before
+``/readyz`` turns 200) and, on shutdown, finishes queued work before releasing them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from service import errors
+from service.auth import api_key_dependency
+from service.batcher import Batcher
+from service.config import Settings
+from service.metrics import Metrics
+from service.middleware import RequestContext
+from service.model_repo import ModelSpec, load_model_dir
+from service.routes import arithmetic, bulk, generate, interpolate, models, ops
+from service.runtime import Runtime
+from service.shutdown import install_sigterm_drain
+
+log = logging.getLogger(__name__)
+
+RuntimeFactory = Callable[[ModelSpec, Settings], Runtime]
+
+
+def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory = Runtime) -> FastAPI:
+    settings = settings or Settings()
+    spec = load_model_dir(settings.model_dir, settings.model_variant)
+    metrics = Metrics(settings.max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher = Batcher(runtime_factory(spec, settings), settings, metrics)
+        batcher.start()
+        app.state.batcher = batcher
+        install_sigterm_drain(app.state, settings.drain_s)
+        log.info("serving %s %s from %s", spec.manifest.name, spec.manifest.version, spec.directory)
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            metrics.ready.set(0)
+            await batcher.close()
+            log.info("stopped: queued work finished")
+
+    app = FastAPI(
+        title="GAN image generation",
+        version=spec.manifest.version,
+        summary=f"Conditional images from {spec.manifest.name}, dynamically batched on ONNX Runtime.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.settings, app.state.spec, app.state.metrics = settings, spec, metrics
+    app.state.draining = False  # set on SIGTERM (see service.cli) and at shutdown: /readyz answers 503
+
+    protected = [Depends(api_key_dependency(settings))]
+    for module in (generate, interpolate, arithmetic, bulk, models):
+        app.include_router(module.build_router(spec, settings), dependencies=protected)
+    app.include_router(
+        ops.build_router(spec, settings), dependencies=[] if settings.public_ops else protected
+    )
+    errors.install(app, settings.retry_after_s)
+    app.add_middleware(
+        RequestContext,
+        metrics=metrics,
+        access_log=settings.access_log,
+    )
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory service.main:app_from_env`` (settings from ``GAN_*``)."""
+    return create_app(Settings())

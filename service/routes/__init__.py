@@ -1,0 +1,1 @@
+"""One module per resource; each exposes ``build_router(spec, settings)``."""

@@ -1,0 +1,114 @@
+"""Latent arithmetic (DCGAN, Radford et al. 2016): weighted sums of averaged latents, and one latent under
+every label ("same style, every digit")."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import Field
+
+from service import latents
+from service.config import Settings
+from service.encoding import Format
+from service.errors import check_count, check_range
+from service.model_repo import ModelSpec
+from service.routes.common import (
+    IMAGE_RESPONSES,
+    BatcherDep,
+    FormatField,
+    StrictBody,
+    TruncationField,
+    render,
+    unless_disconnected,
+)
+from service.routes.latent_source import LatentSource, resolve
+from service.runtime import GraphKind
+
+Seed = Annotated[int, Field(ge=0, le=latents.MAX_SEED)]
+MAX_WEIGHT = 100.0
+
+
+class Term(StrictBody):
+    seeds: list[Seed] = Field(min_length=1, description="The term is the mean latent of these seeds.")
+    weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, description="Its coefficient in the sum.")
+
+
+class ArithmeticRequest(StrictBody):
+    terms: list[Term] = Field(min_length=1, description="result = sum(weight * mean latent of seeds).")
+    labels: list[int] | None = Field(None, min_length=1, description="Labels to render under (default: all).")
+    show_terms: bool = Field(False, description="Each row shows the terms' mean latents, then the result.")
+    truncation: float = TruncationField
+    format: Format = FormatField
+
+
+class EveryLabelRequest(LatentSource):
+    truncation: float = TruncationField
+    format: Format = FormatField
+
+
+def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["latent arithmetic"])
+    top_label = spec.num_classes - 1
+    all_labels = list(range(spec.num_classes))
+
+    @router.post(
+        "/v1/arithmetic",
+        responses=IMAGE_RESPONSES,
+        response_class=Response,
+        summary="Render a weighted sum of mean latents under one or more labels",
+    )
+    async def arithmetic(request: Request, batcher: BatcherDep, body: ArithmeticRequest) -> Response:
+        check_count(("body", "terms"), len(body.terms), settings.max_terms)
+        for i, term in enumerate(body.terms):
+            check_count(("body", "terms", i, "seeds"), len(term.seeds), settings.max_seeds_per_term)
+        labels = body.labels if body.labels is not None else all_labels
+        check_count(("body", "labels"), len(labels), settings.max_n)
+        for i, label in enumerate(labels):
+            check_range(("body", "labels", i), label, 0, top_label)
+        means = np.stack([latents.mean_latent(term.seeds, spec.latent_dim) for term in body.terms])
+        means = latents.truncate(means, body.truncation)
+        result = latents.weighted_sum([t.weight for t in body.terms], list(means))
+        row = np.concatenate([means, result[None]]) if body.show_terms else result[None]
+        z = np.concatenate([row] * len(labels))
+        image_labels = np.repeat(np.asarray(labels, dtype=np.int64), len(row))
+        images = await unless_disconnected(request, batcher.generate(GraphKind.MAIN, z, image_labels))
+        infos = [
+            {"label": int(label), "latent": latent.tolist()}
+            for label, latent in zip(image_labels, z, strict=True)
+        ]
+        return await render(
+            images,
+            body.format,
+            infos=infos,
+            seed=None,
+            truncation=body.truncation,
+            columns=len(row) if body.show_terms else len(labels),
+            padding=settings.grid_padding,
+        )
+
+    @router.post(
+        "/v1/every-label",
+        responses=IMAGE_RESPONSES,
+        response_class=Response,
+        summary="One latent (one style) rendered under every label",
+    )
+    async def every_label(request: Request, batcher: BatcherDep, body: EveryLabelRequest) -> Response:
+        latent = resolve(body, ("body",), spec, settings, body.truncation)
+        z = np.repeat(latent[None], spec.num_classes, axis=0)
+        labels = np.arange(spec.num_classes, dtype=np.int64)
+        images = await unless_disconnected(request, batcher.generate(GraphKind.MAIN, z, labels))
+        infos = [{"seed": body.seed, "label": int(label), "latent": latent.tolist()} for label in labels]
+        return await render(
+            images,
+            body.format,
+            infos=infos,
+            seed=body.seed,
+            truncation=body.truncation,
+            columns=spec.num_classes,
+            padding=settings.grid_padding,
+        )
+
+    return router

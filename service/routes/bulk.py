@@ -1,0 +1,178 @@
+"""Bulk synthetic data for augmentation: ``POST /v1/bulk`` streams ``x`` (uint8 images) and ``y`` (int64
+labels) as an ``.npz`` written chunk by chunk, so memory stays flat however many images are asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import Field, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
+
+from service import encoding, label_mix, latents
+from service.batcher import Batcher, Lane
+from service.config import Settings
+from service.errors import check_range, invalid
+from service.model_repo import ModelSpec
+from service.routes.common import BatcherDep, SeedField, StrictBody, TruncationField, choose_seed
+from service.runtime import GraphKind
+
+log = logging.getLogger(__name__)
+
+Count = Annotated[int, Field(ge=0)]
+Weight = Annotated[float, Field(ge=0)]
+
+
+class BulkRequest(StrictBody):
+    n: int | None = Field(None, ge=1, description="Number of images (balanced, or split by `weights`).")
+    counts: dict[int, Count] | None = Field(
+        None, description='Exact images per label instead of `n`, e.g. {"3": 500, "8": 500}.'
+    )
+    weights: dict[int, Weight] | None = Field(
+        None, description="Relative share per label (missing labels get none); needs `n`."
+    )
+    seed: int | None = SeedField
+    truncation: float = TruncationField
+    shuffle: bool = Field(True, description="Shuffle the label order (seeded); off: sorted by label.")
+
+    @model_validator(mode="after")
+    def _one_mix(self) -> BulkRequest:
+        if self.counts is not None and (self.n is not None or self.weights is not None):
+            raise ValueError("give counts alone, or n (with optional weights)")
+        if self.counts is None and self.n is None:
+            raise ValueError("give n (balanced or with weights) or counts")
+        return self
+
+
+class _BulkResponse(StreamingResponse):
+    """A streamed response that always releases its bulk slot and stops its producer, however it ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kwargs):
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            self._release()
+
+
+def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["bulk"])
+    height, width, channels = spec.image_shape
+    pixel_shape = (height, width) if channels == 1 else (height, width, channels)
+
+    def counts_for(body: BulkRequest) -> np.ndarray:
+        mix = body.counts if body.counts is not None else body.weights
+        for label in mix or {}:
+            check_range(
+                ("body", "counts" if body.counts is not None else "weights", label),
+                label,
+                0,
+                spec.num_classes - 1,
+            )
+        if body.counts is not None:
+            counts = np.zeros(spec.num_classes, dtype=np.int64)
+            for label, count in body.counts.items():
+                counts[label] = count
+            total = int(counts.sum())
+            if not 1 <= total <= settings.max_bulk_n:
+                raise invalid(
+                    ("body", "counts"),
+                    f"counts add up to {total}",
+                    total,
+                    f"1 <= sum(counts) <= {settings.max_bulk_n}",
+                )
+            return counts
+        assert body.n is not None
+        check_range(("body", "n"), body.n, 1, settings.max_bulk_n)
+        if body.weights is None:
+            return label_mix.balanced_counts(body.n, spec.num_classes)
+        if sum(body.weights.values()) <= 0:
+            raise invalid(
+                ("body", "weights"),
+                "weights must have a positive sum",
+                body.weights,
+                "non-negative numbers with a positive sum",
+            )
+        return label_mix.counts_from_weights(body.weights, body.n, spec.num_classes)
+
+    async def images(
+        batcher: Batcher, labels: np.ndarray, seed: int, truncation: float
+    ) -> AsyncIterator[np.ndarray]:
+        async def chunk(start: int) -> np.ndarray:
+            stop = min(start + settings.bulk_chunk, len(labels))
+            z = await run_in_threadpool(
+                latents.request_latents, seed + start, stop - start, spec.latent_dim, truncation
+            )
+            return await batcher.generate(GraphKind.MAIN, z, labels[start:stop], lane=Lane.BULK, admit=False)
+
+        pending: deque[asyncio.Future[np.ndarray]] = deque()
+        try:
+            for start in range(0, len(labels), settings.bulk_chunk):
+                pending.append(asyncio.ensure_future(chunk(start)))
+                if len(pending) >= settings.bulk_prefetch:
+                    yield await pending.popleft()
+            while pending:
+                yield await pending.popleft()
+        finally:
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    @router.post(
+        "/v1/bulk",
+        response_class=StreamingResponse,
+        summary="Stream N labelled images as .npz",
+        responses={
+            200: {
+                "description": "`.npz` with `x` uint8 [N, H, W(, C)] and `y` int64 [N]; image i "
+                "uses seed + i.",
+                "content": {encoding.NPZ: {}},
+            },
+            422: {"description": "Bad mix or size; the body names the field and its range."},
+            429: {"description": "Too many bulk streams running; retry after `Retry-After`."},
+        },
+    )
+    async def bulk(batcher: BatcherDep, body: BulkRequest) -> StreamingResponse:
+        counts = counts_for(body)
+        total = int(counts.sum())
+        seed = choose_seed(body.seed, total)
+        labels = label_mix.plan_labels(counts, seed, body.shuffle)
+        release = batcher.acquire_stream()
+        label_chunks = (labels[i : i + settings.bulk_chunk] for i in range(0, total, settings.bulk_chunk))
+        content = encoding.stream_npz(
+            [
+                (
+                    "x",
+                    np.dtype(np.uint8),
+                    (total, *pixel_shape),
+                    images(batcher, labels, seed, body.truncation),
+                ),
+                ("y", np.dtype(np.int64), (total,), label_chunks),
+            ]
+        )
+        filename = f"{spec.manifest.name}-seed{seed}-n{total}.npz"
+        return _BulkResponse(
+            content,
+            release,
+            media_type=encoding.NPZ,
+            headers={
+                "X-Seed": str(seed),
+                "X-Count": str(total),
+                "Content-Disposition": f'attachment; filename="{filename}"',
+            },
+        )
+
+    return router

@@ -1,0 +1,150 @@
+"""What the routes share: injected dependencies, the seed rule, disconnect-aware waiting and rendering."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Sequence
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from service import encoding
+from service.batcher import Batcher
+from service.config import Settings
+from service.encoding import Format
+from service.errors import ClientDisconnected
+from service.latents import MAX_SEED
+from service.model_repo import ModelSpec
+
+T = TypeVar("T")
+
+
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
+def get_spec(request: Request) -> ModelSpec:
+    return request.app.state.spec
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+
+SeedField = Field(
+    None,
+    ge=0,
+    le=MAX_SEED,
+    description="Image i uses the latent of seed + i; random (and returned) when absent.",
+)
+TruncationField = Field(1.0, gt=0, le=1, description="Scales latents towards the mean: 0 < t <= 1.")
+FormatField = Field(Format.png, description="png (one image or a grid), npy (uint8 array) or json.")
+
+
+class StrictBody(BaseModel):
+    """Request bodies: unknown fields and NaN/infinite numbers are errors, not silently accepted."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ImageInfo(BaseModel):
+    index: int
+    seed: int | None = Field(None, description="Seed of the image's latent (absent for explicit latents).")
+    label: int | None = Field(None, description="Class index the image was generated under.")
+    label_weights: list[float] | None = Field(None, description="Label mix (label interpolation only).")
+    latent: list[float] = Field(description="The latent the image was generated from (after truncation).")
+    png: str = Field(description="The image as base64 PNG.")
+
+
+class ImagesJSON(BaseModel):
+    seed: int | None = Field(None, description="The request's seed, when it had one.")
+    truncation: float
+    count: int
+    image_shape: tuple[int, int, int]
+    images: list[ImageInfo]
+
+
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "PNG (a grid for several images), .npy bytes or JSON, per `format`.",
+        "content": {
+            encoding.PNG: {},
+            encoding.NPY: {},
+            encoding.JSON: {"schema": {"$ref": "#/components/schemas/ImagesJSON"}},
+        },
+        "headers": {
+            "X-Seed": {
+                "description": "The seed used (chosen at random when the request had none).",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+    422: {"description": "A parameter is out of range; the body names it and its allowed range."},
+    429: {"description": "Queue full; retry after `Retry-After` seconds."},
+    503: {"description": "Not accepting work (warming up failed or shutting down)."},
+    504: {"description": "The request's deadline passed."},
+}
+
+
+def choose_seed(seed: int | None, count: int = 1) -> int:
+    """The request's seed, or a random one that leaves room for ``count`` consecutive seeds."""
+    return seed if seed is not None else secrets.randbelow(MAX_SEED - count + 2)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (and so dropping its queued images) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientDisconnected
+
+
+async def render(
+    images: np.ndarray,
+    fmt: Format,
+    *,
+    infos: Sequence[dict],
+    seed: int | None,
+    truncation: float,
+    columns: int | None = None,
+    padding: int = 2,
+) -> Response:
+    """The body for ``images`` [n, H, W, C] in ``fmt``; ``infos`` hold each image's seed/label/latent."""
+    headers = {"X-Seed": str(seed)} if seed is not None else {}
+    if fmt is Format.png:
+        body = await run_in_threadpool(encoding.png_response, images, columns, padding)
+        return Response(body, media_type=encoding.PNG, headers=headers)
+    if fmt is Format.npy:
+        body = await run_in_threadpool(encoding.npy_bytes, images)
+        return Response(body, media_type=encoding.NPY, headers=headers)
+    pngs = await run_in_threadpool(lambda: [encoding.b64_png(image) for image in images])
+    payload = ImagesJSON(
+        seed=seed,
+        truncation=truncation,
+        count=len(images),
+        image_shape=tuple(images.shape[1:]),
+        images=[
+            ImageInfo(index=i, png=png, **info) for i, (info, png) in enumerate(zip(infos, pngs, strict=True))
+        ],
+    )
+    return Response(payload.model_dump_json(exclude_none=True), media_type=encoding.JSON, headers=headers)

@@ -1,0 +1,122 @@
+"""Generation: ``POST /generate`` (the contract's query form) and ``POST /v1/generate`` (several labels)."""
+
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from service import latents
+from service.config import Settings
+from service.encoding import Format
+from service.errors import check_count, check_range
+from service.model_repo import ModelSpec
+from service.routes.common import (
+    IMAGE_RESPONSES,
+    BatcherDep,
+    FormatField,
+    SeedField,
+    StrictBody,
+    TruncationField,
+    choose_seed,
+    render,
+    unless_disconnected,
+)
+from service.runtime import GraphKind
+
+
+class LabelsRequest(StrictBody):
+    labels: list[int] = Field(
+        min_length=1, description="One image per entry, in order: image i has label labels[i]."
+    )
+    seed: int | None = SeedField
+    same_latent: bool = Field(
+        False, description="Every image uses the latent of `seed` (one style, many labels)."
+    )
+    truncation: float = TruncationField
+    format: Format = FormatField
+    columns: int | None = Field(
+        None, ge=1, le=1024, description="Grid columns for png (default: near-square)."
+    )
+
+
+def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["generation"])
+    top_label = spec.num_classes - 1
+
+    async def generate_images(
+        request: Request,
+        batcher: BatcherDep,
+        labels: np.ndarray,
+        seed: int | None,
+        same_latent: bool,
+        truncation: float,
+        fmt: Format,
+        columns: int | None = None,
+    ) -> Response:
+        n = len(labels)
+        seed = choose_seed(seed, 1 if same_latent else n)
+        z = await run_in_threadpool(
+            latents.request_latents, seed, 1 if same_latent else n, spec.latent_dim, truncation
+        )
+        if same_latent:
+            z = np.repeat(z, n, axis=0)
+        images = await unless_disconnected(request, batcher.generate(GraphKind.MAIN, z, labels))
+        seeds = [seed] * n if same_latent else list(range(seed, seed + n))
+        infos = (
+            []
+            if fmt is not Format.json
+            else [
+                {"seed": s, "label": int(label), "latent": row.tolist()}
+                for s, label, row in zip(seeds, labels, z, strict=True)
+            ]
+        )
+        return await render(
+            images,
+            fmt,
+            infos=infos,
+            seed=seed,
+            truncation=truncation,
+            columns=columns,
+            padding=settings.grid_padding,
+        )
+
+    @router.post(
+        "/generate",
+        responses=IMAGE_RESPONSES,
+        response_class=Response,
+        summary="Generate n images of one label",
+    )
+    async def generate(
+        request: Request,
+        batcher: BatcherDep,
+        label: Annotated[int, Query(ge=0, le=top_label, description=f"Class index, 0..{top_label}.")],
+        n: Annotated[int, Query(ge=1, le=settings.max_n, description="Number of images.")] = 1,
+        seed: Annotated[
+            int | None, Query(ge=0, le=latents.MAX_SEED, description=SeedField.description)
+        ] = None,
+        format: Annotated[Format, Query(description=FormatField.description)] = Format.png,
+        truncation: Annotated[float, Query(gt=0, le=1, description=TruncationField.description)] = 1.0,
+    ) -> Response:
+        labels = np.full(n, label, dtype=np.int64)
+        return await generate_images(request, batcher, labels, seed, False, truncation, format)
+
+    @router.post(
+        "/v1/generate",
+        responses=IMAGE_RESPONSES,
+        response_class=Response,
+        summary="Generate one image per entry of a list of labels (one grid)",
+    )
+    async def generate_labels(request: Request, batcher: BatcherDep, body: LabelsRequest) -> Response:
+        check_count(("body", "labels"), len(body.labels), settings.max_n)
+        for i, label in enumerate(body.labels):
+            check_range(("body", "labels", i), label, 0, top_label)
+        labels = np.asarray(body.labels, dtype=np.int64)
+        return await generate_images(
+            request, batcher, labels, body.seed, body.same_latent, body.truncation, body.format, body.columns
+        )
+
+    return router

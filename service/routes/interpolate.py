@@ -1,0 +1,119 @@
+"""Interpolation: between two latents under one label, or between two labels with the latent held fixed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import Field
+
+from service import latents
+from service.config import Settings
+from service.encoding import Format
+from service.errors import NotSupported, check_range
+from service.model_repo import ModelSpec
+from service.routes.common import (
+    IMAGE_RESPONSES,
+    BatcherDep,
+    FormatField,
+    StrictBody,
+    TruncationField,
+    render,
+    unless_disconnected,
+)
+from service.routes.latent_source import LatentSource, resolve
+from service.runtime import GraphKind
+
+STEPS_FIELD = Field(
+    8, ge=2, description="Images along the path, both ends included (at most the server's max_steps)."
+)
+
+
+class InterpolateRequest(StrictBody):
+    start: LatentSource
+    end: LatentSource
+    label: int = Field(ge=0, description="Class index every image is generated under.")
+    steps: int = STEPS_FIELD
+    method: Literal["slerp", "lerp"] = Field(
+        "slerp", description="Spherical (default) or linear interpolation."
+    )
+    truncation: float = TruncationField
+    format: Format = FormatField
+
+
+class LabelInterpolateRequest(LatentSource):
+    start_label: int = Field(ge=0, description="Class at t = 0.")
+    end_label: int = Field(ge=0, description="Class at t = 1.")
+    steps: int = STEPS_FIELD
+    truncation: float = TruncationField
+    format: Format = FormatField
+
+
+def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["interpolation"])
+    top_label = spec.num_classes - 1
+
+    @router.post(
+        "/v1/interpolate",
+        responses=IMAGE_RESPONSES,
+        response_class=Response,
+        summary="Walk from one latent to another under one label (a strip of images)",
+    )
+    async def interpolate(request: Request, batcher: BatcherDep, body: InterpolateRequest) -> Response:
+        check_range(("body", "label"), body.label, 0, top_label)
+        check_range(("body", "steps"), body.steps, 2, settings.max_steps)
+        start = resolve(body.start, ("body", "start"), spec, settings, body.truncation)
+        end = resolve(body.end, ("body", "end"), spec, settings, body.truncation)
+        ts = latents.interpolation_steps(body.steps)
+        z = (latents.slerp if body.method == "slerp" else latents.lerp)(start, end, ts)
+        labels = np.full(body.steps, body.label, dtype=np.int64)
+        images = await unless_disconnected(request, batcher.generate(GraphKind.MAIN, z, labels))
+        infos = [{"label": body.label, "latent": row.tolist()} for row in z]
+        infos[0]["seed"], infos[-1]["seed"] = body.start.seed, body.end.seed
+        return await render(
+            images,
+            body.format,
+            infos=infos,
+            seed=None,
+            truncation=body.truncation,
+            columns=body.steps,
+            padding=settings.grid_padding,
+        )
+
+    @router.post(
+        "/v1/interpolate/labels",
+        responses={**IMAGE_RESPONSES, 501: {"description": "The model directory has no label_morph graph."}},
+        response_class=Response,
+        summary="Morph one latent from one label to another through the label embedding",
+    )
+    async def interpolate_labels(
+        request: Request, batcher: BatcherDep, body: LabelInterpolateRequest
+    ) -> Response:
+        if spec.label_morph is None:
+            raise NotSupported(
+                f"model {spec.manifest.name!r} does not support label interpolation: its manifest has no "
+                "extra_graphs.label_morph graph (z, label_weights) -> image"
+            )
+        check_range(("body", "start_label"), body.start_label, 0, top_label)
+        check_range(("body", "end_label"), body.end_label, 0, top_label)
+        check_range(("body", "steps"), body.steps, 2, settings.max_steps)
+        latent = resolve(body, ("body",), spec, settings, body.truncation)
+        ts = latents.interpolation_steps(body.steps).astype(np.float32)[:, None]
+        eye = np.eye(spec.num_classes, dtype=np.float32)
+        weights = ((1 - ts) * eye[body.start_label] + ts * eye[body.end_label]).astype(np.float32)
+        z = np.repeat(latent[None], body.steps, axis=0)
+        images = await unless_disconnected(request, batcher.generate(GraphKind.LABEL_MORPH, z, weights))
+        infos = [{"seed": body.seed, "label_weights": w.tolist(), "latent": latent.tolist()} for w in weights]
+        return await render(
+            images,
+            body.format,
+            infos=infos,
+            seed=body.seed,
+            truncation=body.truncation,
+            columns=body.steps,
+            padding=settings.grid_padding,
+        )
+
+    return router

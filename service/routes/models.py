@@ -1,0 +1,49 @@
+"""``GET /v1/models``: what is served (the contract's fields, plus capabilities)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from service.config import Settings
+from service.model_repo import ModelSpec
+
+
+class ModelCard(BaseModel):
+    name: str
+    version: str
+    num_classes: int
+    labels: list[str] = Field(description="Class names; label i is labels[i].")
+    latent_dim: int
+    image_shape: tuple[int, int, int] = Field(description="[H, W, C]")
+    sha256: str = Field(description="sha256 of the served ONNX file.")
+    variant: str | None = Field(None, description="The manifest variant served, when not the default graph.")
+    label_interpolation: bool = Field(description="Whether /v1/interpolate/labels is available.")
+    providers: list[str] = Field(description="ONNX Runtime execution providers in use.")
+    max_n: int = Field(description="Most images per /generate request.")
+
+
+def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["models"])
+
+    @router.get("/v1/models", summary="The served models")
+    async def models(request: Request) -> list[ModelCard]:
+        m = spec.manifest
+        batcher = getattr(request.app.state, "batcher", None)
+        return [
+            ModelCard(
+                name=m.name,
+                version=m.version,
+                num_classes=m.num_classes,
+                labels=m.labels,
+                latent_dim=m.latent_dim,
+                image_shape=m.image_shape,
+                sha256=spec.main.sha256,
+                variant=settings.model_variant,
+                label_interpolation=spec.label_morph is not None,
+                providers=batcher.runtime.providers if batcher is not None else [],
+                max_n=settings.max_n,
+            )
+        ]
+
+    return router

@@ -1,0 +1,93 @@
+"""ONNX Runtime sessions for a model directory: the last hop from a request to the model.
+
+Not thread-safe by design: the batcher calls ``run`` from its single inference thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+import numpy as np
+import onnxruntime as ort
+
+from service.config import Settings
+from service.model_repo import Graph, ModelError, ModelSpec
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class GraphKind(StrEnum):
+    MAIN = "main"  # (z, int64 label) -> image
+    LABEL_MORPH = "label_morph"  # (z, float32 label weights) -> image
+
+
+def choose_providers(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cuda" and CUDA not in available:
+        raise ModelError(
+            f"GAN_DEVICE=cuda but ONNX Runtime offers only {available} (install onnxruntime-gpu)"
+        )
+    if device == "cuda" or (device == "auto" and CUDA in available):
+        return [CUDA, CPU]
+    return [CPU]
+
+
+class Runtime:
+    def __init__(self, spec: ModelSpec, settings: Settings):
+        self.spec = spec
+        self.providers = choose_providers(settings.device)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.intra_op_threads
+        options.inter_op_num_threads = settings.inter_op_threads
+        options.use_deterministic_compute = True  # the same latent gives the same bytes, whatever the batch
+        options.log_severity_level = 3
+        self._graphs: dict[GraphKind, tuple[Graph, ort.InferenceSession]] = {
+            GraphKind.MAIN: (spec.main, self._session(spec.main, options))
+        }
+        if spec.label_morph is not None:
+            morph = spec.label_morph
+            self._graphs[GraphKind.LABEL_MORPH] = (morph, self._session(morph, options))
+
+    @property
+    def graphs(self) -> tuple[GraphKind, ...]:
+        return tuple(self._graphs)
+
+    def run(self, kind: GraphKind, z: np.ndarray, condition: np.ndarray) -> np.ndarray:
+        """``z`` float32 [N, latent_dim], ``condition`` int64 labels [N] or float32 label weights [N, K]
+        → uint8 images [N, H, W, C]."""
+        graph, session = self._graphs[kind]
+        return session.run([graph.output], {graph.latent_input: z, graph.condition_input: condition})[0]
+
+    def _session(self, graph: Graph, options: ort.SessionOptions) -> ort.InferenceSession:
+        try:
+            session = ort.InferenceSession(str(graph.path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # ORT raises its own exception types for unreadable graphs
+            raise ModelError(f"{graph.path}: ONNX Runtime cannot load it ({exc})") from exc
+        self._check_signature(graph, session)
+        log.info("loaded %s on %s", graph.path.name, session.get_providers()[0])
+        return session
+
+    def _check_signature(self, graph: Graph, session: ort.InferenceSession) -> None:
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name: o for o in session.get_outputs()}
+        if set(inputs) != {graph.latent_input, graph.condition_input}:
+            raise ModelError(
+                f"{graph.path}: graph inputs are {sorted(inputs)}, the manifest names "
+                f"{sorted([graph.latent_input, graph.condition_input])}"
+            )
+        if graph.output not in outputs:
+            raise ModelError(f"{graph.path}: no output {graph.output!r} (outputs: {sorted(outputs)})")
+        expected = list(self.spec.image_shape)
+        shape = outputs[graph.output].shape
+        if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
+            raise ModelError(f"{graph.path}: output shape {shape}, the manifest implies [N, {expected}]")
+        latent_shape = inputs[graph.latent_input].shape
+        if len(latent_shape) != 2 or latent_shape[1] != self.spec.latent_dim:
+            raise ModelError(
+                f"{graph.path}: latent input shape {latent_shape}, manifest latent_dim is "
+                f"{self.spec.latent_dim}"
+            )
