@@ -166,7 +166,11 @@ def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOpt
         "verification": verification,
         "metrics": options.metrics,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "samples": {"file": SAMPLES_FILE, "rows": "labels", "columns_seeds": list(options.sample_seeds)},
+        "samples": {
+            "file": SAMPLES_FILE,
+            "rows": "labels" if conditional else "seed offset: row r adds r * len(columns_seeds)",
+            "columns_seeds": list(options.sample_seeds),
+        },
     }
 
     if options.fp16:
@@ -176,7 +180,8 @@ def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOpt
             "label_morph": _export_label_morph(generator, staging, shipped, latent_dim, num_classes, options)
         }
 
-    save_grid(sample_grid(shipped, latent_dim, num_classes, options.sample_seeds), staging / SAMPLES_FILE)
+    grid = sample_grid(shipped, latent_dim, num_classes, options.sample_seeds, conditional)
+    save_grid(grid, staging / SAMPLES_FILE)
     return manifest
 
 

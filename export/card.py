@@ -83,9 +83,7 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         "",
         "## Samples",
         "",
-        f"Rendered by `{m['file']}` under ONNX Runtime. Row = label ({', '.join(m['labels'])}, top down); "
-        f"column = the latent of seed {sample_seeds[0]}..{sample_seeds[-1]} (the service's seed → latent), "
-        "so each column holds one latent under every label.",
+        _samples_text(m, sample_seeds),
         "",
         f"![samples]({SAMPLES_FILE})",
         "",
@@ -93,6 +91,19 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _samples_text(m: dict, seeds: list[int]) -> str:
+    shown = ", ".join(str(seed) for seed in seeds)
+    text = f"Rendered by `{m['file']}` under ONNX Runtime with the service's seed → latent mapping. "
+    if m["conditional"]:
+        return text + (
+            f"Row = label ({', '.join(m['labels'])}, top down); column = the latent of seed {shown}, "
+            "so each column holds one latent under every label."
+        )
+    return (
+        text + f"Unconditional: row r, column c uses seed `seeds[c] + r * {len(seeds)}` with seeds {shown}."
+    )
 
 
 def _setting_rows(config: dict, progress: dict) -> list[str]:

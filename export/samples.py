@@ -20,12 +20,20 @@ def sample_grid(
     latent_dim: int,
     num_classes: int,
     seeds: tuple[int, ...] = DEFAULT_SAMPLE_SEEDS,
+    conditional: bool = True,
 ) -> np.ndarray:
-    """uint8 ``[rows * (H + PAD) + PAD, cols * (W + PAD) + PAD, C]``: row = label, column = the latent of a
-    seed (the service's seed → latent mapping), so a column shows one latent under every label."""
-    latents = latents_for_seeds(seeds, latent_dim)
-    z = np.tile(latents, (num_classes, 1))
-    labels = np.repeat(np.arange(num_classes, dtype=np.int64), len(seeds))
+    """uint8 ``[rows * (H + PAD) + PAD, cols * (W + PAD) + PAD, C]`` with ``num_classes`` rows.
+
+    Conditional: row = label, column = the latent of a seed (the service's seed → latent mapping), so a column
+    shows one latent under every label. Unconditional (labels are ignored): cell (r, c) uses seed
+    ``seeds[c] + r * len(seeds)``, as the trainer's sample grids do.
+    """
+    rows = np.arange(num_classes, dtype=np.int64)
+    if conditional:
+        z = np.tile(latents_for_seeds(seeds, latent_dim), (num_classes, 1))
+    else:
+        z = latents_for_seeds([seed + r * len(seeds) for r in rows for seed in seeds], latent_dim)
+    labels = np.repeat(rows, len(seeds))
     names = [i.name for i in graph.get_inputs()]
     images = graph.run([IMAGE_OUTPUT], {names[0]: z, names[1]: labels})[0]
     _, height, width, channels = images.shape
