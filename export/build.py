@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ class ExportOptions:
     evaluate: bool = False  # run train.evaluation on the exported graph and embed the result as metrics
     eval_n: int | None = None  # images to generate for evaluation; None: the evaluation's default
     classifier_dir: Path | None = None  # None: the evaluation's default (models/mnist-classifier)
-    command: str = ""  # the command line that remakes this directory, for the model card
+    command: str = ""  # the command line that remakes this directory, for the model card ("": a basic one)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict:
@@ -107,8 +108,20 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         if options.evaluate:  # reads the staged manifest.json + model.onnx, as gan-eval MODEL_DIR would
             manifest["metrics"] = _evaluate(staging, out_dir, options)
             write_manifest(staging, manifest)
+        command = options.command or shlex.join(
+            [
+                "gan-export",
+                str(run_dir),
+                "--out",
+                str(out_dir),
+                "--name",
+                options.name,
+                "--version",
+                options.version,
+            ]
+        )
         progress = _read_progress(run_dir)
-        (staging / card.CARD_FILE).write_text(card.render(manifest, run_dir, progress, options.command))
+        (staging / card.CARD_FILE).write_text(card.render(manifest, run_dir, progress, command))
         verify_model_dir(staging)  # the directory as the service will see it
         _replace_dir(staging, out_dir)
     except BaseException:
@@ -121,7 +134,6 @@ def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOpt
     """Write and verify the graphs and the sample grid; returns the manifest (not yet written)."""
     latent_dim, num_classes = int(config["latent_dim"]), int(config["num_classes"])
     conditional = bool(config.get("conditional", get_variant(config["model"]).conditional))
-    torch.manual_seed(0)
 
     reference = ImageGenerator(generator, debug=True)
     model = _export_verified(
@@ -141,6 +153,8 @@ def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOpt
         "reference": f"torch {torch.__version__} (CPU, float32, eval mode)",
         "exporter": "torch.onnx.export(dynamo=True, optimize=True)",
         "inputs": "z = service.latents for seeds 0..N-1; label = arange(N) % num_classes",
+        "float_checked_on": "the same graph with the generator's float output as a second output, "
+        "removed before saving",
         **model.float_report,
         "image_max_abs_diff": check_parity(
             shipped, reference, label_inputs(latent_dim, num_classes), MODEL_FILE, options.tolerance
