@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-import types
+import json
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 
 from service.batcher import DeadlineExceeded, QueueFull, Unavailable
 
+MAX_ECHO = 200  # characters of a bad input echoed back in a 422
 CLIENT_CLOSED = 499  # nginx's "client closed request": the answer nobody reads, still counted in metrics
 
 
@@ -92,6 +93,8 @@ def _name(loc: Sequence[Any]) -> str:
 
 def _describe(request: Request, error: dict) -> dict:
     """Add ``allowed`` (the valid range or choices of the field) to one pydantic/FastAPI error."""
+    if "input" in error:
+        error["input"] = _echo(error["input"])
     if "ctx" in error:  # may hold exception objects
         error["ctx"] = {k: v if isinstance(v, int | float | str) else str(v) for k, v in error["ctx"].items()}
     if error.get("allowed"):
@@ -100,6 +103,15 @@ def _describe(request: Request, error: dict) -> dict:
     if field is not None and (allowed := _allowed(field, str(error["loc"][-1]))):
         error["allowed"] = allowed
     return error
+
+
+def _echo(value: Any) -> Any:
+    """The bad input as JSON can carry it: short, and never NaN/infinity (which JSON cannot encode)."""
+    try:
+        text = json.dumps(jsonable_encoder(value), allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)[:MAX_ECHO]
+    return value if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
 
 
 def _field_for(request: Request, loc: tuple) -> FieldInfo | None:
@@ -134,14 +146,12 @@ def _field_for(request: Request, loc: tuple) -> FieldInfo | None:
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
-    candidates = [annotation, *typing.get_args(annotation)]
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-        if typing.get_origin(candidate) in {list, tuple, types.UnionType, typing.Union}:
-            found = _model_of(candidate)
-            if found is not None:
-                return found
+    """The pydantic model inside an annotation such as ``list[Term] | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if (found := _model_of(arg)) is not None:
+            return found
     return None
 
 
@@ -157,9 +167,9 @@ def _allowed(field: FieldInfo, name: str) -> str | None:
         elif isinstance(item, at.Lt):
             high = f" < {item.lt}"
         elif isinstance(item, at.MaxLen):
-            return f"at most {item.max_length} items"
+            return f"at most {item.max_length} item(s)"
         elif isinstance(item, at.MinLen):
-            return f"at least {item.min_length} items"
+            return f"at least {item.min_length} item(s)"
     if low or high:
         return f"{low or ''}{name}{high or ''}"
     annotation = field.annotation

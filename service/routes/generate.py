@@ -1,5 +1,7 @@
-"""Generation: ``POST /generate`` (the contract's query form) and ``POST /v1/generate`` (several labels)."""
+"""Generation: ``POST /generate`` (the contract's query form) and ``POST /v1/generate`` (several labels).
 
+No ``from __future__ import annotations`` here: the query bounds are closure values FastAPI must evaluate.
+"""
 
 from typing import Annotated
 

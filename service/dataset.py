@@ -1,0 +1,99 @@
+"""A PyTorch ``IterableDataset`` of labelled synthetic batches pulled from a running service.
+
+The only module of ``service`` that imports torch; the app never imports it. Each item is one batch
+``(images, labels)``, so use it with ``DataLoader(dataset, batch_size=None)``. Batch ``b`` is the bulk request
+with seed ``seed + b * batch_size`` (image ``i`` of it uses seed ``seed + b * batch_size + i``), so the
+stream is reproducible; DataLoader workers take interleaved batch indices. Batches are fetched ``prefetch``
+ahead on a background thread.
+
+    dataset = SyntheticBatches("http://localhost:8000", batch_size=256, num_batches=100, weights={3: 1, 8: 1})
+    for x, y in DataLoader(dataset, batch_size=None):  # x float32 [256, 1, 28, 28] in [0, 1], y int64 [256]
+        ...
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from service.client import GanClient
+from service.latents import MAX_SEED
+
+Scale = Literal["unit", "symmetric", "uint8"]
+
+
+class SyntheticBatches(IterableDataset):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        batch_size: int = 256,
+        num_batches: int | None = None,
+        weights: Mapping[int, float] | None = None,
+        seed: int = 0,
+        truncation: float = 1.0,
+        prefetch: int = 2,
+        scale: Scale = "unit",
+        api_key: str | None = None,
+        timeout: float = 120.0,
+    ):
+        """``num_batches=None`` streams forever; ``weights`` (label → share) defaults to balanced;
+        ``scale``: ``unit`` float in [0, 1], ``symmetric`` float in [-1, 1] (the trainer's), or ``uint8``."""
+        super().__init__()
+        if batch_size < 1 or prefetch < 1:
+            raise ValueError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}")
+        self.base_url, self.batch_size, self.num_batches = base_url, batch_size, num_batches
+        self.weights, self.seed, self.truncation = weights, seed, truncation
+        self.prefetch, self.scale, self.api_key, self.timeout = prefetch, scale, api_key, timeout
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("an endless SyntheticBatches has no length")
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        indices = (
+            itertools.count(worker, workers)
+            if self.num_batches is None
+            else iter(range(worker, self.num_batches, workers))
+        )
+        with (
+            GanClient(self.base_url, api_key=self.api_key, timeout=self.timeout) as client,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-prefetch") as pool,
+        ):
+            pending: deque[Future[tuple[np.ndarray, np.ndarray]]] = deque()
+            try:
+                for index in indices:
+                    pending.append(pool.submit(self._fetch, client, index))
+                    if len(pending) >= self.prefetch:
+                        yield self._to_tensors(*pending.popleft().result())
+                while pending:
+                    yield self._to_tensors(*pending.popleft().result())
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def batch_seed(self, index: int) -> int:
+        return (self.seed + index * self.batch_size) % (MAX_SEED + 1)
+
+    def _fetch(self, client: GanClient, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return client.bulk(
+            self.batch_size, weights=self.weights, seed=self.batch_seed(index), truncation=self.truncation
+        )
+
+    def _to_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.from_numpy(x if x.ndim == 4 else x[..., None]).permute(0, 3, 1, 2).contiguous()
+        if self.scale == "unit":
+            images = images.float() / 255.0
+        elif self.scale == "symmetric":
+            images = images.float() / 127.5 - 1.0
+        return images, torch.from_numpy(y)

@@ -1,0 +1,71 @@
+"""Fixtures for the service tests (helpers live in ``service_support``)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from service_support import (
+    MODEL_DIR,
+    GatedRuntime,
+    free_port,
+    make_settings,
+    serve_in_process,
+    start_server,
+    stop_server,
+    wait_ready,
+)
+
+from service.config import Settings
+from service.model_repo import ModelSpec
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_dir_present() -> None:
+    if not (MODEL_DIR / "manifest.json").is_file():
+        pytest.fail(f"{MODEL_DIR} is missing: the service tests serve the shipped default model")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    """The default model through the real app, in process."""
+    with serve_in_process(make_settings(max_steps=16)) as client:
+        yield client
+
+
+@pytest.fixture
+def gated() -> Callable[[ModelSpec, Settings], GatedRuntime]:
+    """A runtime factory that remembers the runtime it made (``factory.runtime``)."""
+
+    def factory(spec: ModelSpec, settings: Settings) -> GatedRuntime:
+        factory.runtime = GatedRuntime(spec, settings)  # type: ignore[attr-defined]
+        return factory.runtime  # type: ignore[attr-defined]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[str]:
+    """One `gan-serve` subprocess for the tests that need a real server; yields its base URL."""
+    port = free_port()
+    process = start_server(
+        port, drain_s=0, max_bulk_n=4096, max_steps=16, max_queue_images=1024, max_batch=64
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(lambda path: httpx.get(url + path))
+        yield url
+    finally:
+        stop_server(process)
+
+
+@pytest.fixture
+def model_copy(tmp_path: Path) -> Path:
+    """A writable copy of the default model directory."""
+    target = tmp_path / "model"
+    shutil.copytree(MODEL_DIR, target)
+    return target

@@ -1,0 +1,120 @@
+"""Helpers for the service tests: the real model directory served by the real app, in process (TestClient),
+in a thread (uvicorn, for injected runtimes) or as a `gan-serve` subprocess (bursts, signals, clients)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
+from service.model_repo import ModelSpec
+from service.runtime import GraphKind, Runtime
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_DIR = REPO_ROOT / "models" / "mnist-cdcgan"
+READY_TIMEOUT_S = 60.0
+
+
+def make_settings(**overrides) -> Settings:
+    """Settings for tests: the real model, quiet logs, no .env file, no SIGTERM drain."""
+    values = {"model_dir": MODEL_DIR, "access_log": False, "drain_s": 0, "max_wait_ms": 2.0, **overrides}
+    return Settings(_env_file=None, **values)
+
+
+def wait_ready(get: Callable[[str], httpx.Response], timeout: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if get("/readyz").status_code == 200:
+                return
+        time.sleep(0.02)
+    raise TimeoutError("service not ready")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_in_process(settings: Settings, runtime_factory=Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, runtime_factory)) as client:
+        wait_ready(client.get)
+        yield client
+
+
+class GatedRuntime(Runtime):
+    """The real runtime, but every inference call after warm-up waits for ``gate`` and is recorded."""
+
+    def __init__(self, spec: ModelSpec, settings: Settings):
+        super().__init__(spec, settings)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()  # an inference call is waiting at (or went through) the gate
+        self.calls: list[tuple[GraphKind, int, object]] = []
+        self.warm = False
+
+    def run(self, kind, z, condition):
+        if self.warm:
+            self.entered.set()
+            if not self.gate.wait(timeout=60):
+                raise TimeoutError("test gate never opened")
+            self.calls.append((kind, len(z), condition.copy()))
+        return super().run(kind, z, condition)
+
+
+@contextlib.contextmanager
+def serve_in_thread(settings: Settings, runtime_factory=Runtime) -> Iterator[str]:
+    """A real uvicorn server on a free port, in a thread of this process; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, runtime_factory), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(lambda path: httpx.get(url + path))
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def start_server(port: int, **env: object) -> subprocess.Popen:
+    """`gan-serve` (as ``python -m service.cli``) in a subprocess, settings through ``GAN_*``."""
+    environ = {
+        **os.environ,
+        "GAN_MODEL_DIR": str(MODEL_DIR),
+        "GAN_ACCESS_LOG": "false",
+        "GAN_LOG_LEVEL": "warning",
+        **{f"GAN_{k.upper()}": str(v) for k, v in env.items()},
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "--port", str(port)], env=environ, cwd=REPO_ROOT
+    )
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

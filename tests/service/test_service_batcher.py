@@ -1,0 +1,189 @@
+"""The batcher on the real runtime, with inference held at a gate so that queue states are exact, not timed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from service import latents
+from service.batcher import Batcher, DeadlineExceeded, Lane, QueueFull, Unavailable
+from service.metrics import Metrics
+from service.model_repo import load_model_dir
+from service.runtime import GraphKind, Runtime
+from service_support import MODEL_DIR, GatedRuntime, make_settings
+
+SPEC = load_model_dir(MODEL_DIR)
+
+
+def job(seed: int, n: int, label: int) -> tuple[np.ndarray, np.ndarray]:
+    return latents.request_latents(seed, n, SPEC.latent_dim), np.full(n, label, dtype=np.int64)
+
+
+async def started_batcher(**overrides) -> tuple[Batcher, GatedRuntime]:
+    settings = make_settings(**overrides)
+    runtime = GatedRuntime(SPEC, settings)
+    batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
+    batcher.start()
+    while not batcher.ready:
+        await asyncio.sleep(0.005)
+    runtime.warm = True
+    return batcher, runtime
+
+
+async def hold_inference(batcher: Batcher, runtime: GatedRuntime) -> asyncio.Task:
+    """Close the gate and park one job in the inference thread, so everything after it queues."""
+    runtime.gate.clear()
+    blocker = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(0, 1, 0)))
+    while not runtime.entered.is_set():
+        await asyncio.sleep(0.005)
+    return blocker
+
+
+def sample(metric, **labels) -> float:
+    return metric.labels(**labels)._value.get() if labels else metric._value.get()
+
+
+def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
+    async def scenario():
+        settings = make_settings(max_batch=32)
+        seen: list[tuple[GraphKind, int]] = []
+
+        class Recording(Runtime):
+            def run(self, kind, z, condition):
+                seen.append((kind, len(z)))
+                return super().run(kind, z, condition)
+
+        runtime = Recording(SPEC, settings)
+        batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
+        batcher.start()
+        while not batcher.ready:
+            await asyncio.sleep(0.005)
+        await batcher.close()
+        return seen, runtime.graphs
+
+    seen, graphs = asyncio.run(scenario())
+    assert sorted(seen) == sorted((kind, size) for kind in graphs for size in (1, 2, 4, 8, 16, 32))
+
+
+def test_large_job_is_split_padded_and_identical_to_one_call():
+    async def scenario():
+        batcher, runtime = await started_batcher(max_batch=64)
+        z, labels = job(100, 150, 6)
+        images = await batcher.generate(GraphKind.MAIN, z, labels)
+        await batcher.close()
+        return images, runtime, z, labels
+
+    images, runtime, z, labels = asyncio.run(scenario())
+    assert [size for _, size, _ in runtime.calls] == [64, 64, 32]  # 150 = 64 + 64 + 22, padded to 32
+    np.testing.assert_array_equal(images, Runtime(SPEC, make_settings()).run(GraphKind.MAIN, z, labels))
+
+
+def test_interactive_work_goes_ahead_of_bulk():
+    async def scenario():
+        batcher, runtime = await started_batcher(max_batch=64)
+        blocker = await hold_inference(batcher, runtime)
+        bulk = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(1, 200, 1), lane=Lane.BULK))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(2, 3, 2)))
+        await asyncio.sleep(0)
+        runtime.gate.set()
+        await asyncio.gather(blocker, bulk, small)
+        await batcher.close()
+        return runtime.calls
+
+    calls = asyncio.run(scenario())
+    _, size, labels = calls[1]  # the batch right after the blocker
+    assert size == 64 and list(labels[:3]) == [2, 2, 2] and set(labels[3:].tolist()) == {1}
+
+
+def test_full_queue_refuses_at_once_and_counts_images_not_requests():
+    async def scenario():
+        batcher, runtime = await started_batcher(max_queue_images=1024, max_n=1024)
+        blocker = await hold_inference(batcher, runtime)
+        queued = [asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(10, 512, 3))) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.generate(GraphKind.MAIN, *job(20, 1, 3))
+        full = sample(batcher.metrics.dropped, reason="queue_full")
+        depth = sample(batcher.metrics.queue_depth, lane="interactive") + sample(batcher.metrics.queue_depth, lane="bulk")
+        runtime.gate.set()
+        await asyncio.gather(blocker, *queued)
+        await batcher.close()
+        return full, depth
+
+    full, depth = asyncio.run(scenario())
+    assert full == 1 and depth == 1024
+
+
+def test_deadline_drops_the_job_from_its_batch():
+    async def scenario():
+        batcher, runtime = await started_batcher()
+        blocker = await hold_inference(batcher, runtime)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.generate(GraphKind.MAIN, *job(30, 5, 7), timeout_s=0.05)
+        runtime.gate.set()
+        await blocker
+        await batcher.close()
+        return runtime.calls, sample(batcher.metrics.dropped, reason="deadline")
+
+    calls, dropped = asyncio.run(scenario())
+    assert dropped == 1
+    assert all(7 not in labels.tolist() for _, _, labels in calls)
+
+
+def test_cancelled_caller_drops_its_queued_rows():
+    async def scenario():
+        batcher, runtime = await started_batcher()
+        blocker = await hold_inference(batcher, runtime)
+        waiting = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(40, 8, 9)))
+        await asyncio.sleep(0)
+        depth_before = sample(batcher.metrics.queue_depth, lane="interactive")
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        depth_after = sample(batcher.metrics.queue_depth, lane="interactive")
+        runtime.gate.set()
+        await blocker
+        await batcher.close()
+        return runtime.calls, depth_before, depth_after, sample(batcher.metrics.dropped, reason="cancelled")
+
+    calls, before, after, cancelled = asyncio.run(scenario())
+    assert (before, after, cancelled) == (8, 0, 1)
+    assert all(9 not in labels.tolist() for _, _, labels in calls)
+
+
+def test_close_finishes_queued_work_then_refuses():
+    async def scenario():
+        batcher, runtime = await started_batcher()
+        blocker = await hold_inference(batcher, runtime)
+        queued = [asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(50 + i, 3, 4))) for i in range(5)]
+        await asyncio.sleep(0)
+        closing = asyncio.create_task(batcher.close())
+        await asyncio.sleep(0.01)
+        runtime.gate.set()
+        results = await asyncio.gather(blocker, *queued)
+        await closing
+        with pytest.raises(Unavailable):
+            await batcher.generate(GraphKind.MAIN, *job(60, 1, 4))
+        return results
+
+    results = asyncio.run(scenario())
+    assert [len(r) for r in results] == [1, 3, 3, 3, 3, 3]
+
+
+def test_bulk_stream_slots_are_bounded():
+    async def scenario():
+        batcher, _ = await started_batcher(max_bulk_streams=2)
+        first, second = batcher.acquire_stream(), batcher.acquire_stream()
+        with pytest.raises(QueueFull):
+            batcher.acquire_stream()
+        first()
+        first()  # releasing twice frees one slot only
+        third = batcher.acquire_stream()
+        with pytest.raises(QueueFull):
+            batcher.acquire_stream()
+        second(), third()
+        await batcher.close()
+
+    asyncio.run(scenario())

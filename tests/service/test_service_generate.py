@@ -1,0 +1,167 @@
+"""POST /generate (the contract) and POST /v1/generate through the real app and the real model."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service import latents
+from service.model_repo import load_model_dir
+from service.runtime import GraphKind, Runtime
+from service_support import MODEL_DIR, make_settings
+
+SPEC = load_model_dir(MODEL_DIR)
+H, W, C = SPEC.image_shape
+
+
+def npy(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-npy"
+    return np.load(io.BytesIO(response.content), allow_pickle=False)
+
+
+def expected_shape(n: int) -> tuple[int, ...]:
+    return (n, H, W) if C == 1 else (n, H, W, C)
+
+
+def test_one_png_by_default(client):
+    response = client.post("/generate", params={"label": 7})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.size == (W, H)
+    assert 0 <= int(response.headers["X-Seed"]) <= latents.MAX_SEED
+
+
+def test_png_grid_for_several_images(client):
+    response = client.post("/generate", params={"label": 2, "n": 5, "seed": 1})
+    grid = Image.open(io.BytesIO(response.content))
+    padding = make_settings().grid_padding
+    assert grid.size == (3 * W + 2 * padding, 2 * H + padding)  # 5 images: 3 columns, 2 rows
+
+
+def test_npy_matches_the_runtime_and_the_seed_scheme(client):
+    images = npy(client.post("/generate", params={"label": 3, "n": 4, "seed": 11, "format": "npy"}))
+    assert images.shape == expected_shape(4) and images.dtype == np.uint8
+    z = latents.request_latents(11, 4, SPEC.latent_dim)
+    direct = Runtime(SPEC, make_settings()).run(GraphKind.MAIN, z, np.full(4, 3, dtype=np.int64))
+    np.testing.assert_array_equal(images, direct.reshape(images.shape))
+
+
+def test_same_seed_same_images_and_prefix_property(client):
+    params = {"label": 5, "seed": 123, "format": "npy"}
+    four = npy(client.post("/generate", params={**params, "n": 4}))
+    again = npy(client.post("/generate", params={**params, "n": 4}))
+    six = npy(client.post("/generate", params={**params, "n": 6}))
+    np.testing.assert_array_equal(four, again)
+    np.testing.assert_array_equal(four, six[:4])
+    shifted = npy(client.post("/generate", params={**params, "seed": 124, "n": 1}))
+    np.testing.assert_array_equal(four[1:2], shifted)
+
+
+def test_random_seed_is_returned_and_reproduces(client):
+    first = client.post("/generate", params={"label": 1, "n": 2, "format": "npy"})
+    seed = int(first.headers["X-Seed"])
+    again = client.post("/generate", params={"label": 1, "n": 2, "format": "npy", "seed": seed})
+    np.testing.assert_array_equal(npy(first), npy(again))
+
+
+def test_labels_and_truncation_change_images(client):
+    base = {"seed": 9, "n": 2, "format": "npy"}
+    a = npy(client.post("/generate", params={**base, "label": 0}))
+    b = npy(client.post("/generate", params={**base, "label": 8}))
+    t = npy(client.post("/generate", params={**base, "label": 0, "truncation": 0.5}))
+    assert not np.array_equal(a, b) and not np.array_equal(a, t)
+
+
+def test_json_carries_seed_label_latent_and_png(client):
+    response = client.post("/generate", params={"label": 4, "n": 3, "seed": 50, "format": "json", "truncation": 0.7})
+    body = response.json()
+    assert body["seed"] == 50 and body["count"] == 3 and body["truncation"] == 0.7
+    assert body["image_shape"] == [H, W, C]
+    z = latents.request_latents(50, 3, SPEC.latent_dim, 0.7)
+    arrays = npy(client.post("/generate", params={"label": 4, "n": 3, "seed": 50, "format": "npy", "truncation": 0.7}))
+    for i, item in enumerate(body["images"]):
+        assert (item["index"], item["seed"], item["label"]) == (i, 50 + i, 4)
+        np.testing.assert_array_equal(np.asarray(item["latent"], dtype=np.float32), z[i])
+        decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(item["png"]))))
+        np.testing.assert_array_equal(decoded, arrays[i])
+
+
+def test_max_n_is_served(client):
+    n = make_settings().max_n
+    assert n >= 1024
+    images = npy(client.post("/generate", params={"label": 0, "n": n, "seed": 0, "format": "npy"}))
+    assert images.shape == expected_shape(n)
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "allowed"),
+    [
+        ({}, "label", f"0 <= label <= {SPEC.num_classes - 1}"),
+        ({"label": SPEC.num_classes}, "label", f"0 <= label <= {SPEC.num_classes - 1}"),
+        ({"label": -1}, "label", f"0 <= label <= {SPEC.num_classes - 1}"),
+        ({"label": "seven"}, "label", f"0 <= label <= {SPEC.num_classes - 1}"),
+        ({"label": 1, "n": 0}, "n", "1 <= n <= 1024"),
+        ({"label": 1, "n": 1025}, "n", "1 <= n <= 1024"),
+        ({"label": 1, "seed": -1}, "seed", f"0 <= seed <= {latents.MAX_SEED}"),
+        ({"label": 1, "seed": 2**32}, "seed", f"0 <= seed <= {latents.MAX_SEED}"),
+        ({"label": 1, "format": "gif"}, "format", "one of png, npy, json"),
+        ({"label": 1, "truncation": 0}, "truncation", "0 < truncation <= 1"),
+        ({"label": 1, "truncation": 1.5}, "truncation", "0 < truncation <= 1"),
+        ({"label": 1, "truncation": "nan"}, "truncation", "0 < truncation <= 1"),
+    ],
+)
+def test_bad_parameters_are_422_naming_field_and_range(client, params, field, allowed):
+    response = client.post("/generate", params=params)
+    assert response.status_code == 422
+    body = response.json()
+    [error] = [e for e in body["detail"] if e["loc"][-1] == field]
+    assert error["loc"] == ["query", field]
+    assert error["allowed"] == allowed
+    assert field in body["error"] and allowed in body["error"]
+
+
+def test_v1_generate_one_image_per_label(client):
+    labels = [0, 1, 2, 9, 9]
+    images = npy(client.post("/v1/generate", json={"labels": labels, "seed": 40, "format": "npy"}))
+    assert images.shape == expected_shape(len(labels))
+    for i, label in enumerate(labels):  # image i: label labels[i], seed 40 + i
+        single = npy(client.post("/generate", params={"label": label, "seed": 40 + i, "format": "npy"}))
+        np.testing.assert_array_equal(images[i], single[0])
+
+
+def test_v1_generate_same_latent_under_every_label(client):
+    labels = list(range(SPEC.num_classes))
+    images = npy(client.post("/v1/generate", json={"labels": labels, "seed": 6, "same_latent": True, "format": "npy"}))
+    for label in (0, SPEC.num_classes - 1):
+        single = npy(client.post("/generate", params={"label": label, "seed": 6, "format": "npy"}))
+        np.testing.assert_array_equal(images[label], single[0])
+
+
+def test_v1_generate_png_grid_with_columns(client):
+    response = client.post("/v1/generate", json={"labels": [1, 2, 3, 4], "seed": 0, "columns": 4, "format": "png"})
+    padding = make_settings().grid_padding
+    assert Image.open(io.BytesIO(response.content)).size == (4 * W + 3 * padding, H)
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"labels": []}, ["body", "labels"]),
+        ({"labels": [0, SPEC.num_classes]}, ["body", "labels", 1]),
+        ({"labels": [0] * 1025}, ["body", "labels"]),
+        ({"labels": [0], "seed": -5}, ["body", "seed"]),
+        ({"labels": [0], "truncation": 2}, ["body", "truncation"]),
+        ({"labels": [0], "colour": "red"}, ["body", "colour"]),
+        ({"labels": [0], "columns": 0}, ["body", "columns"]),
+    ],
+)
+def test_v1_generate_errors_name_the_field(client, body, loc):
+    response = client.post("/v1/generate", json=body)
+    assert response.status_code == 422
+    assert loc in [e["loc"] for e in response.json()["detail"]]
