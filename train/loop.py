@@ -171,12 +171,24 @@ def train(
     """Train into ``out``.
 
     ``resume``: None resumes when ``out`` holds state, True requires state, False refuses to touch a run.
+    Deterministic algorithms are switched on for the run (same seed → same losses) and restored after.
     """
     cfg.validate()
-    out = Path(out)
-    torch.manual_seed(cfg.seed)
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(cfg, Path(out), resume, progress, command)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
+
+def _train(
+    cfg: TrainConfig, out: Path, resume: bool | None, progress: bool, command: str | None
+) -> RunSummary:
+    torch.manual_seed(cfg.seed)
     data = load_images(cfg.data, cfg.labels)
     split = stratified_split(data.labels, cfg.held_out_fraction, cfg.split_seed)
     train_data = data.subset(split.train)
