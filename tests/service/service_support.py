@@ -51,9 +51,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_process(settings: Settings, runtime_factory=Runtime) -> Iterator[TestClient]:
+def serve_in_process(settings: Settings, runtime_factory=Runtime, headers=None) -> Iterator[TestClient]:
     with TestClient(create_app(settings, runtime_factory)) as client:
-        wait_ready(client.get)
+        wait_ready(lambda path: client.get(path, headers=headers))
         yield client
 
 

@@ -1,4 +1,4 @@
-"""The batcher on the real runtime, with inference held at a gate so that queue states are exact, not timed."""
+"""The batcher on the real runtime, inference held at a gate so that queue states are exact, not timed."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import asyncio
 
 import numpy as np
 import pytest
+from service_support import MODEL_DIR, GatedRuntime, make_settings
 
 from service import latents
 from service.batcher import Batcher, DeadlineExceeded, Lane, QueueFull, Unavailable
 from service.metrics import Metrics
 from service.model_repo import load_model_dir
 from service.runtime import GraphKind, Runtime
-from service_support import MODEL_DIR, GatedRuntime, make_settings
 
 SPEC = load_model_dir(MODEL_DIR)
 
@@ -107,7 +107,9 @@ def test_full_queue_refuses_at_once_and_counts_images_not_requests():
         with pytest.raises(QueueFull):
             await batcher.generate(GraphKind.MAIN, *job(20, 1, 3))
         full = sample(batcher.metrics.dropped, reason="queue_full")
-        depth = sample(batcher.metrics.queue_depth, lane="interactive") + sample(batcher.metrics.queue_depth, lane="bulk")
+        depth = sample(batcher.metrics.queue_depth, lane="interactive") + sample(
+            batcher.metrics.queue_depth, lane="bulk"
+        )
         runtime.gate.set()
         await asyncio.gather(blocker, *queued)
         await batcher.close()

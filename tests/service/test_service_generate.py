@@ -8,11 +8,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from service_support import MODEL_DIR, make_settings
 
 from service import latents
 from service.model_repo import load_model_dir
 from service.runtime import GraphKind, Runtime
-from service_support import MODEL_DIR, make_settings
 
 SPEC = load_model_dir(MODEL_DIR)
 H, W, C = SPEC.image_shape
@@ -79,12 +79,16 @@ def test_labels_and_truncation_change_images(client):
 
 
 def test_json_carries_seed_label_latent_and_png(client):
-    response = client.post("/generate", params={"label": 4, "n": 3, "seed": 50, "format": "json", "truncation": 0.7})
+    response = client.post(
+        "/generate", params={"label": 4, "n": 3, "seed": 50, "format": "json", "truncation": 0.7}
+    )
     body = response.json()
     assert body["seed"] == 50 and body["count"] == 3 and body["truncation"] == 0.7
     assert body["image_shape"] == [H, W, C]
     z = latents.request_latents(50, 3, SPEC.latent_dim, 0.7)
-    arrays = npy(client.post("/generate", params={"label": 4, "n": 3, "seed": 50, "format": "npy", "truncation": 0.7}))
+    arrays = npy(
+        client.post("/generate", params={"label": 4, "n": 3, "seed": 50, "format": "npy", "truncation": 0.7})
+    )
     for i, item in enumerate(body["images"]):
         assert (item["index"], item["seed"], item["label"]) == (i, 50 + i, 4)
         np.testing.assert_array_equal(np.asarray(item["latent"], dtype=np.float32), z[i])
@@ -137,14 +141,18 @@ def test_v1_generate_one_image_per_label(client):
 
 def test_v1_generate_same_latent_under_every_label(client):
     labels = list(range(SPEC.num_classes))
-    images = npy(client.post("/v1/generate", json={"labels": labels, "seed": 6, "same_latent": True, "format": "npy"}))
+    images = npy(
+        client.post("/v1/generate", json={"labels": labels, "seed": 6, "same_latent": True, "format": "npy"})
+    )
     for label in (0, SPEC.num_classes - 1):
         single = npy(client.post("/generate", params={"label": label, "seed": 6, "format": "npy"}))
         np.testing.assert_array_equal(images[label], single[0])
 
 
 def test_v1_generate_png_grid_with_columns(client):
-    response = client.post("/v1/generate", json={"labels": [1, 2, 3, 4], "seed": 0, "columns": 4, "format": "png"})
+    response = client.post(
+        "/v1/generate", json={"labels": [1, 2, 3, 4], "seed": 0, "columns": 4, "format": "png"}
+    )
     padding = make_settings().grid_padding
     assert Image.open(io.BytesIO(response.content)).size == (4 * W + 3 * padding, H)
 

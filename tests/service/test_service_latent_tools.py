@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from service_support import MODEL_DIR, make_settings, serve_in_process
 
 from service import latents
 from service.model_repo import load_model_dir
-from service_support import MODEL_DIR, make_settings, serve_in_process
 
 SPEC = load_model_dir(MODEL_DIR)
 H, W, C = SPEC.image_shape
@@ -30,7 +30,14 @@ def generate(client, label: int, seed: int, truncation: float = 1.0) -> np.ndarr
 
 @pytest.mark.parametrize("method", ["slerp", "lerp"])
 def test_interpolation_ends_are_the_endpoint_images(client, method):
-    body = {"start": {"seed": 21}, "end": {"seed": 22}, "label": 3, "steps": 7, "method": method, "format": "npy"}
+    body = {
+        "start": {"seed": 21},
+        "end": {"seed": 22},
+        "label": 3,
+        "steps": 7,
+        "method": method,
+        "format": "npy",
+    }
     strip = npy(client.post("/v1/interpolate", json=body))
     assert len(strip) == 7
     np.testing.assert_array_equal(strip[0], generate(client, 3, 21))
@@ -39,7 +46,14 @@ def test_interpolation_ends_are_the_endpoint_images(client, method):
 
 
 def test_slerp_is_the_default_and_follows_the_great_circle(client):
-    body = {"start": {"seed": 1}, "end": {"seed": 2}, "label": 5, "steps": 5, "format": "json", "truncation": 0.8}
+    body = {
+        "start": {"seed": 1},
+        "end": {"seed": 2},
+        "label": 5,
+        "steps": 5,
+        "format": "json",
+        "truncation": 0.8,
+    }
     items = client.post("/v1/interpolate", json=body).json()["images"]
     a = latents.truncate(latents.latent_for_seed(1, D)[None], 0.8)[0]
     b = latents.truncate(latents.latent_for_seed(2, D)[None], 0.8)[0]
@@ -67,7 +81,10 @@ def test_interpolation_png_is_a_strip(client):
     [
         ({"start": {"seed": 1}, "end": {"seed": 2}, "label": K}, ["body", "label"]),
         ({"start": {"seed": 1}, "end": {"seed": 2}, "label": 0, "steps": 1}, ["body", "steps"]),
-        ({"start": {"seed": 1}, "end": {"seed": 2}, "label": 0, "steps": 17}, ["body", "steps"]),  # max_steps=16
+        (
+            {"start": {"seed": 1}, "end": {"seed": 2}, "label": 0, "steps": 17},
+            ["body", "steps"],
+        ),  # max_steps=16
         ({"start": {"seed": 1}, "end": {"seed": 2}, "label": 0, "method": "cubic"}, ["body", "method"]),
         ({"start": {"seed": 1, "latent": [0.0] * D}, "end": {"seed": 2}, "label": 0}, ["body", "start"]),
         ({"start": {}, "end": {"seed": 2}, "label": 0}, ["body", "start"]),
@@ -141,7 +158,9 @@ def test_arithmetic_renders_the_weighted_sum_of_mean_latents(client):
     expected = latents.weighted_sum([1, -1, 1], means)
     assert [i["label"] for i in items] == [2, 7]
     for item in items:
-        np.testing.assert_allclose(np.asarray(item["latent"], dtype=np.float32), expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(item["latent"], dtype=np.float32), expected, rtol=1e-6, atol=1e-6
+        )
 
 
 def test_arithmetic_with_terms_shown_matches_interpolation_of_its_latent(client):
@@ -151,8 +170,11 @@ def test_arithmetic_with_terms_shown_matches_interpolation_of_its_latent(client)
     assert len(images) == 3  # two terms, then the result
     result = latents.weighted_sum([1, 0.5], [latents.mean_latent([1, 2], D), latents.mean_latent([3], D)])
     same = {"latent": result.tolist()}
-    rendered = npy(client.post("/v1/interpolate", json={"start": same, "end": same, "label": 4, "steps": 2,
-                                                         "format": "npy"}))
+    rendered = npy(
+        client.post(
+            "/v1/interpolate", json={"start": same, "end": same, "label": 4, "steps": 2, "format": "npy"}
+        )
+    )
     np.testing.assert_array_equal(images[2], rendered[0])
     np.testing.assert_array_equal(images[1], generate(client, 4, 3))  # a one-seed term is that seed's image
 
