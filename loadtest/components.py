@@ -1,0 +1,99 @@
+"""The parts of a request, each timed alone in this process: the generator on ONNX Runtime (through the
+service's own ``Runtime``, so the session options are the served ones), PNG encoding and latent sampling
+(the service's own functions). Times are medians of repeated calls, robust to a busy shared machine."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service import encoding, latents
+from service.config import Settings
+from service.model_repo import load_model_dir
+from service.runtime import CUDA, GraphKind, Runtime
+
+
+@dataclass(frozen=True)
+class Timing:
+    seconds: float  # median of one call
+    calls: int
+
+    def per(self, items: int) -> float:
+        return self.seconds / items
+
+
+def time_call(
+    fn: Callable[[], object], min_seconds: float, min_calls: int = 3, max_calls: int = 10_000
+) -> Timing:
+    """Median duration of ``fn()`` over at least ``min_calls`` calls and ``min_seconds`` (after a warm-up)."""
+    fn()
+    durations: list[float] = []
+    spent = 0.0
+    while len(durations) < max_calls and (len(durations) < min_calls or spent < min_seconds):
+        start = time.perf_counter()
+        fn()
+        durations.append(time.perf_counter() - start)
+        spent += durations[-1]
+    return Timing(statistics.median(durations), len(durations))
+
+
+def powers_of_two(up_to: int) -> list[int]:
+    sizes, size = [], 1
+    while size <= up_to:
+        sizes.append(size)
+        size *= 2
+    return sizes
+
+
+class Generator:
+    """The served graph on ONNX Runtime, built the way the service builds it."""
+
+    def __init__(self, model_dir: Path, device: str = "cpu", variant: str | None = None, threads: int = 0):
+        settings = Settings(
+            model_dir=model_dir, device=device, model_variant=variant, intra_op_threads=threads
+        )
+        self.spec = load_model_dir(model_dir, variant)
+        self.runtime = Runtime(self.spec, settings)
+        self.rng = np.random.default_rng(0)
+
+    @property
+    def provider(self) -> str:
+        return self.runtime.providers[0]
+
+    def inputs(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        z = self.rng.standard_normal((batch, self.spec.latent_dim), dtype=np.float32)
+        labels = self.rng.integers(0, self.spec.num_classes, batch, dtype=np.int64)
+        return z, labels
+
+    def run(self, batch: int) -> np.ndarray:
+        return self.runtime.run(GraphKind.MAIN, *self.inputs(batch))
+
+    def sweep(self, sizes: Iterable[int], min_seconds: float) -> dict[int, Timing]:
+        timings = {}
+        for size in sizes:
+            z, labels = self.inputs(size)
+            timings[size] = time_call(
+                lambda z=z, labels=labels: self.runtime.run(GraphKind.MAIN, z, labels), min_seconds
+            )
+        return timings
+
+
+def png_seconds_per_image(images: np.ndarray, min_seconds: float) -> Timing:
+    """One PNG per request, as ``POST /generate`` answers a single image (median over the given images)."""
+    index = iter(range(1 << 62))
+    return time_call(lambda: encoding.png_response(images[next(index) % len(images)][None]), min_seconds)
+
+
+def latent_seconds_per_request(latent_dim: int, min_seconds: float) -> Timing:
+    seeds = iter(range(1 << 62))
+    return time_call(lambda: latents.request_latents(next(seeds), 1, latent_dim), min_seconds)
+
+
+def gpu_available() -> bool:
+    return CUDA in ort.get_available_providers()

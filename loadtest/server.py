@@ -1,0 +1,129 @@
+"""Servers under test, started as subprocesses on a free local port: the service (``gan-serve``) or the
+framework-ceiling app (``loadtest.trivial_app``). The caller gets the base URL and the process, whose RSS
+and CPU time the reports read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+READY_TIMEOUT_S = 120.0  # model load + warm-up of every batch size on a busy 2-core machine
+STOP_TIMEOUT_S = 30.0
+POLL_S = 0.2
+
+
+class ServerError(RuntimeError):
+    """The server did not come up (the message carries the tail of its log)."""
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen | None  # None: an external server given by URL
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the server and its children (uvicorn workers), or None when not ours."""
+        if self.process is None:
+            return None
+        try:
+            root = psutil.Process(self.process.pid)
+            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(
+    url: str, path: str, process: subprocess.Popen | None, timeout_s: float, log: Path | None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise ServerError(f"server exited with code {process.returncode}:\n{_tail(log)}")
+            try:
+                if client.get(path).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(POLL_S)
+    raise ServerError(f"{url}{path} not ready within {timeout_s:g} s:\n{_tail(log)}")
+
+
+def _tail(log: Path | None, lines: int = 20) -> str:
+    if log is None or not log.exists():
+        return "(no log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def _spawn(cmd: list[str], env: Mapping[str, str], url: str, ready_path: str, log: Path) -> Iterator[Server]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:
+        process = subprocess.Popen(cmd, env=dict(env), stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(url, ready_path, process, READY_TIMEOUT_S, log)
+        yield Server(url, process, log)
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def service(settings: Mapping[str, str | int | float], log: Path) -> Iterator[Server]:
+    """``gan-serve`` with ``GAN_*`` overrides (e.g. ``{"max_batch": 1}``) on a free port; waits for /readyz.
+
+    The SIGTERM drain is off (``GAN_DRAIN_S=0``) unless given, so stopping is quick."""
+    port = free_port()
+    env = {**os.environ, "GAN_HOST": "127.0.0.1", "GAN_PORT": str(port), "GAN_DRAIN_S": "0"}
+    env.update({f"GAN_{key.upper()}": str(value) for key, value in settings.items()})
+    cmd = [sys.executable, "-m", "service.cli"]
+    with _spawn(cmd, env, f"http://127.0.0.1:{port}", "/readyz", log) as server:
+        yield server
+
+
+@contextmanager
+def trivial_app(log: Path, image_shape: tuple[int, int, int], workers: int = 1) -> Iterator[Server]:
+    """The framework ceiling: ``loadtest.trivial_app`` (answering PNGs of ``image_shape``) under the service's
+    uvicorn setup."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "loadtest.trivial_app", "--port", str(port), "--workers", str(workers)]
+    env = {**os.environ, "TRIVIAL_IMAGE_SHAPE": ",".join(str(v) for v in image_shape)}
+    with _spawn(cmd, env, f"http://127.0.0.1:{port}", "/healthz", log) as server:
+        yield server
+
+
+@contextmanager
+def external(url: str, ready_path: str = "/readyz") -> Iterator[Server]:
+    wait_ready(url, ready_path, None, READY_TIMEOUT_S, None)
+    yield Server(url.rstrip("/"), None)
