@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 
 GRID_PADDING = 2
 GRID_BACKGROUND = 255
+PLOT_DPI = 80
 
 
 def image_grid(images: np.ndarray, rows: int, padding: int = GRID_PADDING) -> Image.Image:
@@ -74,6 +75,6 @@ def plot_losses(path: Path, records: list[dict], keys: tuple[str, ...]) -> None:
     if ax.lines:
         ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.96)
+    fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)

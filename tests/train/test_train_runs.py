@@ -24,6 +24,8 @@ from train.models import VARIANTS
 GAN_MODELS = sorted(name for name, variant in VARIANTS.items() if variant.adversarial)
 CASES = [(model, loss) for model in GAN_MODELS for loss in sorted(LOSSES)] + [("cvae", None)]
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def step_records(run: Path) -> list[dict]:
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

@@ -1,0 +1,71 @@
+"""``gan-train`` end to end on a tiny data file, and its one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from train.cli import main
+
+TINY = [
+    "--threads",
+    "1",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--latent-dim",
+    "8",
+    "--width",
+    "4",
+    "--embed-dim",
+    "4",
+]
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_cli_trains_a_run_directory(tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--data", str(tiny_npz), "--model", "dcgan", "--loss", "lsgan", *TINY]
+    assert main([*argv, "--lr", "1e-3", "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "dcgan" and config["loss"] == "lsgan" and not config["conditional"]
+    assert config["training"]["lr_g"] == config["training"]["lr_d"] == 1e-3
+    assert config["data"]["source"] == str(tiny_npz)
+    assert config["command"].startswith("gan-train --out")
+    assert (out / "samples" / "epoch_001.png").is_file()
+    assert "1 epochs, 6 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--ema-decay", "1.5"], r"ema_decay must be in \[0, 1\)"),
+        (["--model", "cvae", "--loss", "hinge"], "trains with loss 'elbo'"),
+        (["--loss", "hinge", "--label-smoothing", "0.1"], "bce and lsgan"),
+        (["--resume"], "nothing to resume"),
+        (["--held-out-fraction", "1"], r"held_out_fraction must be in \(0, 1\)"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line(
+    tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str
+):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "run"), "--data", str(tiny_npz), *TINY, *extra, "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gan-train: error:")
+    assert re.search(message, err)
+    assert "Traceback" not in err
+
+
+def test_cli_missing_data_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixture):
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "run"), "--data", str(missing), "--no-progress"])
+    assert str(missing) in capsys.readouterr().err
