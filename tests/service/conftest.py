@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from service_support import (
+    LIVE_SETTINGS,
     MODEL_DIR,
     GatedRuntime,
     free_port,
@@ -52,9 +53,7 @@ def gated() -> Callable[[ModelSpec, Settings], GatedRuntime]:
 def live_server() -> Iterator[str]:
     """One `gan-serve` subprocess for the tests that need a real server; yields its base URL."""
     port = free_port()
-    process = start_server(
-        port, drain_s=0, max_bulk_n=4096, max_steps=16, max_queue_images=1024, max_batch=64
-    )
+    process = start_server(port, drain_s=0, **LIVE_SETTINGS)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(lambda path: httpx.get(url + path))

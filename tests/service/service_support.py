@@ -26,6 +26,7 @@ from service.runtime import GraphKind, Runtime
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO_ROOT / "models" / "mnist-cdcgan"
 READY_TIMEOUT_S = 60.0
+LIVE_SETTINGS = {"max_bulk_n": 4096, "max_steps": 16, "max_queue_images": 1024, "max_batch": 64}
 
 
 def make_settings(**overrides) -> Settings:

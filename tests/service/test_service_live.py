@@ -1,0 +1,199 @@
+"""Against real uvicorn servers: determinism under concurrent mixed traffic, a burst where every request gets
+exactly one answer and /metrics agrees, deadlines, disconnects and graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+import threading
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+import pytest
+from service_support import (
+    MODEL_DIR,
+    free_port,
+    make_settings,
+    serve_in_thread,
+    start_server,
+    stop_server,
+    wait_ready,
+)
+from test_service_ops import metric_value
+
+from service.model_repo import load_model_dir
+
+SPEC = load_model_dir(MODEL_DIR)
+
+
+def npy(content: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(content), allow_pickle=False)
+
+
+def test_batching_never_changes_results(live_server):
+    """The same (seed, label, n) gives byte-identical images alone and mixed with other traffic."""
+    probes = [
+        (seed, seed % SPEC.num_classes, n) for seed, n in [(3, 1), (50, 2), (400, 7), (9000, 33), (77, 130)]
+    ]
+    with httpx.Client(base_url=live_server, timeout=120) as client:
+        alone = {
+            p: client.post(
+                "/generate", params={"seed": p[0], "label": p[1], "n": p[2], "format": "npy"}
+            ).content
+            for p in probes
+        }
+
+    async def mixed() -> dict[tuple[int, int, int], list[bytes]]:
+        async with httpx.AsyncClient(base_url=live_server, timeout=120) as client:
+
+            async def probe(p):
+                params = {"seed": p[0], "label": p[1], "n": p[2], "format": "npy"}
+                return p, (await client.post("/generate", params=params)).content
+
+            noise = [
+                client.post("/generate", params={"label": i % 10, "n": 1 + i % 5, "seed": 10_000 + i})
+                for i in range(40)
+            ]
+            noise.append(client.post("/v1/bulk", json={"n": 600, "seed": 1}))
+            noise.append(
+                client.post(
+                    "/v1/interpolate", json={"start": {"seed": 1}, "end": {"seed": 2}, "label": 4, "steps": 9}
+                )
+            )
+            noise.append(
+                client.post("/v1/interpolate/labels", json={"seed": 1, "start_label": 0, "end_label": 5})
+            )
+            results = await asyncio.gather(*[probe(p) for p in probes * 3], *noise)
+            out: dict[tuple[int, int, int], list[bytes]] = {}
+            for result in results[: len(probes) * 3]:
+                out.setdefault(result[0], []).append(result[1])
+            assert all(r.status_code == 200 for r in results[len(probes) * 3 :])
+            return out
+
+    for probe, bodies in asyncio.run(mixed()).items():
+        for body in bodies:
+            np.testing.assert_array_equal(npy(body), npy(alone[probe]))
+
+
+def test_burst_every_request_answered_once_and_metrics_agree(live_server):
+    requests = 1000
+
+    async def burst():
+        limits = httpx.Limits(max_connections=requests, max_keepalive_connections=requests)
+        async with httpx.AsyncClient(base_url=live_server, timeout=120, limits=limits) as client:
+            before = (await client.get("/metrics")).text
+            calls = [
+                client.post("/generate", params={"label": i % 10, "n": 1 + 3 * (i % 4), "seed": i})
+                for i in range(requests)
+            ]
+            responses = await asyncio.gather(*calls, return_exceptions=True)
+            after = (await client.get("/metrics")).text
+            return before, responses, after
+
+    before, responses, after = asyncio.run(burst())
+    errors = [r for r in responses if isinstance(r, Exception)]
+    assert not errors, f"{len(errors)} requests got no answer, e.g. {errors[0]!r}"
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) <= {200, 429}, statuses
+    assert all("Retry-After" in r.headers for r in responses if r.status_code == 429)
+    assert len({r.headers["X-Request-ID"] for r in responses}) == requests
+
+    def delta(name: str, **labels: str) -> float:
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
+
+    for status, count in statuses.items():
+        assert delta("gan_http_requests_total", endpoint="/generate", status=str(status)) == count
+    served = sum(int(r.request.url.params["n"]) for r in responses if r.status_code == 200)
+    assert delta("gan_images_generated_total", lane="interactive") == served
+    assert delta("gan_jobs_dropped_total", reason="queue_full") == statuses[429]
+    assert metric_value(after, "gan_queue_depth_images", lane="interactive") == 0
+
+
+def test_deadline_is_504_and_expired_work_leaves_its_batch(gated):
+    settings = make_settings(request_timeout_s=0.3)
+    with serve_in_thread(settings, gated) as url:
+        runtime = gated.runtime
+        runtime.warm, runtime.gate = True, threading.Event()
+        try:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                first = client.post("/generate", params={"label": 1, "seed": 1})
+                assert first.status_code == 504 and "deadline" in first.json()["error"]
+                second = client.post("/generate", params={"label": 2, "seed": 2, "n": 3})  # queued behind
+                assert second.status_code == 504
+        finally:
+            runtime.gate.set()
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.post("/generate", params={"label": 3, "seed": 3}).status_code == 200
+            text = client.get("/metrics").text
+    assert all(2 not in labels.tolist() for _, _, labels in runtime.calls)
+    assert metric_value(text, "gan_http_requests_total", endpoint="/generate", status="504") == 2
+    assert metric_value(text, "gan_jobs_dropped_total", reason="deadline") == 2
+
+
+def test_disconnected_client_work_is_cancelled(gated):
+    with serve_in_thread(make_settings(), gated) as url:
+        runtime = gated.runtime
+        runtime.warm, runtime.gate = True, threading.Event()
+        blocked: list[httpx.Response] = []
+        holder = threading.Thread(
+            target=lambda: blocked.append(
+                httpx.post(url + "/generate", params={"label": 1, "seed": 1}, timeout=60)
+            )
+        )
+        try:
+            holder.start()
+            assert runtime.entered.wait(timeout=30)
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + "/generate", params={"label": 2, "seed": 2, "n": 5}, timeout=0.5)
+            deadline = time.monotonic() + 30
+            while (
+                metric_value(httpx.get(url + "/metrics").text, "gan_jobs_dropped_total", reason="cancelled")
+                < 1
+            ):
+                assert time.monotonic() < deadline, "the abandoned request was never cancelled"
+                time.sleep(0.02)
+            text = httpx.get(url + "/metrics").text
+            assert metric_value(text, "gan_queue_depth_images", lane="interactive") == 0
+        finally:
+            runtime.gate.set()
+            holder.join(timeout=30)
+        text = httpx.get(url + "/metrics").text
+    assert blocked[0].status_code == 200
+    assert all(2 not in labels.tolist() for _, _, labels in runtime.calls)
+    assert metric_value(text, "gan_http_requests_total", endpoint="/generate", status="499") == 1
+
+
+def test_sigterm_drains_then_exits():
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(port, drain_s=1.0)
+    try:
+        wait_ready(lambda path: httpx.get(url + path))
+        results: list[int] = []
+
+        def call():
+            response = httpx.post(url + "/generate", params={"label": 5, "n": 1024, "seed": 1}, timeout=120)
+            results.append(response.status_code)
+
+        workers = [threading.Thread(target=call) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        time.sleep(0.05)  # let them reach the server; all must finish either way
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while httpx.get(url + "/readyz").status_code != 503:
+            assert time.monotonic() < deadline, "readiness never turned 503 after SIGTERM"
+            time.sleep(0.02)
+        assert httpx.get(url + "/readyz").json()["status"] == "draining"
+        assert (
+            httpx.post(url + "/generate", params={"label": 1}, timeout=30).status_code == 200
+        )  # still serving
+        for worker in workers:
+            worker.join(timeout=120)
+        assert results == [200, 200, 200]
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        stop_server(process)
