@@ -34,6 +34,11 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def tiny_arrays() -> tuple[np.ndarray, np.ndarray]:
+    return tiny_images()
+
+
 @pytest.fixture(scope="session")
 def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
