@@ -43,6 +43,10 @@ class LevelResult:
     errors: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)
     bytes_received: int = 0
+    # every answer, inside the window or not (warm-up, stragglers): what the server saw from this client
+    all_by_endpoint: Counter[tuple[str, int]] = field(default_factory=Counter)
+    all_images: int = 0
+    all_errors: int = 0
 
     @property
     def ok(self) -> int:
@@ -107,9 +111,12 @@ class _Level:
         except HTTPFailure as exc:
             error = f"{call.name}: {exc}"
         finished = asyncio.get_running_loop().time()
+        result = self.result
+        result.all_by_endpoint[(call.endpoint, status)] += 1
+        result.all_errors += error is not None
+        result.all_images += call.images if error is None else 0
         if not self.window_start <= finished <= self.window_end:
             return
-        result = self.result
         result.by_endpoint[(call.endpoint, status)] += 1
         result.bytes_received += size
         if error:

@@ -103,9 +103,16 @@ def _spawn(cmd: list[str], env: Mapping[str, str], url: str, ready_path: str, lo
 def service(settings: Mapping[str, str | int | float], log: Path) -> Iterator[Server]:
     """``gan-serve`` with ``GAN_*`` overrides (e.g. ``{"max_batch": 1}``) on a free port; waits for /readyz.
 
-    The SIGTERM drain is off (``GAN_DRAIN_S=0``) unless given, so stopping is quick."""
+    The SIGTERM drain is off (``GAN_DRAIN_S=0``) and so are API keys (``GAN_API_KEYS``), unless given: it
+    is a private server on a loopback port, stopped at the end."""
     port = free_port()
-    env = {**os.environ, "GAN_HOST": "127.0.0.1", "GAN_PORT": str(port), "GAN_DRAIN_S": "0"}
+    env = {
+        **os.environ,
+        "GAN_HOST": "127.0.0.1",
+        "GAN_PORT": str(port),
+        "GAN_DRAIN_S": "0",
+        "GAN_API_KEYS": "",
+    }
     env.update({f"GAN_{key.upper()}": str(value) for key, value in settings.items()})
     cmd = [sys.executable, "-m", "service.cli"]
     with _spawn(cmd, env, f"http://127.0.0.1:{port}", "/readyz", log) as server:

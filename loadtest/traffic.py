@@ -23,6 +23,7 @@ ARITHMETIC_TERMS = 3
 ARITHMETIC_SEEDS = 3
 NPY_BATCH_N = (64, 1024)  # an augmentation client's /generate?format=npy batch
 BULK_N = 4096  # one streamed .npz pull
+API_KEY_ENV = "LOADTEST_API_KEY"  # locust users send it as X-API-Key when set (a service with GAN_API_KEYS)
 
 Check = Callable[[int, str | None, bytes], None]
 

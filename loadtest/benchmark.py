@@ -1,0 +1,448 @@
+"""``gan-bench``: one run on one machine, every figure side by side.
+
+1. Raw ONNX Runtime throughput of the generator at batch sizes 1..1024 (and on GPU, when there is one).
+2. The composed limit of single-image requests, each part measured alone in this run: a trivial FastAPI
+   route's req/s on the same server setup, the model's time per image at the batch sizes the batcher formed
+   (its ``gan_batch_size`` histogram), PNG encoding and latent sampling per image.
+3. The service under single-image load at concurrency 1..128, with dynamic batching and with max_batch=1.
+4. Bulk delivery (``/v1/bulk`` .npz stream and ``/generate?format=npy``) as a share of raw ORT images/s.
+
+The load generator runs in this process on the same cores; its CPU is reported for every level.
+
+    gan-bench                                  # a few minutes; results in reports/bench/
+    gan-bench --level-seconds 5 --concurrency 1,8,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from loadtest import checks, components, server, stats, traffic
+from loadtest.bench_report import render_markdown
+from loadtest.checks import CheckFailed, ModelInfo, model_info
+from loadtest.http1 import Connection
+from loadtest.loadgen import LevelResult, run_level
+from loadtest.probes import CpuMeter, cpu_usage
+from service.config import Settings
+
+DEFAULT_CONCURRENCY = "1,2,4,8,16,32,64,128"
+COMPOSE_AT = 64  # the concurrency the targets speak of
+TARGET_SHARE_OF_LIMIT = 0.8
+TARGET_P99_MS = 250.0
+TARGET_BULK_SHARE = 0.7
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = Settings()
+    p = argparse.ArgumentParser(prog="gan-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model-dir", type=Path, default=defaults.model_dir, help="model directory (GAN_MODEL_DIR)"
+    )
+    p.add_argument("--out", type=Path, default=Path("reports/bench"), help="where bench.json and bench.md go")
+    p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help="comma-separated client counts")
+    p.add_argument("--compose-at", type=int, default=COMPOSE_AT, help="concurrency of the composed limit")
+    p.add_argument("--level-seconds", type=float, default=2.0, help="measuring window per level")
+    p.add_argument("--warmup-seconds", type=float, default=1.0, help="load before each window")
+    p.add_argument("--ort-max-batch", type=int, default=1024, help="raw ORT sweep up to this batch size")
+    p.add_argument("--ort-seconds", type=float, default=0.3, help="least time per batch size of the sweep")
+    p.add_argument(
+        "--ort-threads",
+        default="0,1",
+        help="intra-op thread counts of the raw sweep (0: ORT's default, what the service uses by default)",
+    )
+    p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="max_batch with batching on")
+    p.add_argument("--bulk-n", type=int, default=8192, help="images per /v1/bulk pull")
+    p.add_argument("--bulk-repeats", type=int, default=2, help="measured pulls of each bulk kind")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra service setting for both runs, e.g. --env intra_op_threads=1 (GAN_ prefix optional)",
+    )
+    p.add_argument("--log-dir", type=Path, default=None, help="server logs (default: a temporary directory)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        args.levels = sorted({int(v) for v in args.concurrency.split(",") if v.strip()})
+        args.threads = [int(v) for v in args.ort_threads.split(",") if v.strip()]
+        args.extra = dict(_setting(item) for item in args.env)
+    except ValueError as exc:
+        p.error(f"--concurrency/--ort-threads take comma-separated integers, --env NAME=VALUE ({exc})")
+    if not args.levels or min(args.levels) < 1:
+        p.error("--concurrency: at least one level, each >= 1")
+    if min(args.level_seconds, args.ort_seconds) <= 0 or args.warmup_seconds < 0:
+        p.error("--level-seconds and --ort-seconds must be > 0, --warmup-seconds >= 0")
+    if not (args.model_dir / "manifest.json").is_file():
+        p.error(f"--model-dir: {args.model_dir}/manifest.json not found")
+    return args
+
+
+def _setting(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--env {item!r} is not NAME=VALUE")
+    return name.lower().removeprefix("gan_"), value
+
+
+# --- parts measured in this process
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+        "load_average_at_start": os.getloadavg(),
+        "note": "shared machine: other engineers' jobs ran at the same time (see load average and "
+        "other_processes_cores per level)",
+    }
+
+
+def model_section(model_dir: Path) -> dict[str, Any]:
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    placeholder = (
+        "placeholder" in str(manifest.get("version", "")) or manifest.get("normalisation") == "placeholder"
+    )
+    keys = ("name", "version", "sha256", "latent_dim", "num_classes", "image_shape")
+    return {**{k: manifest.get(k) for k in keys}, "placeholder": placeholder, "dir": str(model_dir)}
+
+
+def ort_sweeps(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = components.powers_of_two(args.ort_max_batch)
+    cpu = {}
+    for threads in args.threads:
+        generator = components.Generator(args.model_dir, "cpu", threads=threads)
+        timings = generator.sweep(sizes, args.ort_seconds)
+        cpu[str(threads)] = {str(size): _timing(t, size) for size, t in timings.items()}
+        peak = max(row["images_per_s"] for row in cpu[str(threads)].values())
+        print(f"  raw ORT cpu, intra_op_threads={threads}: peak {peak:.0f} img/s")
+    return {"cpu": cpu, "gpu": gpu_sweeps(args, sizes)}
+
+
+def _timing(timing: components.Timing, size: int) -> dict[str, float]:
+    return {
+        "ms_per_batch": timing.seconds * 1000,
+        "images_per_s": size / timing.seconds,
+        "calls": timing.calls,
+    }
+
+
+def gpu_sweeps(args: argparse.Namespace, sizes: list[int]) -> dict[str, Any]:
+    if not components.gpu_available():
+        return {
+            "available": False,
+            "note": f"no GPU available (ONNX Runtime providers: {ort.get_available_providers()})",
+        }
+    result: dict[str, Any] = {"available": True}
+    manifest = json.loads((args.model_dir / "manifest.json").read_text())
+    for label, variant in (("fp32", None), ("fp16", "fp16")):
+        if variant and variant not in manifest.get("variants", {}):
+            result[label] = {"note": "the model directory has no fp16 variant (gan-export --fp16)"}
+            continue
+        generator = components.Generator(args.model_dir, "cuda", variant=variant)
+        timings = generator.sweep(sizes, args.ort_seconds)
+        result[label] = {str(size): _timing(t, size) for size, t in timings.items()}
+    return result
+
+
+def encoding_parts(args: argparse.Namespace) -> dict[str, Any]:
+    generator = components.Generator(args.model_dir, "cpu")
+    images = generator.run(64)
+    png = components.png_seconds_per_image(images, args.ort_seconds)
+    latent = components.latent_seconds_per_request(generator.spec.latent_dim, args.ort_seconds)
+    return {"png_ms_per_image": png.seconds * 1000, "latent_ms_per_request": latent.seconds * 1000}
+
+
+# --- load levels against servers
+
+
+class MetricsScraper:
+    """``/metrics`` at the start and end of a window, for the server-side view of the same requests."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.before: stats.Samples = {}
+        self.after: stats.Samples = {}
+
+    async def _scrape(self) -> stats.Samples:
+        connection = Connection(self.url)
+        try:
+            answer = await connection.request("GET", "/metrics")
+        finally:
+            await connection.close()
+        return stats.parse_metrics(answer.body.decode())
+
+    async def start(self) -> None:
+        self.before = await self._scrape()
+
+    async def end(self) -> None:
+        self.after = await self._scrape()
+
+    def window(self) -> dict[str, Any]:
+        b, a = self.before, self.after
+        batches = stats.histogram_delta(b, a, "gan_batch_size")
+        inference = stats.histogram_delta(b, a, "gan_batch_inference_seconds")
+        return {
+            "batch_histogram": {f"{bound:g}": count for bound, count in batches.buckets.items() if count},
+            "batches": batches.count,
+            "batched_images": batches.sum,
+            "mean_batch": batches.mean(),
+            "inference_ms_per_image": 1000 * inference.sum / batches.sum if batches.sum else None,
+            "server_requests": stats.total_delta(b, a, "gan_http_requests_total", {"endpoint": "/generate"}),
+        }
+
+
+def level_record(result: LevelResult, scraper: MetricsScraper | None) -> dict[str, Any]:
+    summary = stats.summarize(result.latencies_s, result.seconds)
+    record = {
+        "concurrency": result.concurrency,
+        **summary.as_dict(),
+        "errors": result.error_count,
+        "error_samples": dict(result.errors.most_common(3)),
+        "images_per_s": result.images / result.seconds,
+        "cpu": result.cpu,
+        "client_cpu_us_per_request": 1e6 * result.cpu.get("client_cores", 0) / summary.rps
+        if summary.rps
+        else None,
+    }
+    if scraper is not None:
+        record["server"] = scraper.window()
+    return record
+
+
+def sweep_levels(args: argparse.Namespace, srv: server.Server, info: ModelInfo, label: str) -> list[dict]:
+    records = []
+    for concurrency in args.levels:
+        scraper = MetricsScraper(srv.url)
+        result = run_level(
+            srv.url,
+            traffic.single_image,
+            concurrency,
+            args.level_seconds,
+            warmup_s=args.warmup_seconds,
+            seed=args.seed,
+            server_pid=srv.pid,
+            on_start=scraper.start,
+            on_end=scraper.end,
+            info=info,
+        )
+        records.append(level_record(result, scraper))
+        r, batch = records[-1], records[-1]["server"]["mean_batch"] or 0
+        print(
+            f"  {label} c={concurrency:<4} {r['rps']:8.1f} req/s  p50 {r['p50_ms'] or 0:7.1f} ms  "
+            f"p99 {r['p99_ms'] or 0:7.1f} ms  errors {r['errors']}  mean batch {batch:.1f}"
+        )
+    return records
+
+
+def single_level(
+    args: argparse.Namespace, srv: server.Server, factory: traffic.Factory, info: ModelInfo
+) -> dict:
+    result = run_level(
+        srv.url,
+        factory,
+        args.compose_at,
+        args.level_seconds,
+        warmup_s=args.warmup_seconds,
+        seed=args.seed,
+        server_pid=srv.pid,
+        info=info,
+    )
+    return level_record(result, None)
+
+
+def _healthz_check(status: int, content_type: str | None, body: bytes) -> None:
+    checks.status(status, content_type, "application/json")
+
+
+def healthz(rng: random.Random, info: ModelInfo) -> traffic.Call:
+    """The service's cheapest route: the framework plus the service's middleware (request id, metrics,
+    access log), no model."""
+    return traffic.Call("GET /healthz", "/healthz", "GET", _healthz_check)
+
+
+async def _pull(url: str, call: traffic.Call, info: ModelInfo) -> dict[str, Any]:
+    connection = Connection(url, timeout_s=600)
+    meter = CpuMeter()
+    try:
+        body = json.dumps(call.body).encode() if call.body is not None else None
+        first, start = meter.read(), time.perf_counter()
+        answer = await connection.request(call.method, call.url, body)
+        seconds, last = time.perf_counter() - start, meter.read()
+    finally:
+        await connection.close()
+    error = None
+    try:
+        call.check(answer.status, answer.content_type, answer.body)
+    except CheckFailed as exc:
+        error = str(exc)
+    return {
+        "images": call.images,
+        "seconds": seconds,
+        "images_per_s": call.images / seconds,
+        "bytes": len(answer.body),
+        "error": error,
+        "client_cores": cpu_usage(first, last)["client_cores"],
+    }
+
+
+def bulk_delivery(args: argparse.Namespace, srv: server.Server, info: ModelInfo) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    kinds = {
+        "v1_bulk_npz": lambda: traffic.bulk(rng, info, args.bulk_n),
+        "generate_npy_1024": lambda: traffic.npy_batch(rng, info, 1024),
+    }
+    results = {}
+    for name, make in kinds.items():
+        asyncio.run(_pull(srv.url, make(), info))  # warm-up pull
+        pulls = [asyncio.run(_pull(srv.url, make(), info)) for _ in range(args.bulk_repeats)]
+        results[name] = {
+            "pulls": pulls,
+            "images_per_s": float(np.mean([p["images_per_s"] for p in pulls])),
+            "errors": sum(p["error"] is not None for p in pulls),
+        }
+        print(f"  bulk {name}: {results[name]['images_per_s']:.0f} img/s received")
+    return results
+
+
+def service_model_info(url: str) -> ModelInfo:
+    async def fetch() -> ModelInfo:
+        connection = Connection(url)
+        try:
+            answer = await connection.request("GET", "/v1/models")
+        finally:
+            await connection.close()
+        return model_info(json.loads(answer.body))
+
+    return asyncio.run(fetch())
+
+
+# --- composition
+
+
+def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    service_threads = str(report["service_settings"].get("intra_op_threads", "0"))
+    sweep = report["ort"]["cpu"].get(service_threads) or next(iter(report["ort"]["cpu"].values()))
+    seconds_per_batch = {int(size): row["ms_per_batch"] / 1000 for size, row in sweep.items()}
+    on = {r["concurrency"]: r for r in report["service"]["batching_on"]}
+    off = {r["concurrency"]: r for r in report["service"]["batching_off"]}
+    level = on.get(args.compose_at)
+    if level is None:
+        return {"note": f"--compose-at {args.compose_at} is not among the measured levels"}
+    histogram = {float(k): v for k, v in level["server"]["batch_histogram"].items()}
+    model_s = stats.model_seconds_per_image(histogram, level["server"]["batched_images"], seconds_per_batch)
+    limit = stats.composed_limit(
+        report["framework"]["trivial_route"]["rps"],
+        model_s,
+        report["encoding"]["png_ms_per_image"] / 1000,
+        report["encoding"]["latent_ms_per_request"] / 1000,
+    )
+    share = stats.ratio(level["rps"], limit.rps)
+    peak_ort = max(row["images_per_s"] for row in sweep.values())
+    at_max_batch = sweep.get(str(args.max_batch), {}).get("images_per_s")
+    bulk = report["bulk"]["v1_bulk_npz"]["images_per_s"]
+    return {
+        "concurrency": args.compose_at,
+        "limit": limit.as_dict(),
+        "service_rps": level["rps"],
+        "service_p99_ms": level["p99_ms"],
+        "share_of_limit": share,
+        "batching_ratio": stats.ratio(level["rps"], off.get(args.compose_at, {}).get("rps")),
+        "targets": {
+            "single_share_of_limit": {
+                "target": TARGET_SHARE_OF_LIMIT,
+                "measured": share,
+                "met": share is not None and share >= TARGET_SHARE_OF_LIMIT,
+            },
+            "single_p99_ms": {
+                "target": TARGET_P99_MS,
+                "measured": level["p99_ms"],
+                "met": level["p99_ms"] is not None and level["p99_ms"] < TARGET_P99_MS,
+            },
+            "bulk_share_of_peak_ort": {
+                "target": TARGET_BULK_SHARE,
+                "measured": stats.ratio(bulk, peak_ort),
+                "met": (stats.ratio(bulk, peak_ort) or 0) >= TARGET_BULK_SHARE,
+            },
+        },
+        "ort_peak_images_per_s": peak_ort,
+        "ort_images_per_s_at_max_batch": at_max_batch,
+        "bulk_share_of_ort_at_max_batch": stats.ratio(bulk, at_max_batch),
+    }
+
+
+# --- the run
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="gan-bench-"))
+    report: dict[str, Any] = {
+        "command": " ".join(["gan-bench", *argv]),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "model": model_section(args.model_dir),
+    }
+    base = {"model_dir": str(args.model_dir), **args.extra}
+    report["service_settings"] = {**base, "max_batch": args.max_batch}
+    print("raw ONNX Runtime sweep ...")
+    report["ort"] = ort_sweeps(args)
+    report["encoding"] = encoding_parts(args)
+
+    print(f"service, dynamic batching (max_batch={args.max_batch}) ...")
+    with server.service(report["service_settings"], log_dir / "service-batching.log") as srv:
+        info = service_model_info(srv.url)
+        on = sweep_levels(args, srv, info, "batching on ")
+        healthz_level = single_level(args, srv, healthz, info)
+        report["bulk"] = bulk_delivery(args, srv, info)
+        report["server_rss_bytes"] = srv.rss_bytes()
+    print("framework ceiling (trivial FastAPI route) ...")
+    with server.trivial_app(log_dir / "trivial.log", info.image_shape) as srv:
+        trivial = single_level(args, srv, traffic.single_image, info)
+    report["framework"] = {"trivial_route": trivial, "service_healthz": healthz_level}
+    print("service, batching off (max_batch=1) ...")
+    with server.service({**base, "max_batch": 1}, log_dir / "service-nobatch.log") as srv:
+        off = sweep_levels(args, srv, info, "batching off")
+    report["service"] = {"batching_on": on, "batching_off": off}
+    report["composed"] = compose(report, args)
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    report["logs"] = str(log_dir)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        report = run(args, argv)
+    except server.ServerError as exc:
+        print(f"gan-bench: a server did not start: {exc}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = render_markdown(report)
+    (args.out / "bench.md").write_text(markdown)
+    print()
+    print(markdown)
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
