@@ -1,0 +1,36 @@
+"""The shipped domain classifier and its real reference images, loaded once for the evaluation tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.evaluation.evaluate import EvalSettings, Reference, load_reference
+from train.evaluation.sources import ImageSource
+
+# Small but real settings: fewer images and KID subsets than the defaults keep each evaluation near a second.
+FAST = EvalSettings(n=1000, kid_subsets=5, kid_subset_size=500)
+LATENT_DIM = 8
+
+
+@pytest.fixture(scope="session")
+def reference() -> Reference:
+    return load_reference()
+
+
+def source_from(name: str, pick, reference: Reference, **details) -> ImageSource:
+    """A fake generator ``pick(z, label) -> uint8 images`` that claims the classifier's data split."""
+    return ImageSource(
+        name=name,
+        kind="test",
+        latent_dim=LATENT_DIM,
+        num_classes=reference.num_classes,
+        image_shape=reference.train.image_shape,
+        generate=pick,
+        details={"path": name, "config": {"split": reference.split_description}} | details,
+    )
+
+
+def latent_index(z: np.ndarray, count: int) -> np.ndarray:
+    """A deterministic index per latent (as if the latent chose the image)."""
+    return (np.abs(z[:, 0]) * 1e6).astype(np.int64) % count

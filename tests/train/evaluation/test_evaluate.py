@@ -1,0 +1,94 @@
+"""Whole evaluations of fake generators with known behaviour, through the shipped classifier."""
+
+import numpy as np
+import pytest
+from conftest import FAST, latent_index, source_from
+
+from train.evaluation.evaluate import EvaluationError, evaluate_source
+
+
+def replay(reference, frozen_labels=()):
+    """Returns a real training image of the asked label, chosen by the latent; labels in ``frozen_labels``
+    always get the same image (a collapsed label)."""
+    by_label = [reference.train.images[reference.train.labels == k] for k in range(reference.num_classes)]
+
+    def pick(z, label):
+        index = latent_index(z, len(by_label[0]))
+        chosen = [0 if k in frozen_labels else i for k, i in zip(label, index, strict=True)]
+        return np.stack([by_label[k][i] for k, i in zip(label, chosen, strict=True)])
+
+    return pick
+
+
+def test_label_ignoring_generator_gets_chance_label_accuracy(reference):
+    images = reference.train.images
+    source = source_from("ignores-label", lambda z, label: images[latent_index(z, len(images))], reference)
+    result = evaluate_source(source, reference, FAST).result
+    assert 0.05 <= result["model"]["label_accuracy"] <= 0.15
+    assert not result["product_bar"]["checks"]["label_accuracy"]["passed"]
+    assert not result["product_bar"]["passed"]
+
+
+def test_replaying_real_training_images_scores_like_the_floor_and_passes(reference):
+    result = evaluate_source(source_from("replay", replay(reference), reference), reference, FAST).result
+    model, floor = result["model"], result["real_floor"]
+    assert model["label_accuracy"] >= 0.99
+    assert model["fid"] / floor["fid"] == pytest.approx(1.0, abs=0.5)
+    assert abs(model["one_nn"]["accuracy"] - floor["one_nn"]["accuracy"]) < 0.1
+    assert min(model["per_label_diversity_ratio"]) > 0.8
+    assert result["product_bar"]["checks"]["collapsed_labels"]["value"] == []
+    assert result["product_bar"]["passed"], result["product_bar"]
+
+
+def test_real_floor_compares_training_with_held_out_images(reference):
+    result = evaluate_source(source_from("replay", replay(reference), reference), reference, FAST).result
+    floor = result["real_floor"]
+    assert floor["count"] == FAST.n
+    recorded = reference.classifier.config["held_out_accuracy"]
+    assert floor["label_accuracy"] == pytest.approx(recorded, abs=0.002)
+    assert 0.3 < floor["one_nn"]["accuracy"] < 0.7  # training and held-out images are one distribution
+    assert floor["precision"] > 0.6 and floor["recall"] > 0.6
+    assert floor["inception_score_mean"] > 9.0
+
+
+def test_one_collapsed_label_is_flagged(reference):
+    source = source_from("collapsed-3", replay(reference, frozen_labels={3}), reference)
+    result = evaluate_source(source, reference, FAST).result
+    assert result["model"]["per_label_diversity_ratio"][3] == pytest.approx(0.0, abs=1e-6)
+    assert result["product_bar"]["checks"]["collapsed_labels"]["value"] == [3]
+    assert not result["product_bar"]["passed"]
+
+
+def test_fully_collapsed_generator_fails_on_every_label(reference):
+    source = source_from("collapsed", replay(reference, frozen_labels=set(range(10))), reference)
+    result = evaluate_source(source, reference, FAST).result
+    assert result["product_bar"]["checks"]["collapsed_labels"]["value"] == list(range(10))
+    assert result["model"]["recall"] < 0.1
+    assert result["product_bar"]["checks"]["fid_ratio"]["passed"] is False
+
+
+def test_generator_trained_on_another_split_is_refused(reference):
+    other = dict(reference.split_description, held_out_indices_sha256="0" * 64)
+    source = source_from("other-split", replay(reference), reference, config={"split": other})
+    with pytest.raises(EvaluationError, match="another data split"):
+        evaluate_source(source, reference, FAST)
+
+
+def test_generator_trained_on_other_data_is_refused(reference):
+    config = {"split": reference.split_description, "data": {"source": "x.npz", "sha256": "f" * 64}}
+    source = source_from("other-data", replay(reference), reference, config=config)
+    with pytest.raises(EvaluationError, match="other data"):
+        evaluate_source(source, reference, FAST)
+
+
+def test_generator_without_a_recorded_split_gets_a_note(reference):
+    source = source_from("no-split", replay(reference), reference, config={})
+    result = evaluate_source(source, reference, FAST).result
+    assert any("no data split" in note for note in result["notes"])
+
+
+def test_same_seed_gives_the_same_numbers(reference):
+    source = source_from("replay", replay(reference), reference)
+    first = evaluate_source(source, reference, FAST).result
+    second = evaluate_source(source, reference, FAST).result
+    assert first["model"] == second["model"]

@@ -1,0 +1,340 @@
+"""One evaluation: a generator's images and the training split's images, each measured against the held-out
+split in the classifier's feature space, plus the product bar's verdict.
+
+The real floor is what the same metrics give for real images the generator could have learned from (the
+training split) against real images nobody trained on (the held-out split): a generator cannot be expected to
+beat it, and FID is compared with it as a ratio. To keep the two comparable, the model is evaluated on as many
+images as the training split has, balanced across labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from train.data import LabelledImages, load_images, stratified_split
+from train.evaluation import metrics as M
+from train.evaluation.classifier import (
+    CONFIG_FILE,
+    DEFAULT_CLASSIFIER_DIR,
+    WEIGHTS_FILE,
+    Classifier,
+    load_classifier,
+)
+from train.evaluation.sources import ImageSource, balanced_labels, generate_balanced, open_source
+
+RESULT_FORMAT = "gan-service/evaluation/v1"
+
+
+class EvaluationError(ValueError):
+    """No honest numbers are possible for this input (e.g. another data split); the message says why."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    n: int | None = None  # images to generate; None: as many as the training split has
+    seed: int = 0  # latent seed: image i uses service.latents.request_latents(seed, n)[i]
+    truncation: float = 1.0
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    nn_k: int = 3  # k of the k-NN manifolds (precision / recall)
+    is_splits: int = 10
+    metric_seed: int = 0  # subsets, splits and subsamples inside the metrics
+
+
+@dataclass(frozen=True)
+class ProductBar:
+    min_label_accuracy: float = 0.99
+    max_fid_ratio: float = 2.0  # model FID / real-floor FID
+    min_diversity_ratio: float = 0.5  # per label: generated spread / held-out real spread
+    min_recall_ratio: float = 0.5  # per label: generated recall / real-floor recall
+
+
+@dataclass
+class Reference:
+    """The real images and their classifier outputs, computed once and reused for every generator."""
+
+    classifier: Classifier
+    classifier_dir: Path
+    train: LabelledImages
+    held_out: LabelledImages
+    split_description: dict
+    feature_scale: float  # RMS of the held-out features; every feature set is divided by it
+    held_out_logits: np.ndarray
+    held_out_features: np.ndarray  # scaled, like every feature array below
+    train_logits: np.ndarray
+    train_features: np.ndarray
+    bandwidth: float  # Gaussian-kernel MMD bandwidth: median pairwise distance of held-out features
+    _floors: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    def measure(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Classifier logits and scaled penultimate features of uint8 NHWC images."""
+        logits, features = self.classifier.predict(images)
+        return logits, features / np.float32(self.feature_scale)
+
+
+@dataclass
+class Evaluation:
+    source: ImageSource
+    images: np.ndarray  # the generated uint8 NHWC images
+    labels: np.ndarray
+    result: dict  # metrics.json
+
+
+_REFERENCES: dict[tuple, Reference] = {}
+
+
+def load_reference(classifier_dir: str | Path = DEFAULT_CLASSIFIER_DIR) -> Reference:
+    """Load the classifier and rebuild exactly the data split it was trained on (cached per process
+    until the classifier's files change)."""
+    classifier_dir = Path(classifier_dir)
+    key = (classifier_dir.resolve(), *(_stamp(classifier_dir / name) for name in (CONFIG_FILE, WEIGHTS_FILE)))
+    if key not in _REFERENCES:
+        _REFERENCES.clear()
+        _REFERENCES[key] = _load_reference(classifier_dir)
+    return _REFERENCES[key]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+
+
+def _load_reference(classifier_dir: Path) -> Reference:
+    classifier = load_classifier(classifier_dir)
+    training, recorded = classifier.config["training"], classifier.config["split"]
+    data = load_images(training["data"])
+    if data.sha256 != classifier.config["data"]["sha256"]:
+        raise EvaluationError(
+            f"data '{training['data']}' (sha256 {data.sha256[:12]}…) is not the data the classifier in "
+            f"{classifier_dir} was trained on; retrain it with `gan-eval train-classifier --data ...`"
+        )
+    split = stratified_split(data.labels, training["held_out_fraction"], training["split_seed"])
+    description = split.describe(data.labels)
+    if description["held_out_indices_sha256"] != recorded["held_out_indices_sha256"]:
+        raise EvaluationError(f"{classifier_dir}: the rebuilt held-out split differs from the recorded one")
+    train, held_out = data.subset(split.train), data.subset(split.held_out)
+    held_out_logits, held_out_features = classifier.predict(held_out.images)
+    # Scale features so the held-out ones have mean square 1: KID's cubic kernel (x·y / D + 1)³ then works
+    # on O(1) values, as with Inception features, and FID reads in units of the real features' spread.
+    scale = float(np.sqrt(np.mean(np.square(held_out_features, dtype=np.float64))))
+    held_out_features = held_out_features / np.float32(scale)
+    train_logits, train_features = classifier.predict(train.images)
+    train_features = train_features / np.float32(scale)
+    return Reference(
+        classifier=classifier,
+        classifier_dir=classifier_dir,
+        train=train,
+        held_out=held_out,
+        split_description=description,
+        feature_scale=scale,
+        held_out_logits=held_out_logits,
+        held_out_features=held_out_features,
+        train_logits=train_logits,
+        train_features=train_features,
+        bandwidth=M.median_bandwidth(held_out_features),
+    )
+
+
+def set_metrics(
+    logits: np.ndarray, features: np.ndarray, labels: np.ndarray, reference: Reference, settings: EvalSettings
+) -> dict:
+    """Every metric of one candidate set (classifier outputs + intended labels) against the held-out split."""
+    real, real_labels = reference.held_out_features, reference.held_out.labels
+    seed = settings.metric_seed
+    accuracy, per_label_accuracy = M.label_accuracy(logits.argmax(1), labels, reference.num_classes)
+    kid_mean, kid_std = M.kid(real, features, settings.kid_subsets, settings.kid_subset_size, seed)
+    is_mean, is_std = M.inception_score(logits, settings.is_splits, seed)
+    precision, recall = M.precision_recall(real, features, settings.nn_k)
+    diversity, label_recall = [], []
+    for k in range(reference.num_classes):
+        fake_k, real_k = features[labels == k], real[real_labels == k]
+        diversity.append(M.mean_pairwise_distance(fake_k) / M.mean_pairwise_distance(real_k))
+        label_recall.append(M.precision_recall(real_k, fake_k, settings.nn_k)[1])
+    return {
+        "count": len(labels),
+        "label_accuracy": accuracy,
+        "per_label_accuracy": per_label_accuracy,
+        "fid": M.fid(real, features),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "inception_score_mean": is_mean,
+        "inception_score_std": is_std,
+        "precision": precision,
+        "recall": recall,
+        "one_nn": M.one_nn_accuracy(real, features, seed),
+        "mmd2_gaussian": M.gaussian_mmd2(real, features, reference.bandwidth),
+        "per_label_diversity_ratio": diversity,
+        "per_label_recall": label_recall,
+    }
+
+
+def real_floor(reference: Reference, n: int, settings: EvalSettings) -> dict:
+    """The metrics of ``n`` training images (balanced like a generated set) against the held-out split.
+
+    Label accuracy is the exception: the classifier has seen the training images, so the floor's label
+    accuracy is its accuracy on the held-out images instead."""
+    key = (n, asdict(settings).__repr__())
+    if key not in reference._floors:
+        index = _balanced_subset(reference.train.labels, n, reference.num_classes, settings.metric_seed)
+        floor = set_metrics(
+            reference.train_logits[index],
+            reference.train_features[index],
+            reference.train.labels[index],
+            reference,
+            settings,
+        )
+        predicted = reference.held_out_logits.argmax(1)
+        floor["label_accuracy"], floor["per_label_accuracy"] = M.label_accuracy(
+            predicted, reference.held_out.labels, reference.num_classes
+        )
+        floor["label_accuracy_source"] = "classifier on the held-out real images"
+        reference._floors[key] = floor
+    return reference._floors[key]
+
+
+def _balanced_subset(labels: np.ndarray, n: int, num_classes: int, seed: int) -> np.ndarray:
+    """Indices of ``min(n, len(labels))`` images with the label counts of ``balanced_labels(n)``."""
+    if n >= len(labels):
+        return np.arange(len(labels))
+    wanted = np.bincount(balanced_labels(n, num_classes), minlength=num_classes)
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(labels == k))[: wanted[k]] for k in range(num_classes)]
+    return np.sort(np.concatenate(picked))
+
+
+def judge(model: dict, floor: dict, bar: ProductBar) -> dict:
+    """The product bar: label accuracy, FID relative to the floor, and no collapsed label."""
+    fid_ratio = model["fid"] / floor["fid"] if floor["fid"] > 0 else float("inf")
+    collapsed = [
+        k
+        for k, (diversity, recall, floor_recall) in enumerate(
+            zip(
+                model["per_label_diversity_ratio"],
+                model["per_label_recall"],
+                floor["per_label_recall"],
+                strict=True,
+            )
+        )
+        if diversity < bar.min_diversity_ratio or recall < bar.min_recall_ratio * floor_recall
+    ]
+    checks = {
+        "label_accuracy": {
+            "value": model["label_accuracy"],
+            "rule": f">= {bar.min_label_accuracy}",
+            "passed": model["label_accuracy"] >= bar.min_label_accuracy,
+        },
+        "fid_ratio": {
+            "value": fid_ratio,
+            "rule": f"<= {bar.max_fid_ratio} (model FID / real-floor FID)",
+            "passed": fid_ratio <= bar.max_fid_ratio,
+        },
+        "collapsed_labels": {
+            "value": collapsed,
+            "rule": (
+                f"none: a label collapses when its diversity ratio < {bar.min_diversity_ratio} or its "
+                f"recall < {bar.min_recall_ratio} x the real floor's recall for that label"
+            ),
+            "passed": not collapsed,
+        },
+    }
+    return {"passed": all(c["passed"] for c in checks.values()), "checks": checks, "bar": asdict(bar)}
+
+
+def check_split(source: ImageSource, reference: Reference) -> str | None:
+    """Refuse a generator trained on other data or another split (it may have seen the held-out images);
+    returns a note when the source records neither."""
+    details = source.details
+    config = details.get("config") or details.get("training") or {}
+    where = details.get("path", source.name)
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("sha256") not in (None, reference.train.sha256):
+        raise EvaluationError(
+            f"{where} was trained on other data ({data.get('source')}, sha256 {str(data['sha256'])[:12]}…) "
+            f"than the classifier ({reference.train.source}); retrain the classifier on that data "
+            "(gan-eval train-classifier --data ...) and evaluate with --classifier"
+        )
+    split = config.get("split") or details.get("data_split")
+    if not isinstance(split, dict) or "held_out_indices_sha256" not in split:
+        return "the generator records no data split: cannot check that it never saw the held-out images"
+    recorded = split["held_out_indices_sha256"]
+    expected = reference.split_description["held_out_indices_sha256"]
+    if recorded != expected:
+        raise EvaluationError(
+            f"{where} was trained with another data split than the classifier's (held-out sha256 "
+            f"{recorded[:12]}… vs {expected[:12]}…): its numbers would not be honest; evaluate it with a "
+            "classifier trained on its split (gan-eval train-classifier --held-out-fraction/--split-seed)"
+        )
+    return None
+
+
+def evaluate_source(
+    source: ImageSource,
+    reference: Reference,
+    settings: EvalSettings = EvalSettings(),
+    bar: ProductBar = ProductBar(),
+) -> Evaluation:
+    shape = tuple(source.image_shape)
+    if source.num_classes != reference.num_classes or shape != reference.train.image_shape:
+        raise EvaluationError(
+            f"{source.name}: makes {source.num_classes} labels of shape {list(source.image_shape)}, the "
+            f"classifier expects {reference.num_classes} of {list(reference.train.image_shape)}"
+        )
+    note = check_split(source, reference)
+    n = settings.n or len(reference.train.labels)
+    images, labels = generate_balanced(source, n, settings.seed, settings.truncation)
+    logits, features = reference.measure(images)
+    model = set_metrics(logits, features, labels, reference, settings)
+    floor = real_floor(reference, n, settings)
+    result = {
+        "format": RESULT_FORMAT,
+        "source": {k: v for k, v in source.details.items() if k not in ("config", "training")}
+        | {"name": source.name, "kind": source.kind},
+        "settings": asdict(settings) | {"n": n},
+        "classifier": {
+            "dir": str(reference.classifier_dir),
+            "held_out_accuracy": reference.classifier.config["held_out_accuracy"],
+            "feature_dim": reference.classifier.architecture.feature_dim,
+        },
+        "data": {
+            "source": reference.train.source,
+            "sha256": reference.train.sha256,
+            "split": reference.split_description,
+        },
+        "conditional": source.conditional,
+        "notes": [note] if note else [],
+        "model": model,
+        "real_floor": floor,
+        "product_bar": judge(model, floor, bar),
+    }
+    if not source.conditional:
+        result["notes"].append("unconditional generator: it ignores the label; label metrics measure nothing")
+    if n != len(reference.train.labels):
+        result["notes"].append(
+            f"n = {n} differs from the training split's {len(reference.train.labels)} images: the floor uses "
+            f"{min(n, len(reference.train.labels))} training images and FID is biased by sample size"
+        )
+    return Evaluation(source, images, labels, result)
+
+
+def evaluate_path(
+    path: str | Path,
+    settings: EvalSettings = EvalSettings(),
+    bar: ProductBar = ProductBar(),
+    classifier_dir: str | Path = DEFAULT_CLASSIFIER_DIR,
+) -> Evaluation:
+    return evaluate_source(open_source(path), load_reference(classifier_dir), settings, bar)
+
+
+def metrics_for_manifest(
+    path: str | Path,
+    settings: EvalSettings = EvalSettings(),
+    classifier_dir: str | Path = DEFAULT_CLASSIFIER_DIR,
+) -> dict:
+    """The ``metrics`` object for ``manifest.json``: what ``gan-eval PATH`` writes to ``metrics.json``."""
+    return evaluate_path(path, settings, classifier_dir=classifier_dir).result
