@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -97,6 +98,7 @@ class Batcher:
         self._waiting: dict[Lane, int] = dict.fromkeys(Lane, 0)  # rows not yet in a batch
         self._admitted_rows = 0  # waiting rows of admitted jobs
         self._streams = 0
+        self._next_deadline = math.inf  # no queued job expires before this
         self._wakeup = asyncio.Event()
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-inference")
@@ -189,6 +191,7 @@ class Batcher:
 
     def _enqueue(self, job: _Job) -> None:
         self._lanes[job.lane].append(job)
+        self._next_deadline = min(self._next_deadline, job.deadline)
         self._count(job, job.n)
         self._wakeup.set()
 
@@ -212,6 +215,11 @@ class Batcher:
 
     def _expire(self, now: float) -> None:
         """Drop queued jobs whose deadline has passed, so they never take a place in a batch."""
+        if now < self._next_deadline:
+            return
+        self._next_deadline = min(
+            (j.deadline for lane in self._lanes.values() for j in lane if j.deadline > now), default=math.inf
+        )
         for lane in self._lanes.values():
             for job in [j for j in lane if j.deadline <= now]:
                 if not job.future.done():

@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.config.dictConfig(log_config(settings.log_level))
     try:
-        app = create_app(settings) if settings.workers == 1 else None
-        load_model_dir(settings.model_dir, settings.model_variant)
+        if settings.workers == 1:
+            app = create_app(settings)
+        else:  # each worker builds its own app from the environment; check the model once here
+            app = None
+            load_model_dir(settings.model_dir, settings.model_variant)
     except ModelError as exc:
         print(f"gan-serve: refusing to start: {exc}", file=sys.stderr)
         return 2

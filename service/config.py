@@ -119,8 +119,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if self.max_queue_images < self.max_n:
-            raise ValueError(f"max_queue_images ({self.max_queue_images}) must be >= max_n ({self.max_n})")
+        if self.max_queue_images < max(self.max_n, self.max_steps):
+            raise ValueError(
+                f"max_queue_images ({self.max_queue_images}) must be >= max_n ({self.max_n}) and max_steps "
+                f"({self.max_steps}), or such requests could never be queued"
+            )
         if any(size < 1 or size > self.max_batch for size in self.batch_buckets):
             raise ValueError(
                 f"batch_buckets {self.batch_buckets} must lie in [1, max_batch={self.max_batch}]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
 import zipfile
@@ -109,9 +110,10 @@ async def stream_npz(
             with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
                 member.write(_npy_header(np.dtype(dtype), shape))
                 if hasattr(chunks, "__aiter__"):
-                    async for chunk in chunks:  # type: ignore[union-attr]
-                        written += _write_chunk(member, chunk, dtype)
-                        yield sink.take()
+                    async with contextlib.aclosing(chunks) as stream:  # stops its producer if we stop early
+                        async for chunk in stream:
+                            written += _write_chunk(member, chunk, dtype)
+                            yield sink.take()
                 else:
                     for chunk in chunks:  # type: ignore[union-attr]
                         written += _write_chunk(member, chunk, dtype)

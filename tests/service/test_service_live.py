@@ -197,3 +197,28 @@ def test_sigterm_drains_then_exits():
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:
         stop_server(process)
+
+
+def test_bulk_streams_are_bounded_and_an_abandoned_stream_frees_its_slot():
+    settings = make_settings(max_bulk_streams=1, bulk_chunk=64, max_bulk_n=100_000)
+    with serve_in_thread(settings) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with client.stream("POST", "/v1/bulk", json={"n": 50_000, "seed": 0}) as first:
+            assert first.status_code == 200
+            body = first.iter_bytes()  # (kept: dropping the iterator would close the response)
+            next(body)  # streaming has begun; the one slot is taken
+            second = client.post("/v1/bulk", json={"n": 10})
+            assert second.status_code == 429 and "Retry-After" in second.headers
+        # leaving the block closed the connection mid-stream: the slot and the queued chunks must be released
+        deadline = time.monotonic() + 30
+        while True:
+            text = client.get("/metrics").text
+            if (
+                metric_value(text, "gan_bulk_streams") == 0
+                and metric_value(text, "gan_queue_depth_images", lane="bulk") == 0
+            ):
+                break
+            assert time.monotonic() < deadline, "the abandoned stream kept its slot or its queued chunks"
+            time.sleep(0.02)
+        images = metric_value(text, "gan_images_generated_total", lane="bulk")
+        assert images < 50_000  # it stopped producing
+        assert client.post("/v1/bulk", json={"n": 10, "seed": 1}).status_code == 200
