@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import ValidationError
 
 from loadtest import checks, components, server, stats, traffic
 from loadtest.bench_report import render_markdown
@@ -83,6 +84,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.extra = dict(_setting(item) for item in args.env)
     except ValueError as exc:
         p.error(f"--concurrency/--ort-threads take comma-separated integers, --env NAME=VALUE ({exc})")
+    unknown = sorted(set(args.extra) - set(Settings.model_fields))
+    if unknown:
+        p.error(f"--env: no service setting {unknown} (see service/config.py)")
+    try:
+        effective = Settings(**args.extra)  # checked by the service's own rules
+    except ValidationError as exc:
+        p.error(f"--env: {exc}")
+    # the sweep must include the thread setting the service runs with (the composed limit uses it)
+    args.service_threads = effective.intra_op_threads
+    if args.service_threads not in args.threads:
+        args.threads.insert(0, args.service_threads)
     if not args.levels or min(args.levels) < 1:
         p.error("--concurrency: at least one level, each >= 1")
     if min(args.level_seconds, args.ort_seconds) <= 0 or args.warmup_seconds < 0:
@@ -338,8 +350,7 @@ def service_model_info(url: str) -> ModelInfo:
 
 
 def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    service_threads = str(report["service_settings"].get("intra_op_threads", "0"))
-    sweep = report["ort"]["cpu"].get(service_threads) or next(iter(report["ort"]["cpu"].values()))
+    sweep = report["ort"]["cpu"][str(report["service_settings"].get("intra_op_threads", 0))]
     seconds_per_batch = {int(size): row["ms_per_batch"] / 1000 for size, row in sweep.items()}
     on = {r["concurrency"]: r for r in report["service"]["batching_on"]}
     off = {r["concurrency"]: r for r in report["service"]["batching_off"]}
@@ -400,7 +411,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "model": model_section(args.model_dir),
     }
     base = {"model_dir": str(args.model_dir), **args.extra}
-    report["service_settings"] = {**base, "max_batch": args.max_batch}
+    report["service_settings"] = {
+        **base,
+        "max_batch": args.max_batch,
+        "intra_op_threads": args.service_threads,
+    }
     print("raw ONNX Runtime sweep ...")
     report["ort"] = ort_sweeps(args)
     report["encoding"] = encoding_parts(args)

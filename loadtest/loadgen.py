@@ -74,12 +74,13 @@ class _Level:
     window_end: float
     rate: float | None
     result: LevelResult
-    next_slot: float
+    begin: float
+    slots_taken: int = 0
 
     def slot(self) -> float:
-        """The next scheduled start of a paced run."""
-        slot = self.next_slot
-        self.next_slot += 1.0 / self.rate  # type: ignore[operator]
+        """The next scheduled start of a paced run: ``begin + k / rate`` (no accumulated rounding)."""
+        slot = self.begin + self.slots_taken / self.rate  # type: ignore[operator]
+        self.slots_taken += 1
         return slot
 
     async def client(self, connection: Connection, rng: random.Random) -> None:

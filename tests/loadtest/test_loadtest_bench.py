@@ -1,0 +1,136 @@
+"""gan-bench's composition on a hand-made run (the limit uses the batch sizes the batcher formed, the sweep
+of the service's thread setting, and the framework ceiling), its markdown, and its flag errors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from loadtest import benchmark
+from loadtest.bench_report import render_markdown
+from loadtest.run import duration_seconds
+
+
+def level(concurrency: int, rps: float, p99: float, histogram: dict[str, float], images: float) -> dict:
+    return {
+        "concurrency": concurrency,
+        "rps": rps,
+        "p50_ms": p99 / 2,
+        "p99_ms": p99,
+        "errors": 0,
+        "cpu": {"client_cores": 0.1, "server_event_loop_cores": 0.5, "server_other_threads_cores": 0.8},
+        "server": {
+            "batch_histogram": histogram,
+            "batched_images": images,
+            "mean_batch": images / 2,
+            "inference_ms_per_image": 0.6,
+        },
+    }
+
+
+def report() -> dict:
+    sweep0 = {
+        "1": {"ms_per_batch": 1.0, "images_per_s": 1000.0, "calls": 9},
+        "8": {"ms_per_batch": 4.0, "images_per_s": 2000.0, "calls": 9},
+    }
+    sweep1 = {
+        "1": {"ms_per_batch": 2.0, "images_per_s": 500.0, "calls": 9},
+        "8": {"ms_per_batch": 8.0, "images_per_s": 1000.0, "calls": 9},
+    }
+    return {
+        "command": "gan-bench --test",
+        "started": "2026-01-01T00:00:00+00:00",
+        "machine": {
+            "cpu_count": 2,
+            "platform": "linux",
+            "python": "3.11",
+            "onnxruntime": "1",
+            "providers": ["CPU"],
+            "load_average_at_start": [1.0, 1.0, 1.0],
+            "load_average_at_end": [2.0, 1.0, 1.0],
+            "note": "shared machine",
+        },
+        "model": {
+            "name": "m",
+            "version": "1",
+            "sha256": "0" * 64,
+            "latent_dim": 8,
+            "image_shape": [28, 28, 1],
+            "placeholder": False,
+        },
+        "service_settings": {"max_batch": 8},
+        "ort": {"cpu": {"0": sweep0, "1": sweep1}, "gpu": {"available": False, "note": "no GPU available"}},
+        "encoding": {"png_ms_per_image": 0.1, "latent_ms_per_request": 0.05},
+        "framework": {"trivial_route": {"rps": 2000.0}, "service_healthz": {"rps": 1500.0}},
+        # two batches of 8 (16 images) and two of 1: (2 * 4 ms + 2 * 1 ms) / 18 images
+        "service": {
+            "batching_on": [level(64, 600.0, 200.0, {"1": 2.0, "8": 2.0}, 18.0)],
+            "batching_off": [level(64, 300.0, 400.0, {"1": 300.0}, 300.0)],
+        },
+        "bulk": {
+            "v1_bulk_npz": {"images_per_s": 1500.0, "errors": 0},
+            "generate_npy_1024": {"images_per_s": 1200.0, "errors": 0},
+        },
+    }
+
+
+def test_compose_uses_formed_batches_and_the_service_thread_setting() -> None:
+    args = argparse.Namespace(compose_at=64, max_batch=8)
+    data = report()
+    composed = benchmark.compose(data, args)
+    model_s = (2 * 0.004 + 2 * 0.001) / 18
+    expected = 1 / (1 / 2000 + model_s + 0.0001 + 0.00005)
+    assert composed["limit"]["model_s"] == pytest.approx(model_s)
+    assert composed["limit"]["rps"] == pytest.approx(expected)
+    assert composed["share_of_limit"] == pytest.approx(600 / expected)
+    assert composed["batching_ratio"] == pytest.approx(2.0)
+    assert composed["targets"]["single_p99_ms"]["met"] is True
+    assert composed["targets"]["bulk_share_of_peak_ort"]["measured"] == pytest.approx(0.75)
+
+    data["service_settings"]["intra_op_threads"] = "1"  # the slower sweep -> a lower limit
+    assert benchmark.compose(data, args)["limit"]["rps"] < expected
+
+
+def test_markdown_carries_the_figures() -> None:
+    data = report()
+    data["composed"] = benchmark.compose(data, argparse.Namespace(compose_at=64, max_batch=8))
+    text = render_markdown(data)
+    assert "shared machine" in text and "no GPU available" in text
+    assert "| 64 | 600.0 |" in text  # the level row
+    assert "2,000.0 req/s at 64 clients" in text  # the framework ceiling
+    assert "placeholder" not in text
+
+
+def test_compose_at_an_unmeasured_level_says_so() -> None:
+    composed = benchmark.compose(report(), argparse.Namespace(compose_at=32, max_batch=8))
+    assert "not among the measured levels" in composed["note"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--concurrency", "1,x"], "--concurrency"),
+        (["--concurrency", "0"], "at least one level"),
+        (["--level-seconds", "0"], "--level-seconds"),
+        (["--model-dir", "/nonexistent"], "manifest.json not found"),
+        (["--env", "novalue"], "NAME=VALUE"),
+        (["--env", "foo=1"], "no service setting ['foo']"),
+        (["--env", "intra_op_threads=abc"], "intra_op_threads"),
+    ],
+)
+def test_bench_flag_errors_name_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_time_parsing() -> None:
+    assert duration_seconds("90") == 90 and duration_seconds("90s") == 90
+    assert duration_seconds("2m") == 120 and duration_seconds("1h30m") == 5400
+    for bad in ("", "0s", "ten", "5 minutes"):
+        with pytest.raises(ValueError, match="--run-time"):
+            duration_seconds(bad)
