@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--instance-noise", type=float, default=d.instance_noise, help="initial noise std, annealed to 0 (0)"
     )
     p.add_argument(
+        "--augment",
+        default=d.augment,
+        help="DiffAugment for D: comma list of translation, cutout ('' = none)",
+    )
+    p.add_argument(
         "--ema-decay", type=float, default=d.ema_decay, help=f"generator EMA, 0 = off ({d.ema_decay})"
     )
     p.add_argument("--kl-weight", type=float, default=d.kl_weight, help=f"cvae KL weight ({d.kl_weight})")

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from service.latents import latents_for_seeds
 from train import checkpoint
 from train.artifacts import JsonlLog, plot_losses, save_grid
+from train.augment import parse_policy
 from train.data import (
     EMBEDDED_SOURCE,
     LabelledImages,
@@ -60,6 +61,7 @@ class TrainConfig:
     n_critic: int | None = None  # None: the loss's own (1, or 5 for the WGANs)
     label_smoothing: float = 0.0
     instance_noise: float = 0.0  # initial std, in the [-1, 1] pixel range, annealed to 0
+    augment: str = ""  # DiffAugment policy for the discriminator's inputs, e.g. "translation,cutout"
     ema_decay: float = 0.999  # 0 disables EMA: the raw generator is saved
     kl_weight: float = 1.0  # cvae only
     data: str = EMBEDDED_SOURCE
@@ -93,6 +95,7 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        parse_policy(self.augment)
         if self.instance_noise < 0 or self.kl_weight < 0:
             raise ValueError("instance_noise and kl_weight must be non-negative")
         if not 0.0 < self.held_out_fraction < 1.0:
@@ -211,7 +214,14 @@ def _train(
     if variant.adversarial:
         loss = build_loss(cfg.resolved_loss(), cfg.n_critic, cfg.label_smoothing)
         objective: GANObjective | VAEObjective = GANObjective(
-            generator, critic, loss, opt_g, opt_d, cfg.latent_dim, cfg.instance_noise
+            generator,
+            critic,
+            loss,
+            opt_g,
+            opt_d,
+            cfg.latent_dim,
+            cfg.instance_noise,
+            parse_policy(cfg.augment),
         )
     else:
         objective = VAEObjective(generator, critic, opt_g, opt_d, cfg.kl_weight)

@@ -6,11 +6,13 @@ whether the generator changed (so the loop knows when to update the EMA copy).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from train.augment import augment
 from train.losses import AdversarialLoss, elbo
 
 
@@ -30,14 +32,17 @@ class GANObjective:
         opt_d: torch.optim.Optimizer,
         latent_dim: int,
         instance_noise: float = 0.0,
+        augmentations: Sequence[str] = (),
     ):
         self.generator, self.critic, self.loss = generator, critic, loss
         self.opt_g, self.opt_d = opt_g, opt_d
         self.latent_dim = latent_dim
         self.instance_noise = instance_noise
+        self.augmentations = tuple(augmentations)
 
-    def _noisy(self, images: torch.Tensor, progress: float) -> torch.Tensor:
-        """Instance noise (Sønderby et al., 2016), annealed linearly to zero over the run."""
+    def _critic_view(self, images: torch.Tensor, progress: float) -> torch.Tensor:
+        """What the critic sees: DiffAugment, then instance noise (Sønderby et al., 2016) annealed to 0."""
+        images = augment(images, self.augmentations)
         std = self.instance_noise * max(0.0, 1.0 - progress)
         return images + std * torch.randn_like(images) if std > 0 else images
 
@@ -45,7 +50,7 @@ class GANObjective:
         n = real.shape[0]
         with torch.no_grad():
             fake = self.generator(torch.randn(n, self.latent_dim), labels)
-        real_in, fake_in = self._noisy(real, progress), self._noisy(fake, progress)
+        real_in, fake_in = self._critic_view(real, progress), self._critic_view(fake, progress)
         real_out, fake_out = self.critic(real_in, labels), self.critic(fake_in, labels)
         d_loss = self.loss.critic(real_out, fake_out)
         penalty = self.loss.penalty(self.critic, real_in, fake_in, labels)
@@ -62,7 +67,7 @@ class GANObjective:
             return StepResult(stats, generator_updated=False)
         self.critic.requires_grad_(False)
         fake = self.generator(torch.randn(n, self.latent_dim), labels)
-        g_loss = self.loss.generator(self.critic(self._noisy(fake, progress), labels))
+        g_loss = self.loss.generator(self.critic(self._critic_view(fake, progress), labels))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
