@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batcher import DeadlineExceeded, QueueFull, Unavailable
 
@@ -62,6 +63,12 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             for e in errors
         )
         return JSONResponse({"error": summary, "detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in {204, 304}:
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(QueueFull)
     async def _full(request: Request, exc: QueueFull) -> JSONResponse:

@@ -13,3 +13,8 @@ MODELS_DIR = REPO_ROOT / "models"
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Starlette nudges TestClient users towards httpx2 (not a dependency); its httpx transport works as tested
+    config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient` is deprecated")

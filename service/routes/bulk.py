@@ -22,7 +22,15 @@ from service.batcher import Batcher, Lane
 from service.config import Settings
 from service.errors import check_range, invalid
 from service.model_repo import ModelSpec
-from service.routes.common import BatcherDep, SeedField, StrictBody, TruncationField, choose_seed
+from service.routes.common import (
+    IMAGE_RESPONSES,
+    BatcherDep,
+    ErrorBody,
+    SeedField,
+    StrictBody,
+    TruncationField,
+    choose_seed,
+)
 from service.runtime import GraphKind
 
 log = logging.getLogger(__name__)
@@ -141,8 +149,11 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
                 "uses seed + i.",
                 "content": {encoding.NPZ: {}},
             },
-            422: {"description": "Bad mix or size; the body names the field and its range."},
-            429: {"description": "Too many bulk streams running; retry after `Retry-After`."},
+            **{code: IMAGE_RESPONSES[code] for code in (401, 422, 503)},
+            429: {
+                "model": ErrorBody,
+                "description": "Too many bulk streams running; retry after `Retry-After`.",
+            },
         },
     )
     async def bulk(batcher: BatcherDep, body: BulkRequest) -> StreamingResponse:

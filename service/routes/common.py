@@ -71,14 +71,18 @@ class ImagesJSON(BaseModel):
     images: list[ImageInfo]
 
 
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong, naming each bad field and its allowed range.")
+    detail: list[dict[str, Any]] | None = Field(
+        None, description="Validation errors: `loc` (where), `msg`, `input`, `allowed`."
+    )
+
+
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
+        "model": ImagesJSON,  # the application/json form; png and npy are bytes
         "description": "PNG (a grid for several images), .npy bytes or JSON, per `format`.",
-        "content": {
-            encoding.PNG: {},
-            encoding.NPY: {},
-            encoding.JSON: {"schema": {"$ref": "#/components/schemas/ImagesJSON"}},
-        },
+        "content": {encoding.PNG: {}, encoding.NPY: {}},
         "headers": {
             "X-Seed": {
                 "description": "The seed used (chosen at random when the request had none).",
@@ -86,10 +90,11 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
             }
         },
     },
-    422: {"description": "A parameter is out of range; the body names it and its allowed range."},
-    429: {"description": "Queue full; retry after `Retry-After` seconds."},
-    503: {"description": "Not accepting work (warming up failed or shutting down)."},
-    504: {"description": "The request's deadline passed."},
+    401: {"model": ErrorBody, "description": "Missing or wrong API key (when the server has GAN_API_KEYS)."},
+    422: {"model": ErrorBody, "description": "A parameter is out of range; the body names it and its range."},
+    429: {"model": ErrorBody, "description": "Queue full; retry after `Retry-After` seconds."},
+    503: {"model": ErrorBody, "description": "Not accepting work (warm-up failed or shutting down)."},
+    504: {"model": ErrorBody, "description": "The request's deadline passed."},
 }
 
 
