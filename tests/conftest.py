@@ -17,4 +17,4 @@ def repo_root() -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     # Starlette nudges TestClient users towards httpx2 (not a dependency); its httpx transport works as tested
-    config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient` is deprecated")
+    config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient`")
