@@ -103,8 +103,11 @@ def composed(report: dict[str, Any]) -> list[str]:
         f"p99 {_f(c['service_p99_ms'], 0)} ms; with batching off the ratio batching on/off is "
         f"{_f(c['batching_ratio'], 2)}×",
         f"- the service's own cheapest route (GET /healthz: framework + request-id/metrics/access-log "
-        f"middleware, no model) answers {_f(healthz.get('rps'))} req/s at {c['concurrency']} clients, "
-        f"against {_f(fw['trivial_route']['rps'])} for the trivial route",
+        f"middleware, no model) answers {_f(healthz.get('rps'))} req/s at {c['concurrency']} clients "
+        f"({_f(healthz.get('server_cpu_ms_per_request'), 3)} server CPU ms each), against "
+        f"{_f(fw['trivial_route']['rps'])} for the trivial route "
+        f"({_f(fw['trivial_route'].get('server_cpu_ms_per_request'), 3)} ms); a single-image POST /generate "
+        f"costs {_f(level.get('server_cpu_ms_per_request'), 3)} server CPU ms",
         f"- in-service inference time per image at this level: "
         f"{_f(level['server']['inference_ms_per_image'], 3)} ms (measured by the batcher, under load) vs "
         f"{_f(1000 * limit['model_s'], 3)} ms alone",
@@ -117,8 +120,7 @@ def levels(report: dict[str, Any]) -> list[str]:
     off = {r["concurrency"]: r for r in report["service"]["batching_off"]}
     rows = []
     for r in on:
-        o = off.get(r["concurrency"], {})
-        cpu = r["cpu"]
+        o, cpu = off.get(r["concurrency"], {}), r["cpu"]
         rows.append(
             [
                 str(r["concurrency"]),
@@ -126,13 +128,16 @@ def levels(report: dict[str, Any]) -> list[str]:
                 _f(r["p50_ms"]),
                 _f(r["p99_ms"]),
                 _f(r["server"]["mean_batch"]),
+                _f(r.get("server_cpu_ms_per_request"), 2),
                 _f(o.get("rps")),
                 _f(o.get("p50_ms")),
                 _f(o.get("p99_ms")),
+                _f(o.get("server_cpu_ms_per_request"), 2),
                 _f(r["rps"] / o["rps"] if o.get("rps") else None, 2),
                 f"{r['errors']} / {o.get('errors', '–')}",
-                f"{_f(cpu.get('server_event_loop_cores'), 2)} / "
-                f"{_f(cpu.get('server_other_threads_cores'), 2)}",
+                " / ".join(
+                    _f(cpu.get(k), 2) for k in ("server_event_loop_cores", "server_other_threads_cores")
+                ),
                 _f(cpu.get("client_cores"), 2),
                 _f(cpu.get("other_processes_cores"), 2),
             ]
@@ -143,12 +148,14 @@ def levels(report: dict[str, Any]) -> list[str]:
         "p50 ms",
         "p99 ms",
         "mean batch",
+        "CPU ms/req",
         "off: req/s",
         "p50 ms",
         "p99 ms",
-        "on/off",
+        "CPU ms/req",
+        "on/off req/s",
         "errors on/off",
-        "server cores loop/other (on)",
+        "server cores: loop / other (on)",
         "load-gen cores (on)",
         "other procs cores (on)",
     ]
@@ -157,8 +164,10 @@ def levels(report: dict[str, Any]) -> list[str]:
         "",
         *_table(head, rows),
         "",
-        "Cores are averages over the window (1.0 = one core busy); *other procs* is everything on the "
-        "machine besides this server and the load generator.",
+        "Cores are averages over the window (1.0 = one core busy): *loop* is the server's main thread "
+        "(uvicorn's event loop), *other* its other threads (ONNX Runtime's pool, the encoding thread pool), "
+        "*other procs* everything on the machine besides this server and the load generator. *CPU ms/req* is "
+        "the server's CPU time per answer, steadier than req/s when other jobs take cores.",
         "",
     ]
 
@@ -167,20 +176,22 @@ def ort(report: dict[str, Any]) -> list[str]:
     cpu = report["ort"]["cpu"]
     threads = list(cpu)
     sizes = list(next(iter(cpu.values())))
-    head = ["batch"] + [f"threads={t}: {unit}" for t in threads for unit in ("ms/batch", "img/s")]
+    columns = (
+        ("ms_per_batch", "ms/batch", 2),
+        ("images_per_s", "img/s", 0),
+        ("cpu_ms_per_batch", "CPU ms", 2),
+    )
+    head = ["batch"] + [f"threads={t}: {unit}" for t in threads for _, unit, _ in columns]
     rows = [
-        [size]
-        + [
-            _f(cpu[t][size][key], digits)
-            for t in threads
-            for key, digits in (("ms_per_batch", 2), ("images_per_s", 0))
-        ]
+        [size] + [_f(cpu[t][size].get(key), digits) for t in threads for key, _, digits in columns]
         for size in sizes
     ]
     return [
         "## Raw ONNX Runtime throughput (CPU, median call)",
         "",
-        "threads = intra_op_num_threads (0: ORT's default, the service's default GAN_INTRA_OP_THREADS=0).",
+        "threads = intra_op_num_threads (0: ORT's default, one per core; the service's default "
+        "GAN_INTRA_OP_THREADS=0). *CPU ms* is the CPU time of one call over all threads: above the wall time "
+        "when threads work in parallel or spin-wait.",
         "",
         *_table(head, rows),
         "",

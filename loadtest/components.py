@@ -21,26 +21,27 @@ from service.runtime import CUDA, GraphKind, Runtime
 
 @dataclass(frozen=True)
 class Timing:
-    seconds: float  # median of one call
+    seconds: float  # median wall time of one call
     calls: int
-
-    def per(self, items: int) -> float:
-        return self.seconds / items
+    cpu_seconds: float  # mean CPU time of one call, every thread of this process (ORT's pool included)
 
 
 def time_call(
     fn: Callable[[], object], min_seconds: float, min_calls: int = 3, max_calls: int = 10_000
 ) -> Timing:
-    """Median duration of ``fn()`` over at least ``min_calls`` calls and ``min_seconds`` (after a warm-up)."""
+    """Median duration of ``fn()`` over at least ``min_calls`` calls and ``min_seconds`` (after a warm-up),
+    and its mean CPU time (more than the wall time when several threads work, or spin)."""
     fn()
     durations: list[float] = []
     spent = 0.0
+    cpu_start = time.process_time()
     while len(durations) < max_calls and (len(durations) < min_calls or spent < min_seconds):
         start = time.perf_counter()
         fn()
         durations.append(time.perf_counter() - start)
         spent += durations[-1]
-    return Timing(statistics.median(durations), len(durations))
+    cpu = (time.process_time() - cpu_start) / len(durations)
+    return Timing(statistics.median(durations), len(durations), cpu)
 
 
 def powers_of_two(up_to: int) -> list[int]:
