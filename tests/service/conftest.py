@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from service_support import (
     LIVE_SETTINGS,
     MODEL_DIR,
@@ -23,6 +23,9 @@ from service_support import (
 
 from service.config import Settings
 from service.model_repo import ModelSpec
+
+if TYPE_CHECKING:  # imported lazily: importing it warns before pytest's warning filters are set
+    from fastapi.testclient import TestClient
 
 
 @pytest.fixture(scope="session", autouse=True)

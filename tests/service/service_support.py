@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from fastapi.testclient import TestClient
 
 from service.config import Settings
 from service.main import create_app
@@ -52,7 +51,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_process(settings: Settings, runtime_factory=Runtime, headers=None) -> Iterator[TestClient]:
+def serve_in_process(settings: Settings, runtime_factory=Runtime, headers=None) -> Iterator:
+    from fastapi.testclient import TestClient  # lazily: its import warns before pytest's filters are set
+
     with TestClient(create_app(settings, runtime_factory)) as client:
         wait_ready(lambda path: client.get(path, headers=headers))
         yield client
