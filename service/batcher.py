@@ -146,14 +146,9 @@ class Batcher:
             self.metrics.dropped.labels("queue_full").inc()
             raise QueueFull(f"queue holds {self._admitted_rows} of {self.settings.max_queue_images} images")
         timeout_s = self.settings.request_timeout_s if timeout_s is None else timeout_s
+        future = asyncio.get_running_loop().create_future()
         job = _Job(
-            kind,
-            z,
-            condition,
-            lane,
-            admit,
-            time.monotonic() + timeout_s,
-            asyncio.get_running_loop().create_future(),
+            kind, z, condition, lane, admitted=admit, deadline=time.monotonic() + timeout_s, future=future
         )
         self._enqueue(job)
         try:

@@ -251,3 +251,21 @@ def test_the_app_never_imports_torch():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_manifest_variant_can_be_served(model_copy):
+    import shutil
+
+    from service.model_repo import sha256_file
+
+    shutil.copy(model_copy / SPEC.manifest.file, model_copy / "model.alt.onnx")
+    path = model_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["variants"] = {
+        "alt": {"file": "model.alt.onnx", "sha256": sha256_file(model_copy / "model.alt.onnx")}
+    }
+    path.write_text(json.dumps(manifest))
+    with serve_in_process(make_settings(model_dir=model_copy, model_variant="alt")) as client:
+        [model] = client.get("/v1/models").json()
+        assert model["variant"] == "alt" and model["sha256"] == manifest["variants"]["alt"]["sha256"]
+        assert client.post("/generate", params={"label": 1}).status_code == 200
