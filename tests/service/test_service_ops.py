@@ -254,11 +254,12 @@ def test_the_app_never_imports_torch():
 
 
 def test_a_manifest_variant_can_be_served(model_copy):
-    import shutil
-
     from service.model_repo import sha256_file
 
-    shutil.copy(model_copy / SPEC.manifest.file, model_copy / "model.alt.onnx")
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(model_copy / SPEC.manifest.file))
+    graph.doc_string = "the same graph under another name and hash"
+    onnx.save(graph, str(model_copy / "model.alt.onnx"))
     path = model_copy / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["variants"] = {
@@ -268,4 +269,5 @@ def test_a_manifest_variant_can_be_served(model_copy):
     with serve_in_process(make_settings(model_dir=model_copy, model_variant="alt")) as client:
         [model] = client.get("/v1/models").json()
         assert model["variant"] == "alt" and model["sha256"] == manifest["variants"]["alt"]["sha256"]
+        assert model["sha256"] != SPEC.manifest.sha256
         assert client.post("/generate", params={"label": 1}).status_code == 200
