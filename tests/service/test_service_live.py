@@ -54,7 +54,9 @@ def test_batching_never_changes_results(live_server):
                 return p, (await client.post("/generate", params=params)).content
 
             noise = [
-                client.post("/generate", params={"label": i % 10, "n": 1 + i % 5, "seed": 10_000 + i})
+                client.post(
+                    "/generate", params={"label": i % SPEC.num_classes, "n": 1 + i % 5, "seed": 10_000 + i}
+                )
                 for i in range(40)
             ]
             noise.append(client.post("/v1/bulk", json={"n": 600, "seed": 1}))
@@ -63,9 +65,9 @@ def test_batching_never_changes_results(live_server):
                     "/v1/interpolate", json={"start": {"seed": 1}, "end": {"seed": 2}, "label": 4, "steps": 9}
                 )
             )
-            noise.append(
-                client.post("/v1/interpolate/labels", json={"seed": 1, "start_label": 0, "end_label": 5})
-            )
+            if SPEC.label_morph is not None:  # a second graph, batched separately
+                morph = {"seed": 1, "start_label": 0, "end_label": SPEC.num_classes - 1}
+                noise.append(client.post("/v1/interpolate/labels", json=morph))
             results = await asyncio.gather(*[probe(p) for p in probes * 3], *noise)
             out: dict[tuple[int, int, int], list[bytes]] = {}
             for result in results[: len(probes) * 3]:
@@ -103,7 +105,7 @@ def test_burst_every_request_answered_once_and_metrics_agree(live_server):
 
     async def burst():
         calls = [
-            raw_post(url.host, url.port, f"/generate?label={i % 10}&n={n}&seed={i}")
+            raw_post(url.host, url.port, f"/generate?label={i % SPEC.num_classes}&n={n}&seed={i}")
             for i, n in enumerate(sizes)
         ]
         return await asyncio.gather(*calls, return_exceptions=True)
