@@ -3,6 +3,7 @@
     gan-eval runs/default                          # a run directory (PyTorch)
     gan-eval models/mnist-cdcgan --out reports/tmp/cdcgan --seed 0
     gan-eval train-classifier --out models/mnist-classifier
+    gan-eval compare --epochs 5 --out reports                # every variant, one budget, one table
 
 Prints metric | model | real floor, the product bar's verdict, and writes metrics.json, report.md and
 samples.png to --out (default PATH/eval). Exit status: 0 done, 1 product bar failed (with --check),
@@ -20,7 +21,8 @@ from pathlib import Path
 import torch
 
 from train.evaluation.classifier import DEFAULT_CLASSIFIER_DIR
-from train.evaluation.evaluate import EvalSettings, ProductBar, evaluate_path
+from train.evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_names
+from train.evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
 from train.evaluation.report import format_table, write_report
 from train.evaluation.train_classifier import ClassifierTraining, train_classifier
 
@@ -108,7 +110,46 @@ def run_train_classifier(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train-classifier": run_train_classifier}
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    d = CompareSettings()
+    p = argparse.ArgumentParser(
+        prog="gan-eval compare",
+        description="Train every variant with one budget and seed, evaluate each, write one table.",
+    )
+    p.add_argument("--epochs", type=_positive, default=d.epochs, help=f"budget per variant ({d.epochs})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"training seed of every variant ({d.seed})")
+    p.add_argument("--models", type=_names, default=d.models, help=f"comma-separated ({','.join(d.models)})")
+    p.add_argument("--losses", type=_names, default=d.losses, help=f"comma-separated ({','.join(d.losses)})")
+    p.add_argument(
+        "--runs-dir", type=Path, default=d.runs_dir, help=f"run directories, resumed ({d.runs_dir})"
+    )
+    p.add_argument("--out", type=Path, default=d.out, help=f"report directory ({d.out})")
+    p.add_argument("--n", type=_positive, default=None, help="images per evaluation (training-split size)")
+    p.add_argument(
+        "--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR, help="domain classifier directory"
+    )
+    p.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
+    )
+    return p
+
+
+def run_compare(argv: list[str]) -> int:
+    args = compare_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = CompareSettings(args.epochs, args.seed, args.models, args.losses, args.runs_dir, args.out)
+    list(variant_names(settings.models, settings.losses))  # refuse unknown names before any slow work
+    reference = load_reference(args.classifier)
+    compare(settings, reference, EvalSettings(n=args.n), command=shlex.join(["gan-eval", "compare", *argv]))
+    print(f"wrote {args.out / REPORT_NAME}")
+    return 0
+
+
+COMMANDS = {"train-classifier": run_train_classifier, "compare": run_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

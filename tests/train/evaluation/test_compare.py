@@ -1,0 +1,66 @@
+"""The comparison's plan and table (the training itself is the trainer's, tested there)."""
+
+import pytest
+
+from train.evaluation.cli import EXIT_BAD_INPUT, main
+from train.evaluation.compare import CompareSettings, markdown, variant_names
+from train.losses import LOSSES
+from train.models import VARIANTS
+
+
+def test_every_adversarial_model_meets_every_loss_and_the_vae_its_own():
+    pairs = list(variant_names(tuple(VARIANTS), tuple(LOSSES)))
+    adversarial = [m for m, v in VARIANTS.items() if v.adversarial]
+    assert len(pairs) == len(adversarial) * len(LOSSES) + (len(VARIANTS) - len(adversarial))
+    assert ("cvae", "elbo") in pairs and ("cdcgan", "hinge") in pairs
+    assert len(set(pairs)) == len(pairs)
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        list(variant_names(("nope",), ("hinge",)))
+    with pytest.raises(ValueError, match="unknown loss 'nope'"):
+        list(variant_names(("cdcgan",), ("nope",)))
+
+
+def test_cli_reports_unknown_names_without_a_traceback(capsys):
+    assert main(["compare", "--models", "nope"]) == EXIT_BAD_INPUT
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def _row(name, label_accuracy, fid, passed, conditional=True):
+    metrics = {
+        "label_accuracy": label_accuracy,
+        "fid": fid,
+        "kid_mean": 0.001,
+        "inception_score_mean": 9.0,
+        "precision": 0.8,
+        "recall": 0.7,
+        "one_nn": {"accuracy": 0.6},
+    }
+    floor = dict(metrics, fid=0.4, label_accuracy=0.988)
+    checks = {"fid_ratio": {"value": fid / 0.4}, "collapsed_labels": {"value": [] if passed else [1, 2]}}
+    return {
+        "name": name,
+        "conditional": conditional,
+        "model_metrics": metrics,
+        "real_floor": floor,
+        "product_bar": {"passed": passed, "checks": checks},
+        "train_minutes": 1.5,
+        "samples": f"variants/{name}/samples.png",
+    }
+
+
+def test_table_has_one_row_per_variant_plus_the_floor():
+    rows = [
+        _row("cdcgan-hinge", 0.995, 0.5, True),
+        _row("mlp-bce", 0.1, 3.0, False, conditional=False),
+        {"name": "dcgan-wgan", "model": "dcgan", "loss": "wgan", "error": "diverged"},
+    ]
+    text = markdown(rows, CompareSettings(epochs=3), "gan-eval compare --epochs 3")
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table) == 1 + len(rows) + 1  # header, variants, floor
+    assert "| cdcgan-hinge | 99.5% | 0.500 | 1.25 |" in text
+    assert "mlp-bce (uncond.)" in text and "failed: diverged" in text
+    assert "![cdcgan-hinge](variants/cdcgan-hinge/samples.png)" in text
+    assert "**real floor**" in text and "3 epochs" in text
