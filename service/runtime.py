@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# One fixed cuDNN convolution algorithm (not a timing benchmark per shape), so a latent's pixels do not depend
+# on the batch it ran in or on the run
+PROVIDER_OPTIONS: dict[str, dict[str, str]] = {CUDA: {"cudnn_conv_algo_search": "DEFAULT"}}
 
 
 class GraphKind(StrEnum):
@@ -64,7 +67,8 @@ class Runtime:
 
     def _session(self, graph: Graph, options: ort.SessionOptions) -> ort.InferenceSession:
         try:
-            session = ort.InferenceSession(str(graph.path), sess_options=options, providers=self.providers)
+            providers = [(name, PROVIDER_OPTIONS.get(name, {})) for name in self.providers]
+            session = ort.InferenceSession(str(graph.path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for unreadable graphs
             raise ModelError(f"{graph.path}: ONNX Runtime cannot load it ({exc})") from exc
         self._check_signature(graph, session)

@@ -35,8 +35,10 @@ from service.runtime import GraphKind
 
 log = logging.getLogger(__name__)
 
-Count = Annotated[int, Field(ge=0)]
-Weight = Annotated[float, Field(ge=0)]
+MAX_COUNT = 2**31 - 1  # static sanity bounds; the total is checked against max_bulk_n
+MAX_WEIGHT = 1e6
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
 
 
 class BulkRequest(StrictBody):
