@@ -175,7 +175,7 @@ def levels(report: dict[str, Any]) -> list[str]:
 def ort(report: dict[str, Any]) -> list[str]:
     cpu = report["ort"]["cpu"]
     threads = list(cpu)
-    sizes = list(next(iter(cpu.values())))
+    sizes = sorted({size for sweep in cpu.values() for size in sweep}, key=int)
     columns = (
         ("ms_per_batch", "ms/batch", 2),
         ("images_per_s", "img/s", 0),
@@ -183,7 +183,7 @@ def ort(report: dict[str, Any]) -> list[str]:
     )
     head = ["batch"] + [f"threads={t}: {unit}" for t in threads for _, unit, _ in columns]
     rows = [
-        [size] + [_f(cpu[t][size].get(key), digits) for t in threads for key, _, digits in columns]
+        [size] + [_f(cpu[t].get(size, {}).get(key), digits) for t in threads for key, _, digits in columns]
         for size in sizes
     ]
     return [

@@ -148,10 +148,28 @@ def ort_sweeps(args: argparse.Namespace) -> dict[str, Any]:
     return {"cpu": cpu, "gpu": gpu_sweeps(args, sizes)}
 
 
+def time_formed_sizes(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """Time, on the service's thread setting, every padded batch size the batcher formed that the sweep
+    (up to --ort-max-batch) left out, so the composed limit never extrapolates."""
+    sweep = report["ort"]["cpu"][str(args.service_threads)]
+    formed = {
+        int(float(bound))
+        for level in report["service"]["batching_on"]
+        for bound in level["server"]["batch_histogram"]
+        if bound != "inf"
+    }
+    missing = sorted(size for size in formed if str(size) not in sweep)
+    if missing:
+        generator = components.Generator(args.model_dir, "cpu", threads=args.service_threads)
+        for size, timing in generator.sweep(missing, args.ort_seconds).items():
+            sweep[str(size)] = {**_timing(timing, size), "timed_after_the_sweep": True}
+
+
 def _timing(timing: components.Timing, size: int) -> dict[str, float]:
     return {
         "ms_per_batch": timing.seconds * 1000,
         "images_per_s": size / timing.seconds,
+        "cpu_ms_per_batch": timing.cpu_seconds * 1000,
         "calls": timing.calls,
     }
 
@@ -221,6 +239,10 @@ class MetricsScraper:
         }
 
 
+def per_request(per_second: float, rps: float) -> float | None:
+    return per_second / rps if rps else None
+
+
 def level_record(result: LevelResult, scraper: MetricsScraper | None) -> dict[str, Any]:
     summary = stats.summarize(result.latencies_s, result.seconds)
     record = {
@@ -230,9 +252,9 @@ def level_record(result: LevelResult, scraper: MetricsScraper | None) -> dict[st
         "error_samples": dict(result.errors.most_common(3)),
         "images_per_s": result.images / result.seconds,
         "cpu": result.cpu,
-        "client_cpu_us_per_request": 1e6 * result.cpu.get("client_cores", 0) / summary.rps
-        if summary.rps
-        else None,
+        "client_cpu_us_per_request": per_request(1e6 * result.cpu.get("client_cores", 0), summary.rps),
+        # CPU per answer is steadier than req/s on a shared machine: it does not depend on the cores we got
+        "server_cpu_ms_per_request": per_request(1e3 * result.cpu.get("server_cores", 0), summary.rps),
     }
     if scraper is not None:
         record["server"] = scraper.window()
@@ -435,6 +457,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     with server.service({**base, "max_batch": 1}, log_dir / "service-nobatch.log") as srv:
         off = sweep_levels(args, srv, info, "batching off")
     report["service"] = {"batching_on": on, "batching_off": off}
+    time_formed_sizes(report, args)
     report["composed"] = compose(report, args)
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["logs"] = str(log_dir)
