@@ -65,7 +65,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--check", action="store_true", help="exit with status 1 when the product bar fails")
     p.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
+        "--threads", type=_positive, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
     )
     _add_dataclass_flags(p, EvalSettings(), skip=("n",))
     _add_dataclass_flags(p, ProductBar())
@@ -79,7 +79,7 @@ def classifier_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER_DIR, help=f"({DEFAULT_CLASSIFIER_DIR})")
     p.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
+        "--threads", type=_positive, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
     )
     _add_dataclass_flags(p, ClassifierTraining())
     return p
@@ -133,7 +133,7 @@ def compare_parser() -> argparse.ArgumentParser:
         "--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR, help="domain classifier directory"
     )
     p.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
+        "--threads", type=_positive, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
     )
     return p
 

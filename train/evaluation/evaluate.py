@@ -43,6 +43,14 @@ class EvalSettings:
     is_splits: int = 10
     metric_seed: int = 0  # subsets, splits and subsamples inside the metrics
 
+    def __post_init__(self) -> None:
+        _require(self.n is None or self.n >= 1, "n", self.n, ">= 1")
+        _require(0.0 < self.truncation <= 1.0, "truncation", self.truncation, "in (0, 1]")
+        _require(self.kid_subsets >= 1, "kid_subsets", self.kid_subsets, ">= 1")
+        _require(self.kid_subset_size >= 2, "kid_subset_size", self.kid_subset_size, ">= 2")
+        _require(self.nn_k >= 1, "nn_k", self.nn_k, ">= 1")
+        _require(self.is_splits >= 1, "is_splits", self.is_splits, ">= 1")
+
 
 @dataclass(frozen=True)
 class ProductBar:
@@ -50,6 +58,18 @@ class ProductBar:
     max_fid_ratio: float = 2.0  # model FID / real-floor FID
     min_diversity_ratio: float = 0.5  # per label: generated spread / held-out real spread
     min_recall_ratio: float = 0.5  # per label: generated recall / real-floor recall
+
+    def __post_init__(self) -> None:
+        accuracy = self.min_label_accuracy
+        _require(0.0 <= accuracy <= 1.0, "min_label_accuracy", accuracy, "in [0, 1]")
+        _require(self.max_fid_ratio > 0.0, "max_fid_ratio", self.max_fid_ratio, "> 0")
+        _require(self.min_diversity_ratio >= 0.0, "min_diversity_ratio", self.min_diversity_ratio, ">= 0")
+        _require(self.min_recall_ratio >= 0.0, "min_recall_ratio", self.min_recall_ratio, ">= 0")
+
+
+def _require(ok: bool, name: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {allowed}, got {value}")
 
 
 @dataclass
@@ -179,7 +199,7 @@ def real_floor(reference: Reference, n: int, settings: EvalSettings) -> dict:
 
     Label accuracy is the exception: the classifier has seen the training images, so the floor's label
     accuracy is its accuracy on the held-out images instead."""
-    key = (n, asdict(settings).__repr__())
+    key = (n, settings)
     if key not in reference._floors:
         index = _balanced_subset(reference.train.labels, n, reference.num_classes, settings.metric_seed)
         floor = set_metrics(

@@ -137,3 +137,17 @@ def test_bad_flag_values_are_rejected_by_the_parser(tmp_path, capsys):
         main([str(tmp_path), "--n", "0"])
     assert exit_info.value.code == 2
     assert "must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--kid-subsets", "0"], "kid_subsets must be >= 1, got 0"),
+        (["--truncation", "1.5"], "truncation must be in (0, 1], got 1.5"),
+        (["--min-label-accuracy", "2"], "min_label_accuracy must be in [0, 1], got 2.0"),
+    ],
+)
+def test_out_of_range_settings_exit_2_naming_the_setting(tmp_path, reference, capsys, flags, message):
+    model_dir = template_model_dir(tmp_path / "templates", reference)
+    assert main([str(model_dir), *flags]) == EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
