@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="spectral norm in the discriminator",
     )
     p.add_argument(
+        "--minibatch-std",
+        action=argparse.BooleanOptionalAction,
+        default=d.minibatch_std,
+        help="minibatch standard deviation feature in the discriminator",
+    )
+    p.add_argument(
         "--lr", type=float, default=None, help="learning rate of both networks (sets --lr-g and --lr-d)"
     )
     p.add_argument("--lr-g", type=float, default=d.lr_g, help=f"generator learning rate ({d.lr_g})")

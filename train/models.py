@@ -29,6 +29,7 @@ class Architecture:
     width: int = 64  # base channel count (DCGAN) / hidden units unit (MLP: 4w, 8w, 16w)
     embed_dim: int = 32  # label embedding fed to conditional generators and encoders
     spectral_norm: bool = True  # in the discriminator / critic
+    minibatch_std: bool = False  # discriminator sees the spread of its batch (Karras et al., 2018)
 
     @property
     def channels(self) -> int:
@@ -96,6 +97,27 @@ class _Projection(nn.Module):
         return out
 
 
+class MinibatchStd(nn.Module):
+    """Append one feature: the average standard deviation of the features over groups of ``group`` images,
+    so the discriminator can tell a collapsed batch from a varied one (ProGAN)."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        n = h.shape[0]
+        group = self.group if n % self.group == 0 else 1
+        grouped = h.view(group, n // group, -1)
+        spread = grouped.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=1)  # [n // group]
+        return torch.cat([h, spread.repeat(group).unsqueeze(1)], dim=1)
+
+
+def _features_out(arch: Architecture, features: int) -> tuple[list[nn.Module], int]:
+    """The optional minibatch-std layer and the feature count after it."""
+    return ([MinibatchStd()], features + 1) if arch.minibatch_std else ([], features)
+
+
 class MLPGenerator(nn.Module):
     def __init__(self, arch: Architecture, conditional: bool):
         super().__init__()
@@ -135,7 +157,9 @@ class MLPDiscriminator(nn.Module):
             _maybe_sn(nn.Linear(hidden[0], hidden[1]), arch.spectral_norm),
             nn.LeakyReLU(LEAK),
         )
-        self.head = _Projection(hidden[1], arch, conditional)
+        extra, features = _features_out(arch, hidden[1])
+        self.net.extend(extra)
+        self.head = _Projection(features, arch, conditional)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return self.head(self.net(x), label)
@@ -192,7 +216,8 @@ class _DCFeatures(nn.Module):
             nn.LeakyReLU(LEAK),
             nn.Flatten(),
         )
-        self.out_features = 2 * arch.width * quarter_h * quarter_w
+        extra, self.out_features = _features_out(arch, 2 * arch.width * quarter_h * quarter_w)
+        self.net.extend(extra)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -213,7 +238,9 @@ class DCEncoder(nn.Module):
 
     def __init__(self, arch: Architecture, conditional: bool = True):
         super().__init__()
-        self.features = _DCFeatures(Architecture(**{**asdict(arch), "spectral_norm": False}))
+        self.features = _DCFeatures(
+            Architecture(**{**asdict(arch), "spectral_norm": False, "minibatch_std": False})
+        )
         self.embed = nn.Embedding(arch.num_classes, arch.embed_dim) if conditional else None
         size = self.features.out_features + (arch.embed_dim if conditional else 0)
         self.out = nn.Linear(size, 2 * arch.latent_dim)
