@@ -106,3 +106,15 @@ def test_load_generator_errors_name_the_file(tmp_path: Path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"config\.json: not readable JSON"):
         load_generator(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["cgan", "cdcgan"])
+def test_minibatch_std_sees_the_spread_of_the_batch(name: str):
+    critic = build_critic(name, small(minibatch_std=True, spectral_norm=False)).eval()
+    label = torch.zeros(8, dtype=torch.long)
+    varied = torch.rand(8, 1, 8, 8) * 2 - 1
+    collapsed = varied[:1].repeat(8, 1, 1, 1)
+    with torch.no_grad():
+        # The same first image scores differently when the rest of its batch changes.
+        assert not torch.allclose(critic(varied, label)[0], critic(collapsed, label)[0])
+        assert critic(varied[:3], label[:3]).shape == (3,)  # batches not divisible by the group still work
