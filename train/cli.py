@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="spectral norm in the discriminator",
     )
     p.add_argument(
+        "--conditional-bn",
+        action=argparse.BooleanOptionalAction,
+        default=d.conditional_bn,
+        help="conditional generators: the label sets the batch norms' scale and shift",
+    )
+    p.add_argument(
         "--minibatch-std",
         action=argparse.BooleanOptionalAction,
         default=d.minibatch_std,

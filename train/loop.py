@@ -55,6 +55,7 @@ class TrainConfig:
     embed_dim: int = 32
     spectral_norm: bool = True
     minibatch_std: bool = False
+    conditional_bn: bool = True
     lr_g: float = 2e-4
     lr_d: float = 2e-4  # set apart from lr_g for TTUR (Heusel et al., 2017)
     beta1: float = 0.5
@@ -208,6 +209,7 @@ def _train(
         embed_dim=cfg.embed_dim,
         spectral_norm=cfg.spectral_norm,
         minibatch_std=cfg.minibatch_std,
+        conditional_bn=cfg.conditional_bn,
     )
     generator, critic = build_generator(cfg.model, arch), build_critic(cfg.model, arch)
     betas = (cfg.beta1, cfg.beta2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -30,6 +31,7 @@ class Architecture:
     embed_dim: int = 32  # label embedding fed to conditional generators and encoders
     spectral_norm: bool = True  # in the discriminator / critic
     minibatch_std: bool = False  # discriminator sees the spread of its batch (Karras et al., 2018)
+    conditional_bn: bool = True  # conditional generators: the label also sets every batch norm's scale/shift
 
     @property
     def channels(self) -> int:
@@ -61,24 +63,66 @@ def _maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(module) if enabled else module
 
 
+def one_hot(label: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """int64 [N] → [N, num_classes]; written as a comparison so it exports to plain ONNX ops."""
+    return (label.unsqueeze(1) == torch.arange(num_classes, device=label.device)).to(dtype)
+
+
 class _LabelInput(nn.Module):
-    """``[z, embed(label)]`` for conditional nets; ``z`` alone for unconditional ones."""
+    """``[z, label_weights @ embedding]`` for conditional nets; ``z`` alone for unconditional ones."""
 
     def __init__(self, arch: Architecture, conditional: bool):
         super().__init__()
         self.embed = nn.Embedding(arch.num_classes, arch.embed_dim) if conditional else None
         self.out_features = arch.latent_dim + (arch.embed_dim if conditional else 0)
 
-    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        if self.embed is None:
-            return z
-        return torch.cat([z, self.embed(label)], dim=1)
-
-    def mixed(self, z: torch.Tensor, label_weights: torch.Tensor) -> torch.Tensor:
-        """Like ``forward`` with a convex mix of labels: ``label_weights [N, num_classes] @ embedding``."""
-        if self.embed is None:
+    def forward(self, z: torch.Tensor, label_weights: torch.Tensor | None) -> torch.Tensor:
+        if self.embed is None or label_weights is None:
             return z
         return torch.cat([z, label_weights @ self.embed.weight], dim=1)
+
+
+class _Norm(nn.Module):
+    """Batch norm; when conditional, its scale and shift are chosen by the label (conditional batch norm,
+    de Vries et al., 2017, as in the generator of Miyato & Koyama, 2018)."""
+
+    def __init__(self, features: int, num_classes: int, conditional: bool, spatial: bool):
+        super().__init__()
+        norm = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+        self.bn = norm(features, affine=not conditional)
+        self.gain = nn.Parameter(torch.ones(num_classes, features)) if conditional else None
+        self.bias = nn.Parameter(torch.zeros(num_classes, features)) if conditional else None
+
+    def forward(self, h: torch.Tensor, label_weights: torch.Tensor | None) -> torch.Tensor:
+        h = self.bn(h)
+        if self.gain is None or self.bias is None or label_weights is None:
+            return h
+        shape = (h.shape[0], -1) + (1,) * (h.dim() - 2)
+        return h * (label_weights @ self.gain).view(shape) + (label_weights @ self.bias).view(shape)
+
+
+class _Generator(nn.Module):
+    """Label handling shared by every generator: a label is its one-hot row of ``label_weights``, so
+    ``forward(z, label) == forward_label_weights(z, one_hot(label))`` exactly."""
+
+    def __init__(self, arch: Architecture, conditional: bool):
+        super().__init__()
+        self.num_classes = arch.num_classes
+        self.conditional = conditional
+        self.conditional_bn = conditional and arch.conditional_bn
+        self.input = _LabelInput(arch, conditional)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        weights = one_hot(label, self.num_classes, z.dtype) if self.conditional else None
+        return self.decode(z, weights)
+
+    def forward_label_weights(self, z: torch.Tensor, label_weights: torch.Tensor) -> torch.Tensor:
+        """The label-morph graph: ``label_weights`` float32 [N, num_classes] mixes the labels' embeddings
+        (and conditional batch-norm parameters)."""
+        return self.decode(z, label_weights if self.conditional else None)
+
+    def decode(self, z: torch.Tensor, label_weights: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class _Projection(nn.Module):
@@ -118,32 +162,22 @@ def _features_out(arch: Architecture, features: int) -> tuple[list[nn.Module], i
     return ([MinibatchStd()], features + 1) if arch.minibatch_std else ([], features)
 
 
-class MLPGenerator(nn.Module):
+class MLPGenerator(_Generator):
     def __init__(self, arch: Architecture, conditional: bool):
-        super().__init__()
+        super().__init__(arch, conditional)
         self.shape = (arch.channels, arch.image_shape[0], arch.image_shape[1])
-        self.input = _LabelInput(arch, conditional)
-        hidden = [4 * arch.width, 8 * arch.width, 16 * arch.width]
-        layers: list[nn.Module] = []
-        size = self.input.out_features
-        for i, h in enumerate(hidden):
-            layers.append(nn.Linear(size, h))
-            if i > 0:
-                layers.append(nn.BatchNorm1d(h))
-            layers.append(nn.ReLU())
-            size = h
-        layers += [nn.Linear(size, arch.pixels), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        sizes = [self.input.out_features, 4 * arch.width, 8 * arch.width, 16 * arch.width]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
+        self.norms = nn.ModuleList(
+            _Norm(size, arch.num_classes, self.conditional_bn, spatial=False) for size in sizes[2:]
+        )
+        self.out = nn.Linear(sizes[-1], arch.pixels)
 
-    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.input(z, label))
-
-    def forward_label_weights(self, z: torch.Tensor, label_weights: torch.Tensor) -> torch.Tensor:
-        """The label-morph graph: ``label_weights`` float32 [N, num_classes] mixes the label embeddings."""
-        return self.decode(self.input.mixed(z, label_weights))
-
-    def decode(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h).view(-1, *self.shape)
+    def decode(self, z: torch.Tensor, label_weights: torch.Tensor | None) -> torch.Tensor:
+        h = torch.relu(self.hidden[0](self.input(z, label_weights)))
+        for linear, norm in zip(self.hidden[1:], self.norms, strict=True):
+            h = torch.relu(norm(linear(h), label_weights))
+        return torch.tanh(self.out(h)).view(-1, *self.shape)
 
 
 class MLPDiscriminator(nn.Module):
@@ -172,34 +206,23 @@ def _quarter(arch: Architecture) -> tuple[int, int]:
     return height // 4, width // 4
 
 
-class DCGenerator(nn.Module):
+class DCGenerator(_Generator):
     """z (+ label embedding) → linear → [2w, H/4, W/4] → two stride-2 transposed convolutions → tanh."""
 
     def __init__(self, arch: Architecture, conditional: bool):
-        super().__init__()
+        super().__init__(arch, conditional)
         self.base = (2 * arch.width, *_quarter(arch))
-        self.input = _LabelInput(arch, conditional)
         base_size = self.base[0] * self.base[1] * self.base[2]
-        self.project = nn.Sequential(
-            nn.Linear(self.input.out_features, base_size, bias=False), nn.BatchNorm1d(base_size), nn.ReLU()
-        )
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(2 * arch.width, arch.width, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(arch.width),
-            nn.ReLU(),
-            nn.ConvTranspose2d(arch.width, arch.channels, 4, stride=2, padding=1),
-            nn.Tanh(),
-        )
+        self.project = nn.Linear(self.input.out_features, base_size, bias=False)
+        self.norm0 = _Norm(base_size, arch.num_classes, self.conditional_bn, spatial=False)
+        self.up1 = nn.ConvTranspose2d(2 * arch.width, arch.width, 4, stride=2, padding=1, bias=False)
+        self.norm1 = _Norm(arch.width, arch.num_classes, self.conditional_bn, spatial=True)
+        self.up2 = nn.ConvTranspose2d(arch.width, arch.channels, 4, stride=2, padding=1)
 
-    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.input(z, label))
-
-    def forward_label_weights(self, z: torch.Tensor, label_weights: torch.Tensor) -> torch.Tensor:
-        """The label-morph graph: ``label_weights`` float32 [N, num_classes] mixes the label embeddings."""
-        return self.decode(self.input.mixed(z, label_weights))
-
-    def decode(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(self.project(h).view(-1, *self.base))
+    def decode(self, z: torch.Tensor, label_weights: torch.Tensor | None) -> torch.Tensor:
+        h = torch.relu(self.norm0(self.project(self.input(z, label_weights)), label_weights))
+        h = torch.relu(self.norm1(self.up1(h.view(-1, *self.base)), label_weights))
+        return torch.tanh(self.up2(h))
 
 
 class _DCFeatures(nn.Module):
