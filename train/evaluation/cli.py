@@ -26,7 +26,7 @@ from train.evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, l
 from train.evaluation.report import format_table, write_report
 from train.evaluation.train_classifier import ClassifierTraining, train_classifier
 
-DEFAULT_THREADS = 2
+DEFAULT_THREADS = 1  # more threads spin on a busy shared CPU (many times slower)
 EXIT_BAR_FAILED = 1
 EXIT_BAD_INPUT = 2
 
