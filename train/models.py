@@ -31,7 +31,7 @@ class Architecture:
     embed_dim: int = 32  # label embedding fed to conditional generators and encoders
     spectral_norm: bool = True  # in the discriminator / critic
     minibatch_std: bool = False  # discriminator sees the spread of its batch (Karras et al., 2018)
-    conditional_bn: bool = True  # conditional generators: the label also sets every batch norm's scale/shift
+    conditional_bn: bool = False  # conditional generators: the label also sets every batch norm's scale/shift
 
     @property
     def channels(self) -> int:

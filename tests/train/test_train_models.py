@@ -46,9 +46,10 @@ def test_label_use_matches_the_variant(name: str):
     assert differs == get_variant(name).conditional
 
 
+@pytest.mark.parametrize("conditional_bn", [False, True], ids=["concat", "cbn"])
 @pytest.mark.parametrize("name", sorted(n for n, v in VARIANTS.items() if v.conditional))
-def test_label_weights_generalise_the_label(name: str):
-    generator = build_generator(name, small()).eval()
+def test_label_weights_generalise_the_label(name: str, conditional_bn: bool):
+    generator = build_generator(name, small(conditional_bn=conditional_bn)).eval()
     z, label = torch.randn(3, 6), torch.tensor([0, 1, 2])
     with torch.no_grad():
         one_hot = generator.forward_label_weights(z, torch.eye(3)[label])
@@ -118,3 +119,11 @@ def test_minibatch_std_sees_the_spread_of_the_batch(name: str):
         # The same first image scores differently when the rest of its batch changes.
         assert not torch.allclose(critic(varied, label)[0], critic(collapsed, label)[0])
         assert critic(varied[:3], label[:3]).shape == (3,)  # batches not divisible by the group still work
+
+
+def test_conditional_bn_gives_each_label_its_own_scale_and_shift():
+    generator = build_generator("cdcgan", small(conditional_bn=True))
+    gains = [p for name, p in generator.named_parameters() if name.endswith(".gain")]
+    assert gains and all(p.shape[0] == 3 for p in gains)
+    plain = build_generator("cdcgan", small(conditional_bn=False))
+    assert not any(name.endswith(".gain") for name, _ in plain.named_parameters())

@@ -91,3 +91,24 @@ def test_without_ema_the_raw_generator_is_saved(tiny_config: TrainConfig, tmp_pa
     assert not any(k.startswith("ema.") for k in state)
     for key, value in saved.items():
         assert torch.equal(value, state[f"generator.{key}"])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"conditional_bn": True, "minibatch_std": True},
+        {"loss": "bce", "label_smoothing": 0.1, "instance_noise": 0.1},
+        {"lr_g": 1e-4, "lr_d": 4e-4, "spectral_norm": False, "n_critic": 2},
+        {"model": "cgan", "conditional_bn": True},
+    ],
+    ids=["cbn-mbstd", "bce-smoothing-noise", "ttur-no-sn-ncritic2", "cgan-cbn"],
+)
+def test_stabiliser_options_train_and_reload(tiny_config: TrainConfig, tmp_path: Path, options: dict):
+    train(replace(tiny_config, **options), tmp_path, progress=False)
+    records = step_records(tmp_path)
+    assert all(math.isfinite(r["d_loss"]) for r in records)
+    assert sum("g_loss" in r for r in records) == 6 // options.get("n_critic", 1)
+    generator, config = load_generator(tmp_path)
+    assert all(config["training"][k] == v for k, v in options.items())
+    with torch.no_grad():
+        assert torch.isfinite(generator(torch.randn(2, tiny_config.latent_dim), torch.tensor([0, 3]))).all()
