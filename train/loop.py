@@ -246,6 +246,10 @@ def _train(
         torch.set_rng_state(meta["tensors"]["rng_torch"])
         shuffle.set_state(meta["tensors"]["rng_shuffle"])
         start_epoch, step, train_seconds = meta["epoch"], meta["step"], meta["train_seconds"]
+        if start_epoch >= cfg.epochs:
+            raise checkpoint.CheckpointError(
+                f"{out} has trained {start_epoch} epochs already; pass --epochs above {start_epoch} to go on"
+            )
         log.truncate_after(step)
     elif resume:
         raise checkpoint.CheckpointError(f"nothing to resume in {out}: no {checkpoint.STATE_FILE}")

@@ -70,6 +70,8 @@ def test_resume_with_other_settings_is_refused(tiny_config: TrainConfig, tmp_pat
         train(replace(tiny_config, epochs=2, lr_g=1e-3), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="already holds a run"):
         train(tiny_config, tmp_path, resume=False, progress=False)
+    with pytest.raises(CheckpointError, match="has trained 1 epochs already"):
+        train(tiny_config, tmp_path, progress=False)
 
 
 def test_determinism_setting_is_restored(tiny_config: TrainConfig, tmp_path: Path):
