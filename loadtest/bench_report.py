@@ -24,13 +24,19 @@ def header(report: dict[str, Any]) -> list[str]:
     load_start = ", ".join(f"{v:.1f}" for v in m["load_average_at_start"])
     load_end = ", ".join(f"{v:.1f}" for v in m.get("load_average_at_end", []))
     placeholder = " — **placeholder model, not the trained one**" if model["placeholder"] else ""
+    levels = [*report["service"]["batching_on"], *report["service"]["batching_off"]]
+    others = [r["cpu"]["other_processes_cores"] for r in levels if "other_processes_cores" in r["cpu"]]
+    others_mean = sum(others) / len(others) if others else None
     return [
         f"# gan-bench: {model['name']} {model['version']}{placeholder}",
         "",
         f"- command: `{report['command']}` (started {report['started']})",
         f"- machine: {m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, onnxruntime "
         f"{m['onnxruntime']} ({', '.join(m['providers'])})",
-        f"- **{m['note']}**; load average (1, 5, 15 min) at start {load_start}, at end {load_end}",
+        *([f"- **{report['note']}**"] if report.get("note") else []),
+        f"- other processes on this machine used {_f(others_mean, 2)} of its {m['cpu_count']} cores on "
+        "average during the load levels; load average (1, 5, 15 min) at start "
+        f"{load_start}, at end {load_end}",
         f"- model sha256 `{model['sha256']}`, latent_dim {model['latent_dim']}, image_shape "
         f"{model['image_shape']}",
         f"- service settings: {report['service_settings']} (everything else as shipped)",

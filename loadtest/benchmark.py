@@ -16,28 +16,21 @@ The load generator runs in this process on the same cores; its CPU is reported f
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
 import platform
-import random
+import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from loadtest import checks, components, server, stats, traffic
+from loadtest import components, levels, server, stats, traffic
 from loadtest.bench_report import render_markdown
-from loadtest.checks import CheckFailed, ModelInfo, model_info
-from loadtest.http1 import Connection
-from loadtest.loadgen import LevelResult, run_level
-from loadtest.probes import CpuMeter, cpu_usage
 from service.config import Settings
 
 DEFAULT_CONCURRENCY = "1,2,4,8,16,32,64,128"
@@ -56,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("reports/bench"), help="where bench.json and bench.md go")
     p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help="comma-separated client counts")
     p.add_argument("--compose-at", type=int, default=COMPOSE_AT, help="concurrency of the composed limit")
-    p.add_argument("--level-seconds", type=float, default=2.0, help="measuring window per level")
+    p.add_argument("--level-seconds", type=float, default=3.0, help="measuring window per level")
     p.add_argument("--warmup-seconds", type=float, default=1.0, help="load before each window")
     p.add_argument("--ort-max-batch", type=int, default=1024, help="raw ORT sweep up to this batch size")
     p.add_argument("--ort-seconds", type=float, default=0.3, help="least time per batch size of the sweep")
@@ -77,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--log-dir", type=Path, default=None, help="server logs (default: a temporary directory)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--note", default="", help="a line for the top of the report (e.g. what else ran)")
     args = p.parse_args(argv)
     try:
         args.levels = sorted({int(v) for v in args.concurrency.split(",") if v.strip()})
@@ -122,8 +116,6 @@ def machine() -> dict[str, Any]:
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
         "load_average_at_start": os.getloadavg(),
-        "note": "shared machine: other engineers' jobs ran at the same time (see load average and "
-        "other_processes_cores per level)",
     }
 
 
@@ -200,174 +192,6 @@ def encoding_parts(args: argparse.Namespace) -> dict[str, Any]:
     return {"png_ms_per_image": png.seconds * 1000, "latent_ms_per_request": latent.seconds * 1000}
 
 
-# --- load levels against servers
-
-
-class MetricsScraper:
-    """``/metrics`` at the start and end of a window, for the server-side view of the same requests."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.before: stats.Samples = {}
-        self.after: stats.Samples = {}
-
-    async def _scrape(self) -> stats.Samples:
-        connection = Connection(self.url)
-        try:
-            answer = await connection.request("GET", "/metrics")
-        finally:
-            await connection.close()
-        return stats.parse_metrics(answer.body.decode())
-
-    async def start(self) -> None:
-        self.before = await self._scrape()
-
-    async def end(self) -> None:
-        self.after = await self._scrape()
-
-    def window(self) -> dict[str, Any]:
-        b, a = self.before, self.after
-        batches = stats.histogram_delta(b, a, "gan_batch_size")
-        inference = stats.histogram_delta(b, a, "gan_batch_inference_seconds")
-        return {
-            "batch_histogram": {f"{bound:g}": count for bound, count in batches.buckets.items() if count},
-            "batches": batches.count,
-            "batched_images": batches.sum,
-            "mean_batch": batches.mean(),
-            "inference_ms_per_image": 1000 * inference.sum / batches.sum if batches.sum else None,
-            "server_requests": stats.total_delta(b, a, "gan_http_requests_total", {"endpoint": "/generate"}),
-        }
-
-
-def per_request(per_second: float, rps: float) -> float | None:
-    return per_second / rps if rps else None
-
-
-def level_record(result: LevelResult, scraper: MetricsScraper | None) -> dict[str, Any]:
-    summary = stats.summarize(result.latencies_s, result.seconds)
-    record = {
-        "concurrency": result.concurrency,
-        **summary.as_dict(),
-        "errors": result.error_count,
-        "error_samples": dict(result.errors.most_common(3)),
-        "images_per_s": result.images / result.seconds,
-        "cpu": result.cpu,
-        "client_cpu_us_per_request": per_request(1e6 * result.cpu.get("client_cores", 0), summary.rps),
-        # CPU per answer is steadier than req/s on a shared machine: it does not depend on the cores we got
-        "server_cpu_ms_per_request": per_request(1e3 * result.cpu.get("server_cores", 0), summary.rps),
-    }
-    if scraper is not None:
-        record["server"] = scraper.window()
-    return record
-
-
-def sweep_levels(args: argparse.Namespace, srv: server.Server, info: ModelInfo, label: str) -> list[dict]:
-    records = []
-    for concurrency in args.levels:
-        scraper = MetricsScraper(srv.url)
-        result = run_level(
-            srv.url,
-            traffic.single_image,
-            concurrency,
-            args.level_seconds,
-            warmup_s=args.warmup_seconds,
-            seed=args.seed,
-            server_pid=srv.pid,
-            on_start=scraper.start,
-            on_end=scraper.end,
-            info=info,
-        )
-        records.append(level_record(result, scraper))
-        r, batch = records[-1], records[-1]["server"]["mean_batch"] or 0
-        print(
-            f"  {label} c={concurrency:<4} {r['rps']:8.1f} req/s  p50 {r['p50_ms'] or 0:7.1f} ms  "
-            f"p99 {r['p99_ms'] or 0:7.1f} ms  errors {r['errors']}  mean batch {batch:.1f}"
-        )
-    return records
-
-
-def single_level(
-    args: argparse.Namespace, srv: server.Server, factory: traffic.Factory, info: ModelInfo
-) -> dict:
-    result = run_level(
-        srv.url,
-        factory,
-        args.compose_at,
-        args.level_seconds,
-        warmup_s=args.warmup_seconds,
-        seed=args.seed,
-        server_pid=srv.pid,
-        info=info,
-    )
-    return level_record(result, None)
-
-
-def _healthz_check(status: int, content_type: str | None, body: bytes) -> None:
-    checks.status(status, content_type, "application/json")
-
-
-def healthz(rng: random.Random, info: ModelInfo) -> traffic.Call:
-    """The service's cheapest route: the framework plus the service's middleware (request id, metrics,
-    access log), no model."""
-    return traffic.Call("GET /healthz", "/healthz", "GET", _healthz_check)
-
-
-async def _pull(url: str, call: traffic.Call, info: ModelInfo) -> dict[str, Any]:
-    connection = Connection(url, timeout_s=600)
-    meter = CpuMeter()
-    try:
-        body = json.dumps(call.body).encode() if call.body is not None else None
-        first, start = meter.read(), time.perf_counter()
-        answer = await connection.request(call.method, call.url, body)
-        seconds, last = time.perf_counter() - start, meter.read()
-    finally:
-        await connection.close()
-    error = None
-    try:
-        call.check(answer.status, answer.content_type, answer.body)
-    except CheckFailed as exc:
-        error = str(exc)
-    return {
-        "images": call.images,
-        "seconds": seconds,
-        "images_per_s": call.images / seconds,
-        "bytes": len(answer.body),
-        "error": error,
-        "client_cores": cpu_usage(first, last)["client_cores"],
-    }
-
-
-def bulk_delivery(args: argparse.Namespace, srv: server.Server, info: ModelInfo) -> dict[str, Any]:
-    rng = random.Random(args.seed)
-    kinds = {
-        "v1_bulk_npz": lambda: traffic.bulk(rng, info, args.bulk_n),
-        "generate_npy_1024": lambda: traffic.npy_batch(rng, info, 1024),
-    }
-    results = {}
-    for name, make in kinds.items():
-        asyncio.run(_pull(srv.url, make(), info))  # warm-up pull
-        pulls = [asyncio.run(_pull(srv.url, make(), info)) for _ in range(args.bulk_repeats)]
-        results[name] = {
-            "pulls": pulls,
-            "images_per_s": float(np.mean([p["images_per_s"] for p in pulls])),
-            "errors": sum(p["error"] is not None for p in pulls),
-        }
-        print(f"  bulk {name}: {results[name]['images_per_s']:.0f} img/s received")
-    return results
-
-
-def service_model_info(url: str) -> ModelInfo:
-    async def fetch() -> ModelInfo:
-        connection = Connection(url)
-        try:
-            answer = await connection.request("GET", "/v1/models")
-        finally:
-            await connection.close()
-        return model_info(json.loads(answer.body))
-
-    return asyncio.run(fetch())
-
-
 # --- composition
 
 
@@ -427,9 +251,10 @@ def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="gan-bench-"))
     report: dict[str, Any] = {
-        "command": " ".join(["gan-bench", *argv]),
+        "command": shlex.join(["gan-bench", *argv]),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "note": args.note,
         "model": model_section(args.model_dir),
     }
     base = {"model_dir": str(args.model_dir), **args.extra}
@@ -438,24 +263,25 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "max_batch": args.max_batch,
         "intra_op_threads": args.service_threads,
     }
+    plan = levels.Plan(args.level_seconds, args.warmup_seconds, args.seed)
     print("raw ONNX Runtime sweep ...")
     report["ort"] = ort_sweeps(args)
     report["encoding"] = encoding_parts(args)
 
     print(f"service, dynamic batching (max_batch={args.max_batch}) ...")
     with server.service(report["service_settings"], log_dir / "service-batching.log") as srv:
-        info = service_model_info(srv.url)
-        on = sweep_levels(args, srv, info, "batching on ")
-        healthz_level = single_level(args, srv, healthz, info)
-        report["bulk"] = bulk_delivery(args, srv, info)
+        info = levels.model_info_of(srv.url)
+        on = levels.sweep(srv, info, args.levels, plan, "batching on ")
+        healthz_level = levels.single(srv, levels.healthz, info, args.compose_at, plan)
+        report["bulk"] = levels.bulk_delivery(srv, info, args.bulk_n, args.bulk_repeats, args.seed)
         report["server_rss_bytes"] = srv.rss_bytes()
     print("framework ceiling (trivial FastAPI route) ...")
     with server.trivial_app(log_dir / "trivial.log", info.image_shape) as srv:
-        trivial = single_level(args, srv, traffic.single_image, info)
+        trivial = levels.single(srv, traffic.single_image, info, args.compose_at, plan)
     report["framework"] = {"trivial_route": trivial, "service_healthz": healthz_level}
     print("service, batching off (max_batch=1) ...")
     with server.service({**base, "max_batch": 1}, log_dir / "service-nobatch.log") as srv:
-        off = sweep_levels(args, srv, info, "batching off")
+        off = levels.sweep(srv, info, args.levels, plan, "batching off")
     report["service"] = {"batching_on": on, "batching_off": off}
     time_formed_sizes(report, args)
     report["composed"] = compose(report, args)

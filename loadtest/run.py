@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gan-loadtest: locust wrote no stats (exit code {completed.returncode})", file=sys.stderr)
         return 2
     summary = {
-        "command": " ".join(["gan-loadtest", *argv]),
+        "command": shlex.join(["gan-loadtest", *argv]),
         "host": args.host or srv.url,
         "started_server": args.host is None,
         "users": args.users,

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import random
+import shlex
 import sys
 import tempfile
 from contextlib import AbstractContextManager
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gan-soak: {exc}", file=sys.stderr)
         return 2
     report.update(
-        command=" ".join(["gan-soak", *argv]),
+        command=shlex.join(["gan-soak", *argv]),
         started=started,
         minutes=args.minutes,
         fraction=args.fraction,

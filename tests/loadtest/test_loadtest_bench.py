@@ -19,7 +19,12 @@ def level(concurrency: int, rps: float, p99: float, histogram: dict[str, float],
         "p50_ms": p99 / 2,
         "p99_ms": p99,
         "errors": 0,
-        "cpu": {"client_cores": 0.1, "server_event_loop_cores": 0.5, "server_other_threads_cores": 0.8},
+        "cpu": {
+            "client_cores": 0.1,
+            "server_event_loop_cores": 0.5,
+            "server_other_threads_cores": 0.8,
+            "other_processes_cores": 0.25,
+        },
         "server": {
             "batch_histogram": histogram,
             "batched_images": images,
@@ -49,8 +54,8 @@ def report() -> dict:
             "providers": ["CPU"],
             "load_average_at_start": [1.0, 1.0, 1.0],
             "load_average_at_end": [2.0, 1.0, 1.0],
-            "note": "shared machine",
         },
+        "note": "shared machine",
         "model": {
             "name": "m",
             "version": "1",
@@ -97,6 +102,7 @@ def test_markdown_carries_the_figures() -> None:
     data["composed"] = benchmark.compose(data, argparse.Namespace(compose_at=64, max_batch=8))
     text = render_markdown(data)
     assert "shared machine" in text and "no GPU available" in text
+    assert "other processes on this machine used 0.25 of its 2 cores" in text
     assert "| 64 | 600.0 |" in text  # the level row
     assert "2,000.0 req/s at 64 clients" in text  # the framework ceiling
     assert "placeholder" not in text
