@@ -46,7 +46,9 @@ class LabelledImages:
         return len(self.label_names)
 
     def subset(self, index: np.ndarray) -> LabelledImages:
-        return LabelledImages(self.images[index], self.labels[index], self.label_names, self.source, self.sha256)
+        return LabelledImages(
+            self.images[index], self.labels[index], self.label_names, self.source, self.sha256
+        )
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,15 @@ class Split:
             "held_out_count": len(self.held_out),
             "train_per_label": np.bincount(labels[self.train], minlength=num_classes).tolist(),
             "held_out_per_label": np.bincount(labels[self.held_out], minlength=num_classes).tolist(),
-            "held_out_indices_sha256": hashlib.sha256(np.sort(self.held_out).astype("<i8").tobytes()).hexdigest(),
+            "held_out_indices_sha256": hashlib.sha256(
+                np.sort(self.held_out).astype("<i8").tobytes()
+            ).hexdigest(),
         }
 
 
-def load_images(source: str | Path = EMBEDDED_SOURCE, labels_path: str | Path | None = None) -> LabelledImages:
+def load_images(
+    source: str | Path = EMBEDDED_SOURCE, labels_path: str | Path | None = None
+) -> LabelledImages:
     """Load a data set by name or path.
 
     ``source`` is ``mnist5k``, a ``.npz`` file, an IDX images file (its labels file is ``labels_path``
@@ -81,7 +87,9 @@ def load_images(source: str | Path = EMBEDDED_SOURCE, labels_path: str | Path | 
         return _load_embedded()
     path = Path(source)
     if not path.exists():
-        raise DataError(f"data source not found: {path} (expected '{EMBEDDED_SOURCE}', a .npz file or IDX files)")
+        raise DataError(
+            f"data source not found: {path} (expected '{EMBEDDED_SOURCE}', a .npz file or IDX files)"
+        )
     if path.is_dir():
         images_path, found_labels = _find_idx_pair(path)
         return _load_idx(images_path, Path(labels_path) if labels_path else found_labels)
@@ -112,7 +120,7 @@ def to_model_range(images: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """float ``[N, C, H, W]`` in [-1, 1] → uint8 ``[N, H, W, C]``, the same mapping the exported graph uses."""
+    """float ``[N, C, H, W]`` in [-1, 1] → uint8 ``[N, H, W, C]``, the mapping the exported graph uses."""
     scaled = np.clip(np.rint((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255)
     return scaled.astype(np.uint8).transpose(0, 2, 3, 1)
 
@@ -132,7 +140,9 @@ def _load_npz(path: Path) -> LabelledImages:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive or "y" not in archive:
-                raise DataError(f"{path}: .npz must hold arrays 'x' (images) and 'y' (labels), found {archive.files}")
+                raise DataError(
+                    f"{path}: .npz must hold arrays 'x' (images) and 'y' (labels), found {archive.files}"
+                )
             images, labels = archive["x"], archive["y"]
     except DataError:
         raise
@@ -151,7 +161,9 @@ def _load_npz(path: Path) -> LabelledImages:
 
 def _load_idx(images_path: Path, labels_path: Path | None) -> LabelledImages:
     if labels_path is None or not labels_path.exists():
-        raise DataError(f"labels file for {images_path} not found (looked for {labels_path}); pass it explicitly")
+        raise DataError(
+            f"labels file for {images_path} not found (looked for {labels_path}); pass it explicitly"
+        )
     images_raw, images = _read_idx(images_path)
     labels_raw, labels = _read_idx(labels_path)
     if images.ndim != 3:
@@ -192,7 +204,9 @@ def _labels_beside(images_path: Path) -> Path | None:
 def _find_idx_pair(directory: Path) -> tuple[Path, Path | None]:
     candidates = sorted(directory.glob("*images-idx3-ubyte*"))
     if len(candidates) != 1:
-        raise DataError(f"{directory}: expected exactly one '*images-idx3-ubyte[.gz]' file, found {len(candidates)}")
+        raise DataError(
+            f"{directory}: expected exactly one '*images-idx3-ubyte[.gz]' file, found {len(candidates)}"
+        )
     return candidates[0], _labels_beside(candidates[0])
 
 
@@ -206,4 +220,6 @@ def _checked(images: np.ndarray, labels: np.ndarray, source: str, raw: bytes) ->
         raise DataError(f"{source}: labels must be non-negative integers")
     labels = labels.astype(np.int64)
     names = tuple(str(k) for k in range(int(labels.max()) + 1))
-    return LabelledImages(np.ascontiguousarray(images), labels, names, source, hashlib.sha256(raw).hexdigest())
+    return LabelledImages(
+        np.ascontiguousarray(images), labels, names, source, hashlib.sha256(raw).hexdigest()
+    )
