@@ -148,7 +148,7 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
         "accuracy is chance by design. Training minutes were measured on a shared 2-core CPU.",
         "",
         "| variant | label acc | FID | FID ratio | KID ×1000 | IS | precision | recall | 1-NN | collapsed "
-        "labels | bar | train min | samples |",
+        "labels (low diversity / low recall) | bar | train min | samples |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -156,13 +156,14 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
             lines.append(f"| {row['name']} | failed: {row['error']} |" + " |" * 11)
             continue
         m, checks = row["model_metrics"], row["product_bar"]["checks"]
-        collapsed = checks["collapsed_labels"]["value"]
+        collapsed = checks["collapsed_labels"]
         lines.append(
             f"| {row['name']}{'' if row['conditional'] else ' (uncond.)'} | "
             f"{100 * m['label_accuracy']:.1f}% | "
             f"{m['fid']:.3f} | {checks['fid_ratio']['value']:.2f} | {1000 * m['kid_mean']:.2f} | "
             f"{m['inception_score_mean']:.2f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-            f"{m['one_nn']['accuracy']:.3f} | {len(collapsed)} | "
+            f"{m['one_nn']['accuracy']:.3f} | "
+            f"{len(collapsed['low_diversity'])} / {len(collapsed['low_recall'])} | "
             f"{'PASS' if row['product_bar']['passed'] else 'FAIL'} | {row['train_minutes']:.1f} | "
             f"![{row['name']}]({row['samples']}) |"
         )
@@ -171,7 +172,7 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
             f"| **real floor** (training vs held-out real) | {100 * floor['label_accuracy']:.1f}% | "
             f"{floor['fid']:.3f} | 1.00 | {1000 * floor['kid_mean']:.2f} | "
             f"{floor['inception_score_mean']:.2f} | {floor['precision']:.3f} | {floor['recall']:.3f} | "
-            f"{floor['one_nn']['accuracy']:.3f} | 0 | | | |"
+            f"{floor['one_nn']['accuracy']:.3f} | 0 / 0 | | | |"
         )
     lines += [
         "",

@@ -231,18 +231,16 @@ def _balanced_subset(labels: np.ndarray, n: int, num_classes: int, seed: int) ->
 def judge(model: dict, floor: dict, bar: ProductBar) -> dict:
     """The product bar: label accuracy, FID relative to the floor, and no collapsed label."""
     fid_ratio = model["fid"] / floor["fid"] if floor["fid"] > 0 else float("inf")
-    collapsed = [
+    diversity = model["per_label_diversity_ratio"]
+    low_diversity = [k for k, ratio in enumerate(diversity) if ratio < bar.min_diversity_ratio]
+    low_recall = [
         k
-        for k, (diversity, recall, floor_recall) in enumerate(
-            zip(
-                model["per_label_diversity_ratio"],
-                model["per_label_recall"],
-                floor["per_label_recall"],
-                strict=True,
-            )
+        for k, (recall, floor_recall) in enumerate(
+            zip(model["per_label_recall"], floor["per_label_recall"], strict=True)
         )
-        if diversity < bar.min_diversity_ratio or recall < bar.min_recall_ratio * floor_recall
+        if recall < bar.min_recall_ratio * floor_recall
     ]
+    collapsed = sorted(set(low_diversity) | set(low_recall))
     checks = {
         "label_accuracy": {
             "value": model["label_accuracy"],
@@ -261,6 +259,8 @@ def judge(model: dict, floor: dict, bar: ProductBar) -> dict:
                 f"recall < {bar.min_recall_ratio} x the real floor's recall for that label"
             ),
             "passed": not collapsed,
+            "low_diversity": low_diversity,  # the spread of its images fell (mode collapse)
+            "low_recall": low_recall,  # its images cover little of the real label (collapse or poor coverage)
         },
     }
     return {"passed": all(c["passed"] for c in checks.values()), "checks": checks, "bar": asdict(bar)}

@@ -68,7 +68,8 @@ def verdict_lines(result: dict) -> list[str]:
 
 def per_label_table(result: dict) -> str:
     model, floor = result["model"], result["real_floor"]
-    collapsed = set(result["product_bar"]["checks"]["collapsed_labels"]["value"])
+    check = result["product_bar"]["checks"]["collapsed_labels"]
+    low_diversity, low_recall = set(check["low_diversity"]), set(check["low_recall"])
     lines = [
         "| label | accuracy | diversity ratio | recall | real-floor recall | collapsed |",
         "|---|---|---|---|---|---|",
@@ -77,9 +78,14 @@ def per_label_table(result: dict) -> str:
         lines.append(
             f"| {k} | {100 * accuracy:.1f}% | {model['per_label_diversity_ratio'][k]:.3f} | "
             f"{model['per_label_recall'][k]:.3f} | {floor['per_label_recall'][k]:.3f} | "
-            f"{'**yes**' if k in collapsed else 'no'} |"
+            f"{_collapse_reason(k in low_diversity, k in low_recall)} |"
         )
     return "\n".join(lines)
+
+
+def _collapse_reason(low_diversity: bool, low_recall: bool) -> str:
+    reasons = [name for name, flagged in (("diversity", low_diversity), ("recall", low_recall)) if flagged]
+    return f"**yes** ({' and '.join(reasons)})" if reasons else "no"
 
 
 def markdown(result: dict, command: str) -> str:

@@ -84,6 +84,7 @@ def test_model_directory_report_and_collapse_verdict(tmp_path, reference, capsys
     assert result["command"].startswith("gan-eval ")
     report = (out / REPORT_FILE).read_text()
     assert "| FID |" in report and f"]({GRID_FILE})" in report
+    assert report.count("**yes** (diversity and recall)") == 10  # one fixed image per label
     assert (out / GRID_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -39,7 +39,8 @@ def _row(name, label_accuracy, fid, passed, conditional=True):
         "one_nn": {"accuracy": 0.6},
     }
     floor = dict(metrics, fid=0.4, label_accuracy=0.988)
-    checks = {"fid_ratio": {"value": fid / 0.4}, "collapsed_labels": {"value": [] if passed else [1, 2]}}
+    collapsed = {"value": [] if passed else [1, 2], "low_diversity": [] if passed else [2], "low_recall": []}
+    checks = {"fid_ratio": {"value": fid / 0.4}, "collapsed_labels": collapsed}
     return {
         "name": name,
         "conditional": conditional,
@@ -60,7 +61,8 @@ def test_table_has_one_row_per_variant_plus_the_floor():
     text = markdown(rows, CompareSettings(epochs=3), "gan-eval compare --epochs 3")
     table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table) == 1 + len(rows) + 1  # header, variants, floor
-    assert "| cdcgan-hinge | 99.5% | 0.500 | 1.25 |" in text
+    assert "| cdcgan-hinge | 99.5% | 0.500 | 1.25 |" in text and "| 0 / 0 | PASS |" in text
+    assert "| 1 / 0 | FAIL |" in text
     assert "mlp-bce (uncond.)" in text and "failed: diverged" in text
     assert "![cdcgan-hinge](variants/cdcgan-hinge/samples.png)" in text
     assert "**real floor**" in text and "3 epochs" in text

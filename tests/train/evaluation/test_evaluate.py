@@ -55,7 +55,8 @@ def test_one_collapsed_label_is_flagged(reference):
     source = source_from("collapsed-3", replay(reference, frozen_labels={3}), reference)
     result = evaluate_source(source, reference, FAST).result
     assert result["model"]["per_label_diversity_ratio"][3] == pytest.approx(0.0, abs=1e-6)
-    assert result["product_bar"]["checks"]["collapsed_labels"]["value"] == [3]
+    collapsed = result["product_bar"]["checks"]["collapsed_labels"]
+    assert collapsed["value"] == collapsed["low_diversity"] == collapsed["low_recall"] == [3]
     assert not result["product_bar"]["passed"]
 
 
