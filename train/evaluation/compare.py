@@ -92,6 +92,7 @@ def run_variant(
         "steps": summary.steps,
         "train_minutes": summary.train_seconds / 60,
         "train_command": command,
+        "training": evaluation.source.details["config"]["training"],
         "model_metrics": result["model"],
         "real_floor": result["real_floor"],
         "product_bar": result["product_bar"],
@@ -140,8 +141,8 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"Every variant trained with the same budget ({settings.epochs} epochs over the 4,000-image training "
-        f"split, batch 64, seed {settings.seed}, otherwise `gan-train` defaults) and evaluated the same way "
+        f"Every variant trained with the same budget ({settings.epochs} epochs over the training split, "
+        f"seed {settings.seed}, otherwise the `gan-train` defaults listed below) and evaluated the same way "
         "(`gan-eval` defaults: as many generated images as the training split, balanced over labels, latent "
         "seed 0, against the held-out split in the domain classifier's feature space). FID ratio = model FID "
         "/ real-floor FID; 1-NN: 0.5 is ideal. Unconditional variants ignore the label, so their label "
@@ -174,6 +175,14 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
             f"{floor['inception_score_mean']:.2f} | {floor['precision']:.3f} | {floor['recall']:.3f} | "
             f"{floor['one_nn']['accuracy']:.3f} | 0 / 0 | | | |"
         )
+    recipe = next((row["training"] for row in rows if "training" in row), None)
+    if recipe is not None:
+        shared = {k: v for k, v in recipe.items() if k not in ("model", "loss", "n_critic", "epochs")}
+        lines += [
+            "",
+            f"Shared training settings: `{json.dumps(shared)}` (WGAN losses: 5 critic steps per "
+            "generator step, the loss's own default).",
+        ]
     lines += [
         "",
         "Per-variant reports (per-label numbers, the product bar's checks): "

@@ -48,6 +48,7 @@ def _row(name, label_accuracy, fid, passed, conditional=True):
         "real_floor": floor,
         "product_bar": {"passed": passed, "checks": checks},
         "train_minutes": 1.5,
+        "training": {"model": name.split("-")[0], "width": 32, "epochs": 3},
         "samples": f"variants/{name}/samples.png",
     }
 
@@ -66,3 +67,4 @@ def test_table_has_one_row_per_variant_plus_the_floor():
     assert "mlp-bce (uncond.)" in text and "failed: diverged" in text
     assert "![cdcgan-hinge](variants/cdcgan-hinge/samples.png)" in text
     assert "**real floor**" in text and "3 epochs" in text
+    assert 'Shared training settings: `{"width": 32}`' in text
