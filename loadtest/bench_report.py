@@ -77,24 +77,40 @@ def composed(report: dict[str, Any]) -> list[str]:
     level = next(r for r in report["service"]["batching_on"] if r["concurrency"] == c["concurrency"])
     histogram = ", ".join(f"≤{k}: {v:g}" for k, v in level["server"]["batch_histogram"].items())
     shares = limit["shares"]
+    cpu = c["cpu"]["parts"]
     rows = [
         [
             "framework (trivial FastAPI route, same uvicorn setup)",
             _f(1000 * limit["framework_s"], 3),
+            _f(1000 * cpu["framework_s"], 3),
             _pct(shares["framework"]),
             f"{_f(fw['trivial_route']['rps'])} req/s at {c['concurrency']} clients",
         ],
         [
             "model (ORT, batch sizes the batcher formed)",
             _f(1000 * limit["model_s"], 3),
+            _f(1000 * cpu["model_s"], 3),
             _pct(shares["model"]),
             f"batches per padded size {histogram}",
         ],
-        ["PNG encoding", _f(1000 * limit["png_s"], 3), _pct(shares["png"]), "service.encoding.png_response"],
-        ["latent sampling", _f(1000 * limit["latent_s"], 3), _pct(shares["latent"]), "service.latents"],
+        [
+            "PNG encoding",
+            _f(1000 * limit["png_s"], 3),
+            _f(1000 * cpu["png_s"], 3),
+            _pct(shares["png"]),
+            "service.encoding.png_response",
+        ],
+        [
+            "latent sampling",
+            _f(1000 * limit["latent_s"], 3),
+            _f(1000 * cpu["latent_s"], 3),
+            _pct(shares["latent"]),
+            "service.latents",
+        ],
         [
             "**sum → composed limit**",
             _f(1000 * limit["seconds_per_request"], 3),
+            _f(1000 * cpu["seconds_per_request"], 3),
             "100 %",
             f"**{_f(limit['rps'])} req/s**",
         ],
@@ -103,7 +119,7 @@ def composed(report: dict[str, Any]) -> list[str]:
     return [
         f"## Composed limit of single-image requests ({c['concurrency']} clients)",
         "",
-        *_table(["part", "ms per request", "share", "measured as"], rows),
+        *_table(["part", "ms per request", "CPU ms per request", "share (ms)", "measured as"], rows),
         "",
         f"- service measured: **{_f(c['service_rps'])} req/s = {_pct(c['share_of_limit'])} of the limit**, "
         f"p99 {_f(c['service_p99_ms'], 0)} ms; with batching off the ratio batching on/off is "
@@ -114,6 +130,10 @@ def composed(report: dict[str, Any]) -> list[str]:
         f"{_f(fw['trivial_route']['rps'])} for the trivial route "
         f"({_f(fw['trivial_route'].get('server_cpu_ms_per_request'), 3)} ms); a single-image POST /generate "
         f"costs {_f(level.get('server_cpu_ms_per_request'), 3)} server CPU ms",
+        f"- CPU view (steady on a shared machine): the service spends "
+        f"{_f(c['cpu']['service_ms_per_request'], 3)} CPU ms per single-image answer, the parts alone "
+        f"{_f(1000 * cpu['seconds_per_request'], 3)} ms ({_pct(c['cpu']['parts_share_of_service'])}); the "
+        "rest is the service's own per-request work (event loop, thread hand-offs, ORT's thread pool)",
         f"- in-service inference time per image at this level: "
         f"{_f(level['server']['inference_ms_per_image'], 3)} ms (measured by the batcher, under load) vs "
         f"{_f(1000 * limit['model_s'], 3)} ms alone",

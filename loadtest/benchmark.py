@@ -189,7 +189,12 @@ def encoding_parts(args: argparse.Namespace) -> dict[str, Any]:
     images = generator.run(64)
     png = components.png_seconds_per_image(images, args.ort_seconds)
     latent = components.latent_seconds_per_request(generator.spec.latent_dim, args.ort_seconds)
-    return {"png_ms_per_image": png.seconds * 1000, "latent_ms_per_request": latent.seconds * 1000}
+    return {
+        "png_ms_per_image": png.seconds * 1000,
+        "latent_ms_per_request": latent.seconds * 1000,
+        "png_cpu_ms_per_image": png.cpu_seconds * 1000,
+        "latent_cpu_ms_per_request": latent.cpu_seconds * 1000,
+    }
 
 
 # --- composition
@@ -212,6 +217,7 @@ def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         report["encoding"]["latent_ms_per_request"] / 1000,
     )
     share = stats.ratio(level["rps"], limit.rps)
+    cpu = cpu_view(report, level, histogram, sweep)
     peak_ort = max(row["images_per_s"] for row in sweep.values())
     at_max_batch = sweep.get(str(args.max_batch), {}).get("images_per_s")
     bulk = report["bulk"]["v1_bulk_npz"]["images_per_s"]
@@ -221,6 +227,7 @@ def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "service_rps": level["rps"],
         "service_p99_ms": level["p99_ms"],
         "share_of_limit": share,
+        "cpu": cpu,
         "batching_ratio": stats.ratio(level["rps"], off.get(args.compose_at, {}).get("rps")),
         "targets": {
             "single_share_of_limit": {
@@ -242,6 +249,26 @@ def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "ort_peak_images_per_s": peak_ort,
         "ort_images_per_s_at_max_batch": at_max_batch,
         "bulk_share_of_ort_at_max_batch": stats.ratio(bulk, at_max_batch),
+    }
+
+
+def cpu_view(
+    report: dict[str, Any], level: dict[str, Any], histogram: dict[float, float], sweep: dict[str, Any]
+) -> dict[str, Any]:
+    """The same composition in CPU time, which other jobs on a shared machine do not move: the parts' CPU
+    per single-image request against the service's measured CPU per answer."""
+    cpu_per_batch = {int(size): row["cpu_ms_per_batch"] / 1000 for size, row in sweep.items()}
+    parts = stats.ComposedLimit(
+        framework_s=report["framework"]["trivial_route"]["server_cpu_ms_per_request"] / 1000,
+        model_s=stats.model_seconds_per_image(histogram, level["server"]["batched_images"], cpu_per_batch),
+        png_s=report["encoding"]["png_cpu_ms_per_image"] / 1000,
+        latent_s=report["encoding"]["latent_cpu_ms_per_request"] / 1000,
+    )
+    service_ms = level["server_cpu_ms_per_request"]
+    return {
+        "parts": parts.as_dict(),
+        "service_ms_per_request": service_ms,
+        "parts_share_of_service": stats.ratio(parts.seconds_per_request * 1000, service_ms),
     }
 
 

@@ -19,6 +19,7 @@ def level(concurrency: int, rps: float, p99: float, histogram: dict[str, float],
         "p50_ms": p99 / 2,
         "p99_ms": p99,
         "errors": 0,
+        "server_cpu_ms_per_request": 2.0,
         "cpu": {
             "client_cores": 0.1,
             "server_event_loop_cores": 0.5,
@@ -36,12 +37,12 @@ def level(concurrency: int, rps: float, p99: float, histogram: dict[str, float],
 
 def report() -> dict:
     sweep0 = {
-        "1": {"ms_per_batch": 1.0, "images_per_s": 1000.0, "calls": 9},
-        "8": {"ms_per_batch": 4.0, "images_per_s": 2000.0, "calls": 9},
+        "1": {"ms_per_batch": 1.0, "images_per_s": 1000.0, "cpu_ms_per_batch": 2.0, "calls": 9},
+        "8": {"ms_per_batch": 4.0, "images_per_s": 2000.0, "cpu_ms_per_batch": 8.0, "calls": 9},
     }
     sweep1 = {
-        "1": {"ms_per_batch": 2.0, "images_per_s": 500.0, "calls": 9},
-        "8": {"ms_per_batch": 8.0, "images_per_s": 1000.0, "calls": 9},
+        "1": {"ms_per_batch": 2.0, "images_per_s": 500.0, "cpu_ms_per_batch": 2.0, "calls": 9},
+        "8": {"ms_per_batch": 8.0, "images_per_s": 1000.0, "cpu_ms_per_batch": 8.0, "calls": 9},
     }
     return {
         "command": "gan-bench --test",
@@ -66,8 +67,16 @@ def report() -> dict:
         },
         "service_settings": {"max_batch": 8},
         "ort": {"cpu": {"0": sweep0, "1": sweep1}, "gpu": {"available": False, "note": "no GPU available"}},
-        "encoding": {"png_ms_per_image": 0.1, "latent_ms_per_request": 0.05},
-        "framework": {"trivial_route": {"rps": 2000.0}, "service_healthz": {"rps": 1500.0}},
+        "encoding": {
+            "png_ms_per_image": 0.1,
+            "latent_ms_per_request": 0.05,
+            "png_cpu_ms_per_image": 0.1,
+            "latent_cpu_ms_per_request": 0.05,
+        },
+        "framework": {
+            "trivial_route": {"rps": 2000.0, "server_cpu_ms_per_request": 0.25},
+            "service_healthz": {"rps": 1500.0},
+        },
         # two batches of 8 (16 images) and two of 1: (2 * 4 ms + 2 * 1 ms) / 18 images
         "service": {
             "batching_on": [level(64, 600.0, 200.0, {"1": 2.0, "8": 2.0}, 18.0)],
@@ -92,6 +101,10 @@ def test_compose_uses_formed_batches_and_the_service_thread_setting() -> None:
     assert composed["batching_ratio"] == pytest.approx(2.0)
     assert composed["targets"]["single_p99_ms"]["met"] is True
     assert composed["targets"]["bulk_share_of_peak_ort"]["measured"] == pytest.approx(0.75)
+    # in CPU time: 0.25 ms framework + (2 * 8 ms + 2 * 2 ms) / 18 images + 0.1 ms PNG + 0.05 ms latent
+    cpu_parts_ms = 0.25 + 20 / 18 + 0.1 + 0.05
+    assert composed["cpu"]["parts"]["seconds_per_request"] * 1000 == pytest.approx(cpu_parts_ms)
+    assert composed["cpu"]["parts_share_of_service"] == pytest.approx(cpu_parts_ms / 2.0)
 
     data["service_settings"]["intra_op_threads"] = "1"  # the slower sweep -> a lower limit
     assert benchmark.compose(data, args)["limit"]["rps"] < expected
