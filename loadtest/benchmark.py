@@ -16,6 +16,7 @@ The load generator runs in this process on the same cores; its CPU is reported f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -295,20 +296,28 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report["ort"] = ort_sweeps(args)
     report["encoding"] = encoding_parts(args)
 
-    print(f"service, dynamic batching (max_batch={args.max_batch}) ...")
-    with server.service(report["service_settings"], log_dir / "service-batching.log") as srv:
-        info = levels.model_info_of(srv.url)
-        on = levels.sweep(srv, info, args.levels, plan, "batching on ")
-        healthz_level = levels.single(srv, levels.healthz, info, args.compose_at, plan)
-        report["bulk"] = levels.bulk_delivery(srv, info, args.bulk_n, args.bulk_repeats, args.seed)
-        report["server_rss_bytes"] = srv.rss_bytes()
-    print("framework ceiling (trivial FastAPI route) ...")
-    with server.trivial_app(log_dir / "trivial.log", info.image_shape) as srv:
-        trivial = levels.single(srv, traffic.single_image, info, args.compose_at, plan)
-    report["framework"] = {"trivial_route": trivial, "service_healthz": healthz_level}
-    print("service, batching off (max_batch=1) ...")
-    with server.service({**base, "max_batch": 1}, log_dir / "service-nobatch.log") as srv:
-        off = levels.sweep(srv, info, args.levels, plan, "batching off")
+    print(f"servers: batching on (max_batch={args.max_batch}), off (max_batch=1), trivial route ...")
+    with contextlib.ExitStack() as stack:
+        on_srv = stack.enter_context(server.service(report["service_settings"], log_dir / "service-on.log"))
+        info = levels.model_info_of(on_srv.url)
+        off_srv = stack.enter_context(server.service({**base, "max_batch": 1}, log_dir / "service-off.log"))
+        trivial_srv = stack.enter_context(server.trivial_app(log_dir / "trivial.log", info.image_shape))
+        # each level runs on both services back to back, so both see the same neighbours on a shared machine
+        on, off = [], []
+        # the framework ceiling right after the level the limit is composed at (or the last level)
+        framework_after = args.compose_at if args.compose_at in args.levels else args.levels[-1]
+        for concurrency in args.levels:
+            on += levels.sweep(on_srv, info, [concurrency], plan, "batching on ")
+            off += levels.sweep(off_srv, info, [concurrency], plan, "batching off")
+            if concurrency == framework_after:
+                report["framework"] = {
+                    "trivial_route": levels.single(
+                        trivial_srv, traffic.single_image, info, args.compose_at, plan
+                    ),
+                    "service_healthz": levels.single(on_srv, levels.healthz, info, args.compose_at, plan),
+                }
+        report["bulk"] = levels.bulk_delivery(on_srv, info, args.bulk_n, args.bulk_repeats, args.seed)
+        report["server_rss_bytes"] = on_srv.rss_bytes()
     report["service"] = {"batching_on": on, "batching_off": off}
     time_formed_sizes(report, args)
     report["composed"] = compose(report, args)
