@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from export.manifest import CARD_FILE, SAMPLES_FILE
+from train.evaluation import report
+from train.evaluation.evaluate import RESULT_FORMAT as EVALUATION_FORMAT
 
 __all__ = ["CARD_FILE", "render"]
 
@@ -147,19 +149,27 @@ def _metrics_text(metrics: dict | None) -> str:
         return (
             "Not yet measured (run `gan-eval` on this directory and re-export with `--metrics metrics.json`)."
         )
-    rows = ["| metric | value |", "|---|---|"]
-    for key, value in _flatten(metrics):
-        shown = f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
-        rows.append(f"| {key} | {shown} |")
-    return "\n".join(rows)
+    if metrics.get("format") != EVALUATION_FORMAT:
+        given = json.dumps(metrics, indent=2)
+        return f"Metrics from a file that is not `gan-eval` output, as given:\n\n```json\n{given}\n```"
+    settings = metrics["settings"]
+    rows = "\n".join(
+        f"| {name} | {model} | {floor} | {meaning} |"
+        for (name, model, floor), (_, _, meaning) in zip(report.table_rows(metrics), report.ROWS, strict=True)
+    )
+    verdict = "\n".join(report.verdict_lines(metrics))
+    return f"""Measured by `gan-eval` on this ONNX graph: {settings["n"]} generated images (labels balanced,
+latent seed {settings["seed"]}, truncation {settings["truncation"]}) against the
+{metrics["data"]["split"]["held_out_count"]} held-out real images, in the feature space of the project's
+domain classifier (held-out accuracy {100 * metrics["classifier"]["held_out_accuracy"]:.2f}%). The real floor
+is the training split against the same held-out images. Every figure is in `manifest.json` under `metrics`.
 
+| metric | model | real floor | meaning |
+|---|---|---|---|
+{rows}
 
-def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out: list[tuple[str, object]] = []
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out += _flatten(value, f"{name}.")
-        elif not isinstance(value, list) or len(value) <= 10:
-            out.append((name, value))
-    return out
+```
+{verdict}
+```
+
+{report.per_label_table(metrics)}"""

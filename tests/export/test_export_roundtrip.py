@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from export import card
 from export.manifest import REQUIRED_FIELDS, graph_signature, read_manifest, verify_model_dir
 from export.samples import PAD
 from service.latents import latents_for_seeds
@@ -117,14 +118,22 @@ def test_samples_png_is_rendered_by_the_graph(model_dir: Path) -> None:
     np.testing.assert_array_equal(grid[top : top + 28, left : left + 28], image[0, :, :, 0])
 
 
-def test_model_card(model_dir: Path, run_dir: Path) -> None:
+def test_model_card(model_dir: Path, run_dir: Path, metrics_file: Path) -> None:
     card = (model_dir / "README.md").read_text()
     manifest = read_manifest(model_dir)
     assert f"gan-export {run_dir} --out {model_dir}" in card
     assert manifest["sha256"] in card
     assert "![samples](samples.png)" in card
-    assert "| model.fid | 1.5 |" in card
+    metrics = json.loads(metrics_file.read_text())
+    fid = f"| FID | {metrics['model']['fid']:.3f} | {metrics['real_floor']['fid']:.3f} |"
+    assert fid in card
+    assert "product bar: " in card
     assert "| model | cdcgan |" in card and "| trained steps | `5` |" in card  # 160 train images / batch 32
+
+
+def test_model_card_shows_other_metrics_as_given() -> None:
+    text = card._metrics_text({"fid": 1.5})
+    assert '"fid": 1.5' in text and "not `gan-eval` output" in text
 
 
 def test_fp16_variant(model_dir: Path) -> None:
