@@ -27,7 +27,14 @@ class Settings(BaseSettings):
         description="ONNX Runtime provider: `auto` uses CUDA when onnxruntime-gpu sees a GPU, else CPU.",
     )
     intra_op_threads: int = Field(
-        0, ge=0, le=256, description="ORT threads inside one operator (0: ORT default)."
+        0,
+        ge=0,
+        le=256,
+        description=(
+            "ORT threads inside one operator. 0: derived from the machine: 1 on at most 2 cores (a second "
+            "thread only spin-waits and fights the event loop), else the cores divided among `workers`. "
+            "With more than one thread, idle threads sleep instead of spinning."
+        ),
     )
     inter_op_threads: int = Field(
         0, ge=0, le=256, description="ORT threads across operators (0: ORT default)."

@@ -6,6 +6,7 @@ Not thread-safe by design: the batcher calls ``run`` from its single inference t
 from __future__ import annotations
 
 import logging
+import os
 from enum import StrEnum
 
 import numpy as np
@@ -21,6 +22,8 @@ CPU = "CPUExecutionProvider"
 # One fixed cuDNN convolution algorithm (not a timing benchmark per shape), so a latent's pixels do not depend
 # on the batch it ran in or on the run
 PROVIDER_OPTIONS: dict[str, dict[str, str]] = {CUDA: {"cudnn_conv_algo_search": "DEFAULT"}}
+# On this few cores a second intra-op thread spin-waits and slows every call (reports/bench/NOTES.md)
+SINGLE_THREAD_MAX_CORES = 2
 
 
 class GraphKind(StrEnum):
@@ -39,12 +42,25 @@ def choose_providers(device: str) -> list[str]:
     return [CPU]
 
 
+def intra_op_threads(settings: Settings, cores: int | None = None) -> int:
+    """``GAN_INTRA_OP_THREADS`` when set, else 1 on small machines and the cores shared among the workers."""
+    if settings.intra_op_threads:
+        return settings.intra_op_threads
+    cores = cores if cores is not None else os.cpu_count() or 1
+    if cores <= SINGLE_THREAD_MAX_CORES:
+        return 1
+    return max(1, cores // settings.workers)
+
+
 class Runtime:
     def __init__(self, spec: ModelSpec, settings: Settings):
         self.spec = spec
         self.providers = choose_providers(settings.device)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
+        self.intra_op_threads = intra_op_threads(settings)
+        options.intra_op_num_threads = self.intra_op_threads
+        if self.intra_op_threads > 1:  # idle pool threads sleep instead of burning a core between calls
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = settings.inter_op_threads
         options.use_deterministic_compute = True  # the same latent gives the same bytes, whatever the batch
         options.log_severity_level = 3
