@@ -1,12 +1,13 @@
 """Dynamic batching: the hop between the routes and the runtime.
 
 Requests become *jobs* (latents + conditions). Jobs wait in two FIFO lanes, interactive ahead of bulk, bounded
-in images. One loop on the event loop assembles batches of at most ``max_batch`` rows, waiting at most
-``max_wait_ms`` after the oldest job arrived for the batch to fill; a job larger than the room left is split
-across batches. A batch is padded to the next bucket size (every bucket is warmed up before the service is
-ready) and runs on the single inference thread, so the event loop stays free. Rows are sliced back into their
-jobs' outputs. A row's pixels do not depend on its neighbours (the runtime is deterministic per row), so
-batching never changes results.
+in images. One loop on the event loop assembles batches of at most ``max_batch`` rows; a job larger than the
+room left is split across batches. A job that arrives while the inference thread is idle runs at once; only
+jobs that arrived while a batch was running (the service is under load) wait, at most ``max_wait_ms`` after
+the oldest of them arrived, for their batch to fill. A batch is padded to the next bucket size (every bucket
+is warmed up before the service is ready) and runs on the single inference thread, so the event loop stays
+free. Rows are sliced back into their jobs' outputs. A row's pixels do not depend on its neighbours (the
+runtime is deterministic per row), so batching never changes results.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class _Job:
     condition: np.ndarray
     lane: Lane
     admitted: bool  # counts against max_queue_images
+    under_load: bool  # a batch was running when the job arrived: it may wait for company
     deadline: float
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.monotonic)
@@ -99,6 +101,7 @@ class Batcher:
         self._admitted_rows = 0  # waiting rows of admitted jobs
         self._streams = 0
         self._next_deadline = math.inf  # no queued job expires before this
+        self._in_flight = False  # a batch is in the inference thread
         self._wakeup = asyncio.Event()
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-inference")
@@ -148,7 +151,14 @@ class Batcher:
         timeout_s = self.settings.request_timeout_s if timeout_s is None else timeout_s
         future = asyncio.get_running_loop().create_future()
         job = _Job(
-            kind, z, condition, lane, admitted=admit, deadline=time.monotonic() + timeout_s, future=future
+            kind,
+            z,
+            condition,
+            lane,
+            admitted=admit,
+            under_load=self._in_flight,
+            deadline=time.monotonic() + timeout_s,
+            future=future,
         )
         self._enqueue(job)
         try:
@@ -258,9 +268,9 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            oldest = min(lane[0].enqueued for lane in self._lanes.values() if lane)
-            fill_by = oldest + max_wait - now
-            if waiting < self.settings.max_batch and fill_by > 0 and not self._closing:
+            oldest = min((lane[0] for lane in self._lanes.values() if lane), key=lambda job: job.enqueued)
+            fill_by = oldest.enqueued + max_wait - now
+            if oldest.under_load and waiting < self.settings.max_batch and fill_by > 0 and not self._closing:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(fill_by):
@@ -300,6 +310,7 @@ class Batcher:
             condition[s.offset : s.offset + s.stop - s.start] = s.job.condition[s.start : s.stop]
             if s.job.started is None:
                 s.job.started = started
+        self._in_flight = True
         try:
             images = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.runtime.run, kind, z, condition
@@ -309,6 +320,8 @@ class Batcher:
             for s in batch:
                 self._fail(s.job, exc)
             return
+        finally:
+            self._in_flight = False
         elapsed = time.monotonic() - started
         self.metrics.batch_size.observe(rows)
         self.metrics.batch_padding.inc(size - rows)

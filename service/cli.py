@@ -30,7 +30,7 @@ FLAGS = {
     "model_dir": "model directory with manifest.json (GAN_MODEL_DIR)",
     "device": "auto, cpu or cuda (GAN_DEVICE)",
     "max_batch": "most latents per inference call (GAN_MAX_BATCH)",
-    "max_wait_ms": "most milliseconds a request waits for its batch to fill (GAN_MAX_WAIT_MS)",
+    "max_wait_ms": "under load, most milliseconds a request waits for its batch to fill (GAN_MAX_WAIT_MS)",
     "log_level": "debug, info, warning or error (GAN_LOG_LEVEL)",
 }
 

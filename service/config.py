@@ -43,7 +43,13 @@ class Settings(BaseSettings):
     # --- dynamic batching
     max_batch: int = Field(64, ge=1, le=4096, description="Most latents run in one inference call.")
     max_wait_ms: float = Field(
-        5.0, ge=0, le=1000, description="How long the first queued request waits for others to fill a batch."
+        5.0,
+        ge=0,
+        le=1000,
+        description=(
+            "Under load (a batch running when a request arrived), how long the oldest queued request waits "
+            "for others to fill the next batch. A request reaching an idle inference thread runs at once."
+        ),
     )
     batch_buckets: Annotated[list[int], NoDecode] = Field(
         default_factory=list,

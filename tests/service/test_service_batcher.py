@@ -189,3 +189,50 @@ def test_bulk_stream_slots_are_bounded():
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+HOUR_MS = 3_600_000.0  # a fill wait no test could sit out: a request that completes was never held for it
+
+
+async def batcher_with_endless_fill_wait(max_batch: int) -> tuple[Batcher, GatedRuntime]:
+    settings = make_settings(max_batch=max_batch).model_copy(update={"max_wait_ms": HOUR_MS})
+    runtime = GatedRuntime(SPEC, settings)
+    batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
+    batcher.start()
+    while not batcher.ready:
+        await asyncio.sleep(0.005)
+    runtime.warm = True
+    return batcher, runtime
+
+
+def test_lone_request_on_an_idle_batcher_runs_without_waiting_for_company():
+    async def scenario():
+        batcher, runtime = await batcher_with_endless_fill_wait(max_batch=8)
+        images = [await batcher.generate(GraphKind.MAIN, *job(60 + i, 1, i)) for i in range(3)]
+        await batcher.close()
+        return images, runtime.calls
+
+    images, calls = asyncio.run(scenario())
+    assert [len(i) for i in images] == [1, 1, 1]
+    assert [(size, labels.tolist()) for _, size, labels in calls] == [(1, [0]), (1, [1]), (1, [2])]
+
+
+def test_requests_arriving_under_load_wait_for_their_batch_to_fill():
+    async def scenario():
+        batcher, runtime = await batcher_with_endless_fill_wait(max_batch=4)
+        blocker = await hold_inference(batcher, runtime)
+        first = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(70, 1, 5)))
+        await asyncio.sleep(0)
+        runtime.gate.set()
+        await blocker
+        for _ in range(10):  # the inference thread is idle now, but ``first`` came under load: it waits
+            await asyncio.sleep(0)
+        held = not first.done() and len(runtime.calls) == 1
+        second = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(71, 3, 6)))
+        await asyncio.gather(first, second)
+        await batcher.close()
+        return held, runtime.calls
+
+    held, calls = asyncio.run(scenario())
+    assert held
+    assert [(size, labels.tolist()) for _, size, labels in calls[1:]] == [(4, [5, 6, 6, 6])]
