@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     max_bulk_streams: int = Field(4, ge=1, le=1024, description="Concurrent bulk streams; more get 429.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
     grid_padding: int = Field(2, ge=0, le=64, description="Pixels between images of a PNG grid.")
+    inline_max_images: int = Field(
+        4,
+        ge=0,
+        le=1024,
+        description=(
+            "Requests of at most this many images sample latents and encode their answer on the event loop "
+            "(tens of microseconds); larger ones go to a worker thread so the loop stays free."
+        ),
+    )
 
     # --- security
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -3,12 +3,14 @@ per-endpoint metrics and one JSON access-log line."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
-from starlette.datastructures import Headers, MutableHeaders
+from prometheus_client.metrics import MetricWrapperBase
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import CLIENT_CLOSED
@@ -16,7 +18,11 @@ from service.logs import ACCESS_LOGGER
 from service.metrics import Metrics
 
 REQUEST_ID = "X-Request-ID"
+_REQUEST_ID_KEY = REQUEST_ID.lower().encode("latin-1")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Made request ids: 32 hex digits, a random per-process prefix and a counter (unique without a syscall each)
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count()
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -25,14 +31,14 @@ class RequestContext:
         self.app = app
         self.metrics = metrics
         self.log = access_log
+        self._children: dict[tuple[str, str, int], tuple[MetricWrapperBase, MetricWrapperBase]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        incoming = headers.get(REQUEST_ID, "")
-        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == _REQUEST_ID_KEY), "")
+        request_id = incoming if _SAFE_ID.match(incoming) else f"{_ID_PREFIX}{next(_id_counter):016x}"
         started = time.perf_counter()
         status, sent = CLIENT_CLOSED, 0
 
@@ -57,8 +63,15 @@ class RequestContext:
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
         method = scope["method"]
-        self.metrics.requests.labels(endpoint, method, str(status)).inc()
-        self.metrics.latency.labels(endpoint, method).observe(seconds)
+        key = (endpoint, method, status)
+        if (children := self._children.get(key)) is None:  # label lookups once per endpoint/method/status
+            children = self._children[key] = (
+                self.metrics.requests.labels(endpoint, method, str(status)),
+                self.metrics.latency.labels(endpoint, method),
+            )
+        requests, latency = children
+        requests.inc()
+        latency.observe(seconds)
         if self.log:
             client = scope.get("client")
             access_log.info(

@@ -87,6 +87,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             truncation=body.truncation,
             columns=len(row) if body.show_terms else len(labels),
             padding=settings.grid_padding,
+            inline_max_images=settings.inline_max_images,
         )
 
     @router.post(
@@ -109,6 +110,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             truncation=body.truncation,
             columns=spec.num_classes,
             padding=settings.grid_padding,
+            inline_max_images=settings.inline_max_images,
         )
 
     return router

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
@@ -24,15 +24,18 @@ from service.model_repo import ModelSpec
 T = TypeVar("T")
 
 
-def get_batcher(request: Request) -> Batcher:
+# ``async def`` although they do not await: FastAPI runs plain ``def`` dependencies in its thread pool
+
+
+async def get_batcher(request: Request) -> Batcher:
     return request.app.state.batcher
 
 
-def get_spec(request: Request) -> ModelSpec:
+async def get_spec(request: Request) -> ModelSpec:
     return request.app.state.spec
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -98,6 +101,14 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def compute(images: int, inline_max_images: int, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)``, on the event loop when it concerns at most ``inline_max_images`` images (cheaper than
+    the hop to a worker thread and back), else in the thread pool so the loop stays free."""
+    if images <= inline_max_images:
+        return func(*args)
+    return await run_in_threadpool(func, *args)
+
+
 def choose_seed(seed: int | None, count: int = 1) -> int:
     """The request's seed, or a random one that leaves room for ``count`` consecutive seeds."""
     return seed if seed is not None else secrets.randbelow(MAX_SEED - count + 2)
@@ -133,16 +144,19 @@ async def render(
     truncation: float,
     columns: int | None = None,
     padding: int = 2,
+    inline_max_images: int = 0,
 ) -> Response:
-    """The body for ``images`` [n, H, W, C] in ``fmt``; ``infos`` hold each image's seed/label/latent."""
+    """The body for ``images`` [n, H, W, C] in ``fmt``; ``infos`` hold each image's seed/label/latent.
+    Encoding runs on the event loop for at most ``inline_max_images`` images, else in the thread pool."""
     headers = {"X-Seed": str(seed)} if seed is not None else {}
+    n = len(images)
     if fmt is Format.png:
-        body = await run_in_threadpool(encoding.png_response, images, columns, padding)
+        body = await compute(n, inline_max_images, encoding.png_response, images, columns, padding)
         return Response(body, media_type=encoding.PNG, headers=headers)
     if fmt is Format.npy:
-        body = await run_in_threadpool(encoding.npy_bytes, images)
+        body = await compute(n, inline_max_images, encoding.npy_bytes, images)
         return Response(body, media_type=encoding.NPY, headers=headers)
-    pngs = await run_in_threadpool(lambda: [encoding.b64_png(image) for image in images])
+    pngs = await compute(n, inline_max_images, lambda: [encoding.b64_png(image) for image in images])
     payload = ImagesJSON(
         seed=seed,
         truncation=truncation,

@@ -9,7 +9,6 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import Field
-from starlette.concurrency import run_in_threadpool
 
 from service import latents
 from service.config import Settings
@@ -24,6 +23,7 @@ from service.routes.common import (
     StrictBody,
     TruncationField,
     choose_seed,
+    compute,
     render,
     unless_disconnected,
 )
@@ -61,8 +61,15 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
     ) -> Response:
         n = len(labels)
         seed = choose_seed(seed, 1 if same_latent else n)
-        z = await run_in_threadpool(
-            latents.request_latents, seed, 1 if same_latent else n, spec.latent_dim, truncation
+        count = 1 if same_latent else n
+        z = await compute(
+            count,
+            settings.inline_max_images,
+            latents.request_latents,
+            seed,
+            count,
+            spec.latent_dim,
+            truncation,
         )
         if same_latent:
             z = np.repeat(z, n, axis=0)
@@ -84,6 +91,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             truncation=truncation,
             columns=columns,
             padding=settings.grid_padding,
+            inline_max_images=settings.inline_max_images,
         )
 
     @router.post(

@@ -80,6 +80,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             truncation=body.truncation,
             columns=body.steps,
             padding=settings.grid_padding,
+            inline_max_images=settings.inline_max_images,
         )
 
     @router.post(
@@ -114,6 +115,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             truncation=body.truncation,
             columns=body.steps,
             padding=settings.grid_padding,
+            inline_max_images=settings.inline_max_images,
         )
 
     return router

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from service_support import MODEL_DIR, make_settings
+from service_support import MODEL_DIR, make_settings, serve_in_process
 
 from service import latents
 from service.model_repo import load_model_dir
@@ -173,3 +173,34 @@ def test_v1_generate_errors_name_the_field(client, body, loc):
     response = client.post("/v1/generate", json=body)
     assert response.status_code == 422
     assert loc in [e["loc"] for e in response.json()["detail"]]
+
+
+INLINE_CASES = [
+    ("/generate", {"params": {"label": 3, "seed": 11}}),
+    ("/generate", {"params": {"label": 4, "seed": 12, "n": 6}}),
+    ("/generate", {"params": {"label": 5, "seed": 13, "n": 3, "format": "npy"}}),
+    ("/v1/generate", {"json": {"labels": [1, 2], "seed": 14, "format": "json"}}),
+]
+
+
+def test_inline_and_thread_pool_work_give_the_same_bytes(monkeypatch):
+    import service.routes.common as common
+
+    hops: list[str] = []
+    real_hop = common.run_in_threadpool
+
+    async def counting_hop(func, *args):
+        hops.append(getattr(func, "__name__", "?"))
+        return await real_hop(func, *args)
+
+    monkeypatch.setattr(common, "run_in_threadpool", counting_hop)
+    answers, hop_counts = {}, {}
+    for inline in (0, 1024):
+        hops.clear()
+        with serve_in_process(make_settings(inline_max_images=inline)) as client:
+            responses = [client.post(path, **kwargs) for path, kwargs in INLINE_CASES]
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+        answers[inline] = [(r.headers["content-type"], r.headers["X-Seed"], r.content) for r in responses]
+        hop_counts[inline] = len(hops)
+    assert answers[0] == answers[1024]
+    assert hop_counts == {0: 2 * len(INLINE_CASES), 1024: 0}  # latents + encoding per request, or none

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import subprocess
@@ -84,7 +85,8 @@ def test_metrics_report_requests_batches_queue_and_images(client):
 def test_request_id_is_echoed_or_made(client):
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
     made = client.get("/healthz").headers["X-Request-ID"]
-    assert len(made) == 32
+    assert len(made) == 32 and int(made, 16) >= 0
+    assert client.get("/healthz").headers["X-Request-ID"] != made
     unsafe = client.get("/healthz", headers={"X-Request-ID": "x" * 500}).headers["X-Request-ID"]
     assert unsafe != "x" * 500
     assert client.post("/generate", params={"label": 99}).headers["X-Request-ID"]
@@ -271,3 +273,9 @@ def test_a_manifest_variant_can_be_served(model_copy):
         assert model["variant"] == "alt" and model["sha256"] == manifest["variants"]["alt"]["sha256"]
         assert model["sha256"] != SPEC.manifest.sha256
         assert client.post("/generate", params={"label": 1}).status_code == 200
+
+
+def test_trivial_dependencies_are_coroutines_so_fastapi_runs_them_on_the_loop():
+    from service.routes.common import get_batcher, get_settings, get_spec
+
+    assert all(inspect.iscoroutinefunction(dep) for dep in (get_batcher, get_spec, get_settings))
