@@ -215,8 +215,9 @@ def ort(report: dict[str, Any]) -> list[str]:
     return [
         "## Raw ONNX Runtime throughput (CPU, median call)",
         "",
-        "threads = intra_op_num_threads (0: ORT's default, one per core; the service's default "
-        "GAN_INTRA_OP_THREADS=0). *CPU ms* is the CPU time of one call over all threads: above the wall time "
+        "threads = intra_op_num_threads (0: the service's default for GAN_INTRA_OP_THREADS=0, one thread on "
+        "machines with at most 2 cores, else cores / workers). *CPU ms* is the CPU time of one call over all "
+        "threads: above the wall time "
         "when threads work in parallel or spin-wait.",
         "",
         *_table(head, rows),

@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ort-seconds", type=float, default=0.3, help="least time per batch size of the sweep")
     p.add_argument(
         "--ort-threads",
-        default="0,1",
-        help="intra-op thread counts of the raw sweep (0: ORT's default, what the service uses by default)",
+        default="0,2",
+        help="intra-op thread counts of the raw sweep (0: the service's derived default; see README)",
     )
     p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="max_batch with batching on")
     p.add_argument("--bulk-n", type=int, default=8192, help="images per /v1/bulk pull")
