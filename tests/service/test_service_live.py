@@ -82,7 +82,7 @@ def test_batching_never_changes_results(live_server):
 
 async def raw_post(host: str, port: int, target: str) -> tuple[int, dict[str, str]]:
     """One POST on its own connection, by hand: httpx spends ~10 ms of CPU per request, which would dominate
-    a 1000-request burst on a small machine. Returns the status and the (lower-cased) headers."""
+    a 3000-request burst on a small machine. Returns the status and the (lower-cased) headers."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         request = f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -97,11 +97,11 @@ async def raw_post(host: str, port: int, target: str) -> tuple[int, dict[str, st
 
 
 def test_burst_every_request_answered_once_and_metrics_agree(live_server):
-    requests = 1000
+    requests = 3000
     url = httpx.URL(live_server)
     sizes = [
         1 + 3 * (i % 4) for i in range(requests)
-    ]  # 1000 requests, ~5500 images: more than the queue holds
+    ]  # 3000 requests, ~16500 images: more than the queue holds
 
     async def burst():
         calls = [
