@@ -86,8 +86,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             seed=None,
             truncation=body.truncation,
             columns=len(row) if body.show_terms else len(labels),
-            padding=settings.grid_padding,
-            inline_max_images=settings.inline_max_images,
+            settings=settings,
         )
 
     @router.post(
@@ -109,8 +108,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             seed=body.seed,
             truncation=body.truncation,
             columns=spec.num_classes,
-            padding=settings.grid_padding,
-            inline_max_images=settings.inline_max_images,
+            settings=settings,
         )
 
     return router

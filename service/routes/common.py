@@ -143,11 +143,11 @@ async def render(
     seed: int | None,
     truncation: float,
     columns: int | None = None,
-    padding: int = 2,
-    inline_max_images: int = 0,
+    settings: Settings,
 ) -> Response:
     """The body for ``images`` [n, H, W, C] in ``fmt``; ``infos`` hold each image's seed/label/latent.
-    Encoding runs on the event loop for at most ``inline_max_images`` images, else in the thread pool."""
+    Encoding runs on the event loop for at most ``settings.inline_max_images`` images, else in a thread."""
+    padding, inline_max_images = settings.grid_padding, settings.inline_max_images
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     n = len(images)
     if fmt is Format.png:

@@ -90,8 +90,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             seed=seed,
             truncation=truncation,
             columns=columns,
-            padding=settings.grid_padding,
-            inline_max_images=settings.inline_max_images,
+            settings=settings,
         )
 
     @router.post(

@@ -79,8 +79,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             seed=None,
             truncation=body.truncation,
             columns=body.steps,
-            padding=settings.grid_padding,
-            inline_max_images=settings.inline_max_images,
+            settings=settings,
         )
 
     @router.post(
@@ -114,8 +113,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             seed=body.seed,
             truncation=body.truncation,
             columns=body.steps,
-            padding=settings.grid_padding,
-            inline_max_images=settings.inline_max_images,
+            settings=settings,
         )
 
     return router
