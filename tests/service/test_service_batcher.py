@@ -10,6 +10,7 @@ from service_support import MODEL_DIR, GatedRuntime, make_settings
 
 from service import latents
 from service.batcher import Batcher, DeadlineExceeded, Lane, QueueFull, Unavailable
+from service.config import Settings
 from service.metrics import Metrics
 from service.model_repo import load_model_dir
 from service.runtime import GraphKind, Runtime
@@ -22,7 +23,10 @@ def job(seed: int, n: int, label: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 async def started_batcher(**overrides) -> tuple[Batcher, GatedRuntime]:
-    settings = make_settings(**overrides)
+    return await start_batcher(make_settings(**overrides))
+
+
+async def start_batcher(settings: Settings) -> tuple[Batcher, GatedRuntime]:
     runtime = GatedRuntime(SPEC, settings)
     batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
     batcher.start()
@@ -195,14 +199,7 @@ HOUR_MS = 3_600_000.0  # a fill wait no test could sit out: a request that compl
 
 
 async def batcher_with_endless_fill_wait(max_batch: int) -> tuple[Batcher, GatedRuntime]:
-    settings = make_settings(max_batch=max_batch).model_copy(update={"max_wait_ms": HOUR_MS})
-    runtime = GatedRuntime(SPEC, settings)
-    batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
-    batcher.start()
-    while not batcher.ready:
-        await asyncio.sleep(0.005)
-    runtime.warm = True
-    return batcher, runtime
+    return await start_batcher(make_settings(max_batch=max_batch).model_copy(update={"max_wait_ms": HOUR_MS}))
 
 
 def test_lone_request_on_an_idle_batcher_runs_without_waiting_for_company():
