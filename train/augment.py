@@ -20,9 +20,9 @@ def translation(x: torch.Tensor, fraction: float = TRANSLATION_FRACTION) -> torc
     """Shift each image by a random whole number of pixels, filling with background."""
     n, _, height, width = x.shape
     max_dy, max_dx = round(height * fraction), round(width * fraction)
-    dy = torch.randint(-max_dy, max_dy + 1, (n,)).float() * 2 / height
-    dx = torch.randint(-max_dx, max_dx + 1, (n,)).float() * 2 / width
-    theta = torch.zeros(n, 2, 3)
+    dy = torch.randint(-max_dy, max_dy + 1, (n,)).to(x.device).float() * 2 / height
+    dx = torch.randint(-max_dx, max_dx + 1, (n,)).to(x.device).float() * 2 / width
+    theta = torch.zeros(n, 2, 3, device=x.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     theta[:, 0, 2], theta[:, 1, 2] = -dx, -dy
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -33,10 +33,10 @@ def cutout(x: torch.Tensor, fraction: float = CUTOUT_FRACTION) -> torch.Tensor:
     """Erase one random square per image to background."""
     n, _, height, width = x.shape
     size_y, size_x = max(1, round(height * fraction)), max(1, round(width * fraction))
-    top = torch.randint(-(size_y // 2), height - size_y // 2, (n, 1, 1))
-    left = torch.randint(-(size_x // 2), width - size_x // 2, (n, 1, 1))
-    rows = torch.arange(height).view(1, height, 1)
-    cols = torch.arange(width).view(1, 1, width)
+    top = torch.randint(-(size_y // 2), height - size_y // 2, (n, 1, 1)).to(x.device)
+    left = torch.randint(-(size_x // 2), width - size_x // 2, (n, 1, 1)).to(x.device)
+    rows = torch.arange(height, device=x.device).view(1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, width)
     inside = (rows >= top) & (rows < top + size_y) & (cols >= left) & (cols < left + size_x)
     keep = (~inside).unsqueeze(1).to(x.dtype)
     return (x + 1.0) * keep - 1.0

@@ -172,12 +172,20 @@ def train(
     resume: bool | None = None,
     progress: bool = True,
     command: str | None = None,
+    device: str = "cpu",
+    checkpoint_every: int = 1,
 ) -> RunSummary:
-    """Train into ``out``.
+    """Train into ``out`` on ``device`` ("cpu", "cuda", "cuda:1", or "auto": CUDA when torch sees a GPU).
 
     ``resume``: None resumes when ``out`` holds state, True requires state, False refuses to touch a run.
     Deterministic algorithms are switched on for the run (same seed → same losses) and restored after.
+    Random numbers are drawn on the CPU on every device, so a seed names one stream of latents and batches;
+    results on a GPU still differ from the CPU's in the last bits of the arithmetic.
+    ``checkpoint_every``: epochs between state, generator, sample grid and loss plot (and always the last);
+    a resume goes on from the last checkpoint.
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     cfg.validate()
     previous = (
         torch.are_deterministic_algorithms_enabled(),
@@ -185,20 +193,49 @@ def train(
     )
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(cfg, Path(out), resume, progress, command)
+        return _train(cfg, Path(out), resume, progress, command, resolve_device(device), checkpoint_every)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device must be auto, cpu or cuda[:index], got '{name}'") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' asked for, but this torch build sees no CUDA GPU")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:index], got '{name}'")
+    return device
+
+
+def describe(device: torch.device) -> str:
+    """What the run trained on (the last session of it, when resumed elsewhere)."""
+    return (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})"
+    )
+
+
 def _train(
-    cfg: TrainConfig, out: Path, resume: bool | None, progress: bool, command: str | None
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool | None,
+    progress: bool,
+    command: str | None,
+    device: torch.device,
+    checkpoint_every: int,
 ) -> RunSummary:
     torch.manual_seed(cfg.seed)
     data = load_images(cfg.data, cfg.labels)
     split = stratified_split(data.labels, cfg.held_out_fraction, cfg.split_seed)
     train_data = data.subset(split.train)
-    images = torch.from_numpy(to_model_range(train_data.images))
-    labels = torch.from_numpy(train_data.labels)
+    images = torch.from_numpy(to_model_range(train_data.images)).to(device)
+    labels = torch.from_numpy(train_data.labels).to(device)
 
     variant = get_variant(cfg.model)
     arch = Architecture(
@@ -211,7 +248,8 @@ def _train(
         minibatch_std=cfg.minibatch_std,
         conditional_bn=cfg.conditional_bn,
     )
-    generator, critic = build_generator(cfg.model, arch), build_critic(cfg.model, arch)
+    generator = build_generator(cfg.model, arch).to(device)
+    critic = build_critic(cfg.model, arch).to(device)
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=betas)
@@ -235,7 +273,7 @@ def _train(
     state_modules = {"generator": generator, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
     if ema is not None:
         state_modules["ema"] = ema
-    config = {**run_config(cfg, data, split, arch), "command": command}
+    config = {**run_config(cfg, data, split, arch), "command": command, "device": describe(device)}
     log = JsonlLog(out / LOG_FILE)
     start_epoch, step, train_seconds = 0, 0, 0.0
     if checkpoint.has_state(out) and resume is not False:
@@ -265,6 +303,7 @@ def _train(
     grid_z, grid_labels = sample_inputs(
         arch.num_classes, cfg.sample_columns, cfg.latent_dim, variant.conditional
     )
+    grid_z, grid_labels = grid_z.to(device), grid_labels.to(device)
     saved = ema.module if ema is not None else generator
 
     bar = tqdm(total=total_steps, initial=step, disable=not progress, mininterval=2.0, unit="step")
@@ -273,7 +312,7 @@ def _train(
         generator.train()
         order = torch.randperm(n, generator=shuffle)[: steps_per_epoch * batch].view(steps_per_epoch, batch)
         sums: dict[str, list[float]] = {}
-        for index in order:
+        for index in order.to(device):
             result = objective.step(images[index], labels[index], step, step / total_steps)
             if ema is not None and result.generator_updated:
                 ema.update_parameters(generator)
@@ -289,13 +328,14 @@ def _train(
         means = {k: float(np.mean(v)) for k, v in sums.items()}
         meta = {"epoch": epoch + 1, "step": step, "train_seconds": train_seconds}
         log.write({"event": "epoch", **meta, **means})
-        with torch.no_grad():
-            samples = to_uint8(saved.eval()(grid_z, grid_labels).numpy())
-        save_grid(out / SAMPLES_DIR / f"epoch_{epoch + 1:03d}.png", samples, rows=arch.num_classes)
-        checkpoint.save_generator(out, saved)
-        rng = {"rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state()}
-        checkpoint.save_state(out, {**state_modules, **rng}, meta)
-        plot_losses(out / LOSSES_PLOT, log.read(), PLOTTED)
+        if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            with torch.no_grad():
+                samples = to_uint8(saved.eval()(grid_z, grid_labels).cpu().numpy())
+            save_grid(out / SAMPLES_DIR / f"epoch_{epoch + 1:03d}.png", samples, rows=arch.num_classes)
+            checkpoint.save_generator(out, saved)
+            rng = {"rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state()}
+            checkpoint.save_state(out, {**state_modules, **rng}, meta)
+            plot_losses(out / LOSSES_PLOT, log.read(), PLOTTED)
         bar.write(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
     bar.close()
     return RunSummary(out, cfg.epochs, step, train_seconds, start_epoch)

@@ -91,7 +91,7 @@ class WassersteinGP(Wasserstein):
     def penalty(
         self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), dtype=real.dtype)
+        alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), dtype=real.dtype).to(real.device)
         mixed = (alpha * real + (1.0 - alpha) * fake).requires_grad_(True)
         (grad,) = torch.autograd.grad(critic(mixed, labels).sum(), mixed, create_graph=True)
         return self.gp_weight * ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()

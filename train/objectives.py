@@ -16,6 +16,11 @@ from train.augment import augment
 from train.losses import AdversarialLoss, elbo
 
 
+def cpu_randn(shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Noise drawn from the CPU generator on every device: the run's seed and resume state stay one stream."""
+    return torch.randn(*shape).to(device, non_blocking=True)
+
+
 @dataclass
 class StepResult:
     stats: dict[str, float]
@@ -44,12 +49,12 @@ class GANObjective:
         """What the critic sees: DiffAugment, then instance noise (Sønderby et al., 2016) annealed to 0."""
         images = augment(images, self.augmentations)
         std = self.instance_noise * max(0.0, 1.0 - progress)
-        return images + std * torch.randn_like(images) if std > 0 else images
+        return images + std * cpu_randn(images.shape, images.device) if std > 0 else images
 
     def step(self, real: torch.Tensor, labels: torch.Tensor, step: int, progress: float) -> StepResult:
         n = real.shape[0]
         with torch.no_grad():
-            fake = self.generator(torch.randn(n, self.latent_dim), labels)
+            fake = self.generator(cpu_randn((n, self.latent_dim), real.device), labels)
         real_in, fake_in = self._critic_view(real, progress), self._critic_view(fake, progress)
         real_out, fake_out = self.critic(real_in, labels), self.critic(fake_in, labels)
         d_loss = self.loss.critic(real_out, fake_out)
@@ -68,7 +73,7 @@ class GANObjective:
         # Fresh latents for the generator step. Reusing the critic step's fake batch (as pytorch/examples'
         # DCGAN does) saved 22% CPU but the default recipe then lost diversity: recall 0.29 vs 0.65.
         self.critic.requires_grad_(False)
-        fake = self.generator(torch.randn(n, self.latent_dim), labels)
+        fake = self.generator(cpu_randn((n, self.latent_dim), real.device), labels)
         g_loss = self.loss.generator(self.critic(self._critic_view(fake, progress), labels))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -95,7 +100,7 @@ class VAEObjective:
 
     def step(self, real: torch.Tensor, labels: torch.Tensor, step: int, progress: float) -> StepResult:
         mu, logvar = self.critic(real, labels)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = mu + cpu_randn(mu.shape, mu.device) * torch.exp(0.5 * logvar)
         loss, reconstruction, kl = elbo(self.generator(z, labels), real, mu, logvar, self.kl_weight)
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)

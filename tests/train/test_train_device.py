@@ -1,0 +1,83 @@
+"""Where a run trains (--device) and how often it writes checkpoints (--checkpoint-every)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train.loop import TrainConfig, resolve_device, train
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def epoch_records(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if r["event"] == "epoch"]
+
+
+def test_checkpoints_every_n_epochs_and_always_the_last(tiny_config: TrainConfig, tmp_path: Path):
+    run = tmp_path / "run"
+    train(replace(tiny_config, epochs=5), run, progress=False, checkpoint_every=2)
+
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "epoch_002.png",
+        "epoch_004.png",
+        "epoch_005.png",
+    ]
+    assert len(epoch_records(run)) == 5
+    assert json.loads((run / "config.json").read_text())["device"].startswith("cpu")
+
+
+def test_sparse_checkpoints_change_no_result(tiny_config: TrainConfig, tmp_path: Path):
+    three = replace(tiny_config, epochs=3)
+    train(three, tmp_path / "every", progress=False)
+    train(three, tmp_path / "sparse", progress=False, checkpoint_every=3)
+
+    every = load_file(str(tmp_path / "every" / "generator.safetensors"))
+    sparse = load_file(str(tmp_path / "sparse" / "generator.safetensors"))
+    assert all(torch.equal(every[k], sparse[k]) for k in every)
+
+
+def test_resume_goes_on_from_the_last_checkpoint(tiny_config: TrainConfig, tmp_path: Path):
+    run = tmp_path / "run"
+    train(replace(tiny_config, epochs=3), run, progress=False, checkpoint_every=2)
+    summary = train(replace(tiny_config, epochs=4), run, progress=False)
+
+    assert summary.resumed_from_epoch == 3
+    assert [r["epoch"] for r in epoch_records(run)] == [1, 2, 3, 4]
+
+
+def test_checkpoint_every_below_one_is_refused(tiny_config: TrainConfig, tmp_path: Path):
+    with pytest.raises(ValueError, match="checkpoint_every must be at least 1, got 0"):
+        train(tiny_config, tmp_path / "run", progress=False, checkpoint_every=0)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:x", ""])
+def test_unknown_device_names_the_choices(name: str):
+    with pytest.raises(ValueError, match="device must be auto, cpu or cuda"):
+        resolve_device(name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_run_follows_the_cpu_run(tiny_config: TrainConfig, tmp_path: Path):
+    """Same seed, same random stream: the GPU's losses track the CPU's up to float rounding."""
+    two = replace(tiny_config, epochs=2)
+    train(two, tmp_path / "cpu", progress=False, device="cpu")
+    train(two, tmp_path / "cuda", progress=False, device="cuda")
+
+    cpu, cuda = epoch_records(tmp_path / "cpu"), epoch_records(tmp_path / "cuda")
+    for a, b in zip(cpu, cuda, strict=True):
+        assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-2, abs=1e-3)
