@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,6 +50,22 @@ def check_count(loc: Sequence[str | int], count: int, most: int) -> None:
         raise invalid(
             loc, f"{loc[-1]} has {count} items, at most {most} allowed", count, f"at most {most} items"
         )
+
+
+def query_invalid(model: type[BaseModel], exc: ValidationError) -> RequestValidationError:
+    """``exc`` from validating a query string with ``model``, in the form FastAPI gives bad ``Query``
+    parameters (``loc`` starts with ``"query"``, a missing one has no input) plus each field's range."""
+    found = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        item = {**error, "loc": ("query", *error["loc"])}
+        if error["type"] == "missing":
+            item["input"] = None
+        field = model.model_fields.get(name)
+        if field is not None and (allowed := _allowed(field, name)):
+            item["allowed"] = allowed
+        found.append(item)
+    return RequestValidationError(found)
 
 
 def install(app: FastAPI, retry_after_s: int) -> None:

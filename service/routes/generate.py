@@ -3,14 +3,13 @@
 No ``from __future__ import annotations`` here: the query bounds are closure values FastAPI must evaluate.
 """
 
-from typing import Annotated
-
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from service import latents
+from service.batcher import Batcher
 from service.config import Settings
 from service.encoding import Format
 from service.errors import check_count, check_range
@@ -24,6 +23,8 @@ from service.routes.common import (
     TruncationField,
     choose_seed,
     compute,
+    parse_query,
+    query_parameters,
     render,
     unless_disconnected,
 )
@@ -49,9 +50,18 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
     router = APIRouter(tags=["generation"])
     top_label = spec.num_classes - 1
 
+    class GenerateQuery(BaseModel):
+        """``POST /generate``'s query string (bounds from the served model and the settings)."""
+
+        label: int = Field(ge=0, le=top_label, description=f"Class index, 0..{top_label}.")
+        n: int = Field(1, ge=1, le=settings.max_n, description="Number of images.")
+        seed: int | None = SeedField
+        format: Format = FormatField
+        truncation: float = TruncationField
+
     async def generate_images(
         request: Request,
-        batcher: BatcherDep,
+        batcher: Batcher,
         labels: np.ndarray,
         seed: int | None,
         same_latent: bool,
@@ -98,20 +108,15 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         responses=IMAGE_RESPONSES,
         response_class=Response,
         summary="Generate n images of one label",
+        openapi_extra={"parameters": query_parameters(GenerateQuery)},
     )
-    async def generate(
-        request: Request,
-        batcher: BatcherDep,
-        label: Annotated[int, Query(ge=0, le=top_label, description=f"Class index, 0..{top_label}.")],
-        n: Annotated[int, Query(ge=1, le=settings.max_n, description="Number of images.")] = 1,
-        seed: Annotated[
-            int | None, Query(ge=0, le=latents.MAX_SEED, description=SeedField.description)
-        ] = None,
-        format: Annotated[Format, Query(description=FormatField.description)] = Format.png,
-        truncation: Annotated[float, Query(gt=0, le=1, description=TruncationField.description)] = 1.0,
-    ) -> Response:
-        labels = np.full(n, label, dtype=np.int64)
-        return await generate_images(request, batcher, labels, seed, False, truncation, format)
+    async def generate(request: Request) -> Response:
+        # the hot route: its query is parsed by hand and the batcher read off the app, not injected
+        query = parse_query(GenerateQuery, request)
+        labels = np.full(query.n, query.label, dtype=np.int64)
+        return await generate_images(
+            request, request.app.state.batcher, labels, query.seed, False, query.truncation, query.format
+        )
 
     @router.post(
         "/v1/generate",

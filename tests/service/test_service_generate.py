@@ -130,6 +130,27 @@ def test_bad_parameters_are_422_naming_field_and_range(client, params, field, al
     assert field in body["error"] and allowed in body["error"]
 
 
+def test_openapi_documents_the_query_of_generate(client):
+    # /generate parses its query itself (service.routes.common.parse_query): the schema must still say it all
+    parameters = client.get("/openapi.json").json()["paths"]["/generate"]["post"]["parameters"]
+    by_name = {p["name"]: p for p in parameters}
+    assert list(by_name) == ["label", "n", "seed", "format", "truncation"]
+    assert all(p["in"] == "query" for p in parameters)
+    assert [name for name, p in by_name.items() if p["required"]] == ["label"]
+    label, n = by_name["label"]["schema"], by_name["n"]["schema"]
+    assert (label["minimum"], label["maximum"]) == (0, SPEC.num_classes - 1)
+    assert (n["minimum"], n["maximum"], n["default"]) == (1, make_settings().max_n, 1)
+    assert by_name["truncation"]["schema"]["exclusiveMinimum"] == 0
+    assert by_name["format"]["schema"]["$ref"] == "#/components/schemas/Format"
+    assert "Format" in client.get("/openapi.json").json()["components"]["schemas"]
+
+
+def test_unknown_query_parameters_are_ignored(client):
+    response = client.post("/generate", params={"label": 2, "seed": 3, "colour": "red"})
+    assert response.status_code == 200
+    assert response.headers["X-Seed"] == "3"
+
+
 def test_v1_generate_one_image_per_label(client):
     labels = [0, 1, 2, 9, 9]
     images = npy(client.post("/v1/generate", json={"labels": labels, "seed": 40, "format": "npy"}))
