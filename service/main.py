@@ -8,10 +8,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from service import errors
-from service.auth import api_key_dependency
+from service.auth import api_key_dependencies
 from service.batcher import Batcher
 from service.config import Settings
 from service.metrics import Metrics
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     app.state.settings, app.state.spec, app.state.metrics = settings, spec, metrics
     app.state.draining = False  # set on SIGTERM (see service.cli) and at shutdown: /readyz answers 503
 
-    protected = [Depends(api_key_dependency(settings))]
+    protected = api_key_dependencies(settings)
     for module in (generate, interpolate, arithmetic, bulk, models):
         app.include_router(module.build_router(spec, settings), dependencies=protected)
     app.include_router(

@@ -144,6 +144,17 @@ def test_api_keys_guard_work_but_not_health():
         assert metric_value(text, "gan_http_requests_total", endpoint="/generate", status="401") == 3
 
 
+def test_openapi_documents_the_key_only_when_keys_are_set():
+    def schemes(settings):
+        schema = create_app(settings).openapi()
+        return schema.get("components", {}).get("securitySchemes", {}), schema["paths"]["/generate"]["post"]
+
+    documented, operation = schemes(make_settings(api_keys="k"))
+    assert [s["name"] for s in documented.values()] == ["X-API-Key"] and operation["security"]
+    documented, operation = schemes(make_settings())
+    assert documented == {} and "security" not in operation
+
+
 def test_ops_can_require_keys_too():
     with serve_in_process(
         make_settings(api_keys="k", public_ops=False), headers={"X-API-Key": "k"}
