@@ -8,6 +8,9 @@ the oldest of them arrived, for their batch to fill. A batch is padded to the ne
 is warmed up before the service is ready) and runs on the single inference thread, so the event loop stays
 free. Rows are sliced back into their jobs' outputs. A row's pixels do not depend on its neighbours (the
 runtime is deterministic per row), so batching never changes results.
+
+Every single-image request passes through here, so the per-job path stays lean: one future and one deadline
+timer per job, Prometheus children looked up once.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import asyncio
 import bisect
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +33,9 @@ from service.metrics import Metrics
 from service.runtime import GraphKind, Runtime
 
 log = logging.getLogger(__name__)
+
+
+DROP_REASONS = ("queue_full", "deadline", "cancelled", "error")  # gan_jobs_dropped's reason label
 
 
 class Lane(StrEnum):
@@ -58,9 +63,9 @@ class _Job:
     lane: Lane
     admitted: bool  # counts against max_queue_images
     under_load: bool  # a batch was running when the job arrived: it may wait for company
-    deadline: float
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.monotonic)
+    abandoned: bool = False  # the caller gave up or its deadline passed
     next_row: int = 0  # rows handed to batches so far
     done_rows: int = 0
     started: float | None = None
@@ -74,6 +79,10 @@ class _Job:
     @property
     def waiting_rows(self) -> int:
         return self.n - self.next_row
+
+    @property
+    def delivered(self) -> bool:
+        return self.done_rows == self.n
 
     @property
     def finished(self) -> bool:
@@ -100,12 +109,16 @@ class Batcher:
         self._waiting: dict[Lane, int] = dict.fromkeys(Lane, 0)  # rows not yet in a batch
         self._admitted_rows = 0  # waiting rows of admitted jobs
         self._streams = 0
-        self._next_deadline = math.inf  # no queued job expires before this
         self._in_flight = False  # a batch is in the inference thread
         self._wakeup = asyncio.Event()
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-inference")
         self._task: asyncio.Task[None] | None = None
+        self._depth = {lane: metrics.queue_depth.labels(lane.value) for lane in Lane}
+        self._images = {lane: metrics.images.labels(lane.value) for lane in Lane}
+        self._queue_wait = {lane: metrics.queue_wait.labels(lane.value) for lane in Lane}
+        self._compute = {lane: metrics.compute.labels(lane.value) for lane in Lane}
+        self._dropped = {reason: metrics.dropped.labels(reason) for reason in DROP_REASONS}
 
     # --- lifecycle
 
@@ -146,30 +159,21 @@ class Batcher:
         n = len(z)
         lane = lane or (Lane.INTERACTIVE if n <= self.settings.interactive_max_images else Lane.BULK)
         if admit and self._admitted_rows + n > self.settings.max_queue_images:
-            self.metrics.dropped.labels("queue_full").inc()
+            self._dropped["queue_full"].inc()
             raise QueueFull(f"queue holds {self._admitted_rows} of {self.settings.max_queue_images} images")
         timeout_s = self.settings.request_timeout_s if timeout_s is None else timeout_s
-        future = asyncio.get_running_loop().create_future()
-        job = _Job(
-            kind,
-            z,
-            condition,
-            lane,
-            admitted=admit,
-            under_load=self._in_flight,
-            deadline=time.monotonic() + timeout_s,
-            future=future,
-        )
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        job = _Job(kind, z, condition, lane, admitted=admit, under_load=self._in_flight, future=future)
         self._enqueue(job)
+        deadline = loop.call_later(timeout_s, self._time_out, job, timeout_s)
         try:
-            async with asyncio.timeout(timeout_s):
-                return await asyncio.shield(job.future)
-        except TimeoutError:
-            self._abandon(job, "deadline")
-            raise DeadlineExceeded(f"no result within {timeout_s:g} s") from None
-        except asyncio.CancelledError:
+            return await future
+        except asyncio.CancelledError:  # the caller was cancelled (a disconnect): the future with it
             self._abandon(job, "cancelled")
             raise
+        finally:
+            deadline.cancel()
 
     def acquire_stream(self) -> Callable[[], None]:
         """Take one of ``max_bulk_streams`` slots for a bulk stream (or raise ``QueueFull``); returns the
@@ -177,7 +181,7 @@ class Batcher:
         if not self.accepting:
             raise Unavailable(self.failed or "shutting down")
         if self._streams >= self.settings.max_bulk_streams:
-            self.metrics.dropped.labels("queue_full").inc()
+            self._dropped["queue_full"].inc()
             raise QueueFull(f"{self._streams} bulk streams already running")
         self._streams += 1
         self.metrics.bulk_streams.set(self._streams)
@@ -196,7 +200,6 @@ class Batcher:
 
     def _enqueue(self, job: _Job) -> None:
         self._lanes[job.lane].append(job)
-        self._next_deadline = min(self._next_deadline, job.deadline)
         self._count(job, job.n)
         self._wakeup.set()
 
@@ -204,36 +207,27 @@ class Batcher:
         self._waiting[job.lane] += rows
         if job.admitted:
             self._admitted_rows += rows
-        self.metrics.queue_depth.labels(job.lane.value).set(self._waiting[job.lane])
+        self._depth[job.lane].set(self._waiting[job.lane])
+
+    def _time_out(self, job: _Job, timeout_s: float) -> None:
+        """The job's deadline passed: its caller gets ``DeadlineExceeded``, its rows leave the queue."""
+        if not job.future.done():
+            job.future.set_exception(DeadlineExceeded(f"no result within {timeout_s:g} s"))
+            self._abandon(job, "deadline")
 
     def _abandon(self, job: _Job, reason: str) -> None:
-        """The caller gave up (deadline or disconnect): drop the job's rows that have not run yet."""
-        if job.future.done():
+        """The caller gave up (disconnect) or its deadline passed: drop the job's rows that have not run yet,
+        so they never take a place in a batch (rows already in a running batch are discarded there)."""
+        if job.abandoned or job.delivered:
             return
-        job.future.cancel()
-        self.metrics.dropped.labels(reason).inc()
+        job.abandoned = True
+        job.future.cancel()  # a no-op when the caller's cancellation or the deadline settled it already
+        self._dropped[reason].inc()
         if job.waiting_rows:
             with contextlib.suppress(ValueError):
                 self._lanes[job.lane].remove(job)
             self._count(job, -job.waiting_rows)
             job.next_row = job.n
-
-    def _expire(self, now: float) -> None:
-        """Drop queued jobs whose deadline has passed, so they never take a place in a batch."""
-        if now < self._next_deadline:
-            return
-        self._next_deadline = min(
-            (j.deadline for lane in self._lanes.values() for j in lane if j.deadline > now), default=math.inf
-        )
-        for lane in self._lanes.values():
-            for job in [j for j in lane if j.deadline <= now]:
-                if not job.future.done():
-                    job.future.set_exception(DeadlineExceeded("deadline passed while queued"))
-                    job.future.exception()  # retrieved: the caller may already be gone
-                    self.metrics.dropped.labels("deadline").inc()
-                lane.remove(job)
-                self._count(job, -job.waiting_rows)
-                job.next_row = job.n
 
     # --- the loop
 
@@ -260,7 +254,6 @@ class Batcher:
         max_wait = self.settings.max_wait_ms / 1000
         while True:
             now = time.monotonic()
-            self._expire(now)
             waiting = sum(self._waiting.values())
             if waiting == 0:
                 if self._closing:
@@ -338,18 +331,18 @@ class Batcher:
         job.out[s.start : s.stop] = images[s.offset : s.offset + s.stop - s.start]
         job.done_rows += s.stop - s.start
         job.compute_s += elapsed
-        if job.done_rows == job.n:
+        if job.delivered:
             job.future.set_result(job.out)
-            lane = job.lane.value
-            self.metrics.images.labels(lane).inc(job.n)
-            self.metrics.queue_wait.labels(lane).observe((job.started or job.enqueued) - job.enqueued)
-            self.metrics.compute.labels(lane).observe(job.compute_s)
+            lane = job.lane
+            self._images[lane].inc(job.n)
+            self._queue_wait[lane].observe((job.started or job.enqueued) - job.enqueued)
+            self._compute[lane].observe(job.compute_s)
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
         if not job.finished:
             job.future.set_exception(exc)
             job.future.exception()
-            self.metrics.dropped.labels("error").inc()
+            self._dropped["error"].inc()
 
     def _fail_all(self, exc: BaseException) -> None:
         for lane in self._lanes.values():

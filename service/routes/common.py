@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -132,29 +132,35 @@ async def compute(images: int, inline_max_images: int, func: Callable[..., T], *
 
 
 def choose_seed(seed: int | None, count: int = 1) -> int:
-    """The request's seed, or a random one that leaves room for ``count`` consecutive seeds."""
-    return seed if seed is not None else secrets.randbelow(MAX_SEED - count + 2)
+    """The request's seed, or a random one that leaves room for ``count`` consecutive seeds. Seeds are not
+    secrets: ``random`` (seeded from the OS at start and after a fork) spares a system call per request."""
+    return seed if seed is not None else random.randrange(MAX_SEED - count + 2)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it (and so dropping its queued images) if the client goes away first."""
-    task = asyncio.ensure_future(work)
+    """Await ``work`` in this task, cancelling it (and so dropping its queued images) if the client goes away
+    first. One watcher task per request; the work itself runs in the caller's task, not a task of its own."""
+    caller = asyncio.current_task()
+    assert caller is not None
+    state = {"waiting": True, "gone": False}
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
+        if state["waiting"]:
+            state["gone"] = True
+            caller.cancel()
 
     watcher = asyncio.ensure_future(disconnected())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if state["gone"] and caller.uncancel() == 0:  # our own cancellation, not the server's
+            raise errors.ClientDisconnected from None
+        raise
     finally:
-        for pending in (task, watcher):
-            if not pending.done():
-                pending.cancel()
-    if task.done() and not task.cancelled():
-        return task.result()
-    await asyncio.gather(task, return_exceptions=True)
-    raise errors.ClientDisconnected
+        state["waiting"] = False
+        watcher.cancel()
 
 
 async def render(
