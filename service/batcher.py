@@ -114,7 +114,8 @@ class Batcher:
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-inference")
         self._task: asyncio.Task[None] | None = None
-        self._depth = {lane: metrics.queue_depth.labels(lane.value) for lane in Lane}
+        for lane in Lane:  # read when /metrics is scraped, not set on every queue change
+            metrics.queue_depth.labels(lane.value).set_function(lambda lane=lane: self._waiting[lane])
         self._images = {lane: metrics.images.labels(lane.value) for lane in Lane}
         self._queue_wait = {lane: metrics.queue_wait.labels(lane.value) for lane in Lane}
         self._compute = {lane: metrics.compute.labels(lane.value) for lane in Lane}
@@ -207,7 +208,6 @@ class Batcher:
         self._waiting[job.lane] += rows
         if job.admitted:
             self._admitted_rows += rows
-        self._depth[job.lane].set(self._waiting[job.lane])
 
     def _time_out(self, job: _Job, timeout_s: float) -> None:
         """The job's deadline passed: its caller gets ``DeadlineExceeded``, its rows leave the queue."""

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
         le=3600,
         description="Deadline of one request; past it the request gets 504 and leaves its batch.",
     )
+    disconnect_check_ms: float = Field(
+        100.0,
+        ge=0,
+        le=60_000,
+        description=(
+            "A request still waiting for its images after this long starts watching for its client's "
+            "disconnect (and then drops its queued work when the client leaves). Sooner is not worth it: a "
+            "single image is answered in well under this time, and the watch costs more than the image."
+        ),
+    )
     retry_after_s: int = Field(1, ge=1, le=3600, description="`Retry-After` seconds sent with 429/503.")
 
     # --- request bounds

@@ -138,11 +138,14 @@ def choose_seed(seed: int | None, count: int = 1) -> int:
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work`` in this task, cancelling it (and so dropping its queued images) if the client goes away
-    first. One watcher task per request; the work itself runs in the caller's task, not a task of its own."""
+    """Await ``work`` in this task, cancelling it (and so dropping its queued images) if the client goes away.
+
+    The client is watched (a task reading the connection) only once the request has waited
+    ``disconnect_check_ms``: most requests are answered sooner, and for them the watcher would cost more
+    than the little work a disconnect could save."""
     caller = asyncio.current_task()
     assert caller is not None
-    state = {"waiting": True, "gone": False}
+    state: dict[str, Any] = {"waiting": True, "gone": False, "watcher": None}
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
@@ -151,7 +154,11 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
             state["gone"] = True
             caller.cancel()
 
-    watcher = asyncio.ensure_future(disconnected())
+    def watch() -> None:
+        state["watcher"] = asyncio.ensure_future(disconnected())
+
+    delay_s = request.app.state.settings.disconnect_check_ms / 1000
+    timer = asyncio.get_running_loop().call_later(delay_s, watch)
     try:
         return await work
     except asyncio.CancelledError:
@@ -160,7 +167,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         raise
     finally:
         state["waiting"] = False
-        watcher.cancel()
+        timer.cancel()
+        if state["watcher"] is not None:
+            state["watcher"].cancel()
 
 
 async def render(

@@ -46,7 +46,10 @@ async def hold_inference(batcher: Batcher, runtime: GatedRuntime) -> asyncio.Tas
 
 
 def sample(metric, **labels) -> float:
-    return metric.labels(**labels)._value.get() if labels else metric._value.get()
+    """The metric's value as a scrape would read it (``_total`` for counters)."""
+    [family] = metric.collect()
+    name = family.name + ("_total" if family.type == "counter" else "")
+    return next(s.value for s in family.samples if s.name == name and s.labels == labels)
 
 
 def test_warm_up_runs_every_bucket_of_every_graph_before_ready():

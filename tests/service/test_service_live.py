@@ -152,8 +152,10 @@ def test_deadline_is_504_and_expired_work_leaves_its_batch(gated):
     assert metric_value(text, "gan_jobs_dropped_total", reason="deadline") == 2
 
 
-def test_disconnected_client_work_is_cancelled(gated):
-    with serve_in_thread(make_settings(), gated) as url:
+# the client gives up after 1 s: watched from 0.1 s (the default), or only after it has already gone
+@pytest.mark.parametrize("disconnect_check_ms", [100, 1500])
+def test_disconnected_client_work_is_cancelled(gated, disconnect_check_ms):
+    with serve_in_thread(make_settings(disconnect_check_ms=disconnect_check_ms), gated) as url:
         runtime = gated.runtime
         runtime.warm, runtime.gate = True, threading.Event()
         blocked: list[httpx.Response] = []
