@@ -87,7 +87,7 @@ def composed(report: dict[str, Any]) -> list[str]:
             f"{_f(fw['trivial_route']['rps'])} req/s at {c['concurrency']} clients",
         ],
         [
-            "model (ORT, batch sizes the batcher formed)",
+            f"model (ORT {c.get('ort_reference', 'CPU')}, batch sizes the batcher formed)",
             _f(1000 * limit["model_s"], 3),
             _f(1000 * cpu["model_s"], 3),
             _pct(shares["model"]),
@@ -240,6 +240,8 @@ def bulk(report: dict[str, Any]) -> list[str]:
     ]
     return [
         "## Bulk delivery (images/s received by one client)",
+        "",
+        f"Shares are of raw ORT on the service's own device ({c.get('ort_reference', 'CPU')}).",
         "",
         *_table(["request", "images/s", "of ORT peak", "of ORT at max_batch", "errors"], rows),
         "",

@@ -153,3 +153,25 @@ def test_run_time_parsing() -> None:
     for bad in ("", "0s", "ten", "5 minutes"):
         with pytest.raises(ValueError, match="--run-time"):
             duration_seconds(bad)
+
+
+def _sweeps_report(device: str, gpu_available: bool) -> dict:
+    row = {"1": {"ms_per_batch": 1.0, "images_per_s": 1000.0, "cpu_ms_per_batch": 1.0, "calls": 1}}
+    gpu = {"available": True, "fp32": {"1": {**row["1"], "ms_per_batch": 0.1}}} if gpu_available else {}
+    return {
+        "service_settings": {"device": device, "intra_op_threads": 0},
+        "ort": {"cpu": {"0": row}, "gpu": gpu or {"available": False}},
+    }
+
+
+def test_a_cuda_service_is_measured_against_the_gpu_sweep():
+    from loadtest.benchmark import reference_sweep
+
+    sweep, label = reference_sweep(_sweeps_report("cuda", gpu_available=True))
+    assert label == "CUDA provider, fp32" and sweep["1"]["ms_per_batch"] == 0.1
+    _, label = reference_sweep(_sweeps_report("auto", gpu_available=True))
+    assert label == "CUDA provider, fp32"
+    sweep, label = reference_sweep(_sweeps_report("cpu", gpu_available=True))
+    assert label == "CPU, intra_op_threads=0" and sweep["1"]["ms_per_batch"] == 1.0
+    _, label = reference_sweep(_sweeps_report("cuda", gpu_available=False))
+    assert label.startswith("CPU")
