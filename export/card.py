@@ -70,6 +70,7 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         "|---|---|",
         *_setting_rows(training, progress),
         "",
+        *([f"Trained on: {training['device']}.", ""] if training.get("device") else []),
         *(["Trained with:", "", "```", training["command"], "```", ""] if training.get("command") else []),
         "Exported and verified with:",
         "",

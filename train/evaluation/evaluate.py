@@ -67,6 +67,14 @@ class ProductBar:
         _require(self.min_recall_ratio >= 0.0, "min_recall_ratio", self.min_recall_ratio, ">= 0")
 
 
+def portable_path(path: Path) -> str:
+    """Relative to the working directory when inside it: results that get shipped name no one's home."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _require(ok: bool, name: str, value: object, allowed: str) -> None:
     if not ok:
         raise ValueError(f"{name} must be {allowed}, got {value}")
@@ -317,7 +325,7 @@ def evaluate_source(
         | {"name": source.name, "kind": source.kind},
         "settings": asdict(settings) | {"n": n},
         "classifier": {
-            "dir": str(reference.classifier_dir),
+            "dir": portable_path(reference.classifier_dir),
             "held_out_accuracy": reference.classifier.config["held_out_accuracy"],
             "feature_dim": reference.classifier.architecture.feature_dim,
         },

@@ -93,3 +93,12 @@ def test_same_seed_gives_the_same_numbers(reference):
     first = evaluate_source(source, reference, FAST).result
     second = evaluate_source(source, reference, FAST).result
     assert first["model"] == second["model"]
+
+
+def test_paths_inside_the_working_directory_are_recorded_relative(tmp_path, monkeypatch):
+    from train.evaluation.evaluate import portable_path
+
+    (tmp_path / "models" / "clf").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert portable_path(tmp_path / "models" / "clf") == "models/clf"
+    assert portable_path(tmp_path.parent) == str(tmp_path.parent)
