@@ -114,8 +114,12 @@ class Batcher:
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-inference")
         self._task: asyncio.Task[None] | None = None
-        for lane in Lane:  # read when /metrics is scraped, not set on every queue change
-            metrics.queue_depth.labels(lane.value).set_function(lambda lane=lane: self._waiting[lane])
+        if metrics.multiprocess:  # a scrape in another worker cannot call back here: write every change
+            self._depth = {lane: metrics.queue_depth.labels(lane.value) for lane in Lane}
+            self._count = self._count_and_publish  # type: ignore[method-assign]
+        else:
+            for lane in Lane:  # read when /metrics is scraped, not set on every queue change
+                metrics.queue_depth.labels(lane.value).set_function(lambda lane=lane: self._waiting[lane])
         self._images = {lane: metrics.images.labels(lane.value) for lane in Lane}
         self._queue_wait = {lane: metrics.queue_wait.labels(lane.value) for lane in Lane}
         self._compute = {lane: metrics.compute.labels(lane.value) for lane in Lane}
@@ -208,6 +212,11 @@ class Batcher:
         self._waiting[job.lane] += rows
         if job.admitted:
             self._admitted_rows += rows
+
+    def _count_and_publish(self, job: _Job, rows: int) -> None:
+        """``_count`` with several workers: the lane's depth goes to this worker's metrics file at once."""
+        Batcher._count(self, job, rows)
+        self._depth[job.lane].set(self._waiting[job.lane])
 
     def _time_out(self, job: _Job, timeout_s: float) -> None:
         """The job's deadline passed: its caller gets ``DeadlineExceeded``, its rows leave the queue."""

@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
             app.state.draining = True
             metrics.ready.set(0)
             await batcher.close()
+            metrics.retire()
             log.info("stopped: queued work finished")
 
     app = FastAPI(

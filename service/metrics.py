@@ -1,6 +1,13 @@
-"""Prometheus metrics, one registry per app (so several apps in one process never collide)."""
+"""Prometheus metrics, one registry per app (so several apps in one process never collide).
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``gan-serve`` sets it when it runs several workers, see
+``service.workers``) prometheus-client keeps every value in a per-process file of that directory, and a scrape
+reads them all through a ``MultiProcessCollector``. Each gauge then says how the workers' values combine.
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CollectorRegistry,
@@ -9,9 +16,12 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch to multiprocess mode
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -28,6 +38,12 @@ class Metrics:
     def __init__(self, max_batch: int):
         self.registry = CollectorRegistry()
         r = self.registry
+        # what /metrics serves: this registry, or (several workers) the sum of every worker's files
+        self.multiprocess = bool(os.environ.get(MULTIPROC_DIR_ENV))
+        self._exposed = r
+        if self.multiprocess:
+            self._exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._exposed)
         self.requests = Counter(
             "gan_http_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=r
         )
@@ -38,7 +54,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("gan_queue_depth_images", "Images waiting for a batch", ["lane"], registry=r)
+        # livesum: the service's queue is the sum of the live workers' queues
+        self.queue_depth = Gauge(
+            "gan_queue_depth_images",
+            "Images waiting for a batch",
+            ["lane"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "gan_batch_size",
             "Latents per inference call (before padding)",
@@ -72,10 +95,23 @@ class Metrics:
         self.dropped = Counter(
             "gan_jobs_dropped", "Generation jobs not completed", ["reason"], registry=r
         )  # reasons: queue_full, deadline, cancelled, error
-        self.bulk_streams = Gauge("gan_bulk_streams", "Bulk streams in progress", registry=r)
+        self.bulk_streams = Gauge(
+            "gan_bulk_streams", "Bulk streams in progress", multiprocess_mode="livesum", registry=r
+        )
+        # livemin: any live worker may take the next connection, so the service is ready when all of them are
+        # (a worker still warming up or draining shows 0)
         self.ready = Gauge(
-            "gan_ready", "1 once the model is loaded and every batch size warmed up", registry=r
+            "gan_ready",
+            "1 once the model is loaded and every batch size warmed up",
+            multiprocess_mode="livemin",
+            registry=r,
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
+
+    def retire(self) -> None:
+        """This worker is stopping: with several workers, drop its live gauges from the shared view (a worker
+        that dies without stopping is marked dead by ``gan-serve``'s supervisor instead)."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())

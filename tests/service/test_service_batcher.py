@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from service_support import MODEL_DIR, GatedRuntime, make_settings
+from test_service_ops import metric_value
 
 from service import latents
 from service.batcher import Batcher, DeadlineExceeded, Lane, QueueFull, Unavailable
@@ -160,6 +166,59 @@ def test_cancelled_caller_drops_its_queued_rows():
     calls, before, after, cancelled = asyncio.run(scenario())
     assert (before, after, cancelled) == (8, 0, 1)
     assert all(9 not in labels.tolist() for _, _, labels in calls)
+
+
+def depth_while_queued() -> list[tuple[float, float]]:
+    """(interactive, bulk) queue depth as /metrics renders it: 5 + 100 images queued behind a held batch, the
+    5 cancelled, all done. Also run in a subprocess with several workers' metrics (below)."""
+
+    async def scenario():
+        settings = make_settings()
+        batcher, runtime = await start_batcher(settings)
+
+        def depth() -> tuple[float, float]:
+            text = batcher.metrics.render().decode()
+            lanes = ("interactive", "bulk")
+            return tuple(metric_value(text, "gan_queue_depth_images", lane=lane) for lane in lanes)
+
+        blocker = await hold_inference(batcher, runtime)
+        small = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(50, 5, 1)))
+        large = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(51, 100, 2)))
+        await asyncio.sleep(0)
+        seen = [depth()]
+        small.cancel()
+        await asyncio.gather(small, return_exceptions=True)
+        seen.append(depth())
+        runtime.gate.set()
+        await asyncio.gather(blocker, large)
+        await batcher.close()
+        return [*seen, depth()]
+
+    return asyncio.run(scenario())
+
+
+DEPTHS = [(5, 100), (0, 100), (0, 0)]
+
+
+def test_queue_depth_follows_the_queue():
+    assert depth_while_queued() == DEPTHS
+
+
+def test_with_several_workers_queue_depth_is_written_at_every_change(tmp_path):
+    """A scrape in one worker cannot call back into another, so in multiprocess mode the batcher writes the
+    depth at each change (to this process's file); /metrics must read what the one-process callback reads."""
+    script = "import json, test_service_batcher as t; print(json.dumps(t.depth_while_queued()))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parent,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [tuple(d) for d in json.loads(result.stdout.splitlines()[-1])] == DEPTHS
+    assert list(tmp_path.glob("gauge_livesum_*.db")), "the depth did not go through the multiprocess files"
 
 
 def test_close_finishes_queued_work_then_refuses():
