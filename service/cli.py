@@ -15,12 +15,12 @@ import sys
 
 import uvicorn
 from pydantic import ValidationError
-from uvicorn.supervisors import Multiprocess
 
 from service.config import Settings
 from service.logs import log_config
 from service.main import create_app
 from service.model_repo import ModelError, load_model_dir
+from service.workers import Supervisor, shared_metrics_dir
 
 # flag -> setting; the flags users reach for most, the rest stay environment variables
 FLAGS = {
@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    if settings.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    if settings.workers > 1:  # one /metrics over every worker (see service.workers)
+        with shared_metrics_dir() as metrics_dir:
+            Supervisor(config, sockets=[config.bind_socket()], metrics_dir=metrics_dir).run()
         return 0
     server.run()
     return 0 if server.started else 1
