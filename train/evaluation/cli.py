@@ -25,6 +25,7 @@ from train.evaluation.compare import REPORT_NAME, CompareSettings, compare, vari
 from train.evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
 from train.evaluation.report import format_table, write_report
 from train.evaluation.train_classifier import ClassifierTraining, train_classifier
+from train.loop import resolve_device
 
 DEFAULT_THREADS = 1  # more threads spin on a busy shared CPU (many times slower)
 EXIT_BAR_FAILED = 1
@@ -135,14 +136,18 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=_positive, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
     )
+    p.add_argument("--device", default=d.device, help=f"training device: auto, cpu, cuda[:N] ({d.device})")
     return p
 
 
 def run_compare(argv: list[str]) -> int:
     args = compare_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = CompareSettings(args.epochs, args.seed, args.models, args.losses, args.runs_dir, args.out)
+    settings = CompareSettings(
+        args.epochs, args.seed, args.models, args.losses, args.runs_dir, args.out, args.device
+    )
     list(variant_names(settings.models, settings.losses))  # refuse unknown names before any slow work
+    resolve_device(settings.device)
     reference = load_reference(args.classifier)
     compare(settings, reference, EvalSettings(n=args.n), command=shlex.join(["gan-eval", "compare", *argv]))
     print(f"wrote {args.out / REPORT_NAME}")

@@ -35,6 +35,7 @@ class CompareSettings:
     losses: tuple[str, ...] = tuple(LOSSES)
     runs_dir: Path = Path("runs/compare")
     out: Path = Path("reports")
+    device: str = "auto"  # gan-train's --device: CUDA when torch sees a GPU
 
 
 def variant_names(models: tuple[str, ...], losses: tuple[str, ...]) -> Iterator[tuple[str, str]]:
@@ -76,9 +77,11 @@ def run_variant(
             str(settings.seed),
             "--out",
             str(run_dir),
+            "--device",
+            settings.device,
         ]
     )
-    summary = train(config, run_dir, progress=False, command=command)
+    summary = train(config, run_dir, progress=False, command=command, device=settings.device)
     evaluation = evaluate_source(open_source(run_dir), reference, eval_settings, bar)
     eval_dir = settings.out / EVAL_DIR / name
     write_report(evaluation, eval_dir, shlex.join(["gan-eval", str(run_dir), "--out", str(eval_dir)]))

@@ -28,6 +28,12 @@ def test_cli_reports_unknown_names_without_a_traceback(capsys):
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
+def test_cli_refuses_an_unknown_device_before_training(tmp_path, capsys):
+    assert main(["compare", "--device", "tpu", "--runs-dir", str(tmp_path / "runs")]) == EXIT_BAD_INPUT
+    assert "device must be auto, cpu or cuda" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def _row(name, label_accuracy, fid, passed, conditional=True):
     metrics = {
         "label_accuracy": label_accuracy,
