@@ -20,8 +20,7 @@ def published() -> dict:
 
 @pytest.fixture(scope="module")
 def measured(published: dict) -> dict:
-    settings = {k: v for k, v in published["settings"].items() if k != "n"}
-    return evaluate_path(SHIPPED, EvalSettings(**settings, n=published["settings"]["n"])).result
+    return evaluate_path(SHIPPED, EvalSettings(**published["settings"])).result
 
 
 def test_manifest_metrics_are_reproduced_by_gan_eval(published: dict, measured: dict):
