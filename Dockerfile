@@ -11,8 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 gan
 WORKDIR /app
 
-# dependencies and the service package (constraints.txt pins the whole install; the base package has no torch)
+# dependencies, the contracts and the service package (constraints.txt pins the whole install; the base package has no torch)
 COPY pyproject.toml constraints.txt README.md ./
+COPY contracts/ contracts/
 COPY service/ service/
 RUN pip install -c constraints.txt . && rm -rf /root/.cache
 

@@ -21,6 +21,19 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from contracts.files import sha256_file
+from contracts.model_dir import (
+    FP16_FILE,
+    LABEL_INPUT,
+    LABEL_MORPH_FILE,
+    LABEL_WEIGHTS_INPUT,
+    LATENT_INPUT,
+    MODEL_FILE,
+    OUTPUT_SPEC,
+    SAMPLES_FILE,
+    write_manifest,
+)
+from contracts.run_dir import STATE_META_FILE
 from export import card
 from export.graph import (
     DEFAULT_OPSET,
@@ -35,19 +48,7 @@ from export.graph import (
     strip_debug_output,
     supports_label_morph,
 )
-from export.manifest import (
-    FP16_FILE,
-    LABEL_INPUT,
-    LABEL_MORPH_FILE,
-    LABEL_WEIGHTS_INPUT,
-    LATENT_INPUT,
-    MODEL_FILE,
-    OUTPUT_SPEC,
-    SAMPLES_FILE,
-    sha256_file,
-    verify_model_dir,
-    write_manifest,
-)
+from export.graph_check import verify_model_dir
 from export.samples import DEFAULT_SAMPLE_SEEDS, sample_grid, save_grid
 from export.verify import (
     FP16_FLOAT_TOLERANCE,
@@ -62,7 +63,7 @@ from export.verify import (
     session,
     weight_inputs,
 )
-from train.checkpoint import STATE_META_FILE, load_generator
+from train.checkpoint import load_generator
 from train.models import get_variant
 
 NORMALISATION = {
@@ -87,7 +88,7 @@ class ExportOptions:
     sample_seeds: tuple[int, ...] = DEFAULT_SAMPLE_SEEDS
     tolerance: Tolerance = field(default_factory=Tolerance)
     overwrite: bool = False
-    evaluate: bool = False  # run train.evaluation on the exported graph and embed the result as metrics
+    evaluate: bool = False  # run evaluation on the exported graph and embed the result as metrics
     eval_n: int | None = None  # images to generate for evaluation; None: the evaluation's default
     classifier_dir: Path | None = None  # None: the evaluation's default (models/mnist-classifier)
     command: str = ""  # the command line that remakes this directory, for the model card ("": a basic one)
@@ -95,7 +96,7 @@ class ExportOptions:
 
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict:
     """Export ``run_dir``'s generator to ``out_dir``; returns the manifest. Raises ``ExportError``,
-    ``VerificationError``, ``CheckpointError``, ``FileExistsError`` with a message naming what failed."""
+    ``VerificationError``, ``RunDirError``, ``FileExistsError`` with a message naming what failed."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and not options.overwrite:
         raise FileExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
@@ -321,7 +322,7 @@ def _export_label_morph(
 
 def _evaluate(staging: Path, out_dir: Path, options: ExportOptions) -> dict:
     """``gan-eval``'s metrics of the exported graph itself (read through the staged manifest)."""
-    from train.evaluation.evaluate import EvalSettings, metrics_for_manifest  # heavy; only when asked
+    from evaluation.evaluate import EvalSettings, metrics_for_manifest  # heavy; only when asked
 
     kwargs = {"classifier_dir": options.classifier_dir} if options.classifier_dir else {}
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from export.manifest import CARD_FILE, SAMPLES_FILE
-from train.evaluation import report
-from train.evaluation.evaluate import RESULT_FORMAT as EVALUATION_FORMAT
+from contracts.model_dir import CARD_FILE, SAMPLES_FILE
+from evaluation import report
+from evaluation.evaluate import RESULT_FORMAT as EVALUATION_FORMAT
 
 __all__ = ["CARD_FILE", "render"]
 

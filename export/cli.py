@@ -7,11 +7,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from contracts.model_dir import ModelDirError
+from contracts.run_dir import RunDirError
 from export.build import ExportOptions, export_run, read_metrics
 from export.graph import DEFAULT_OPSET, ExportError
-from export.manifest import ManifestError
 from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, Tolerance, VerificationError
-from train.checkpoint import CheckpointError
 
 MIN_OPSET = 17  # ConvTranspose/Round/Clip as used here; older opsets are not tested
 
@@ -146,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         manifest = export_run(args.run_dir, args.out, options)
     except (
-        CheckpointError,
+        RunDirError,
         ExportError,
         VerificationError,
-        ManifestError,
+        ModelDirError,
         FileExistsError,
         ValueError,
     ) as exc:

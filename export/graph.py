@@ -17,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from export.manifest import IMAGE_OUTPUT, LABEL_INPUT, LABEL_WEIGHTS_INPUT, LATENT_INPUT
+from contracts.model_dir import IMAGE_OUTPUT, LABEL_INPUT, LABEL_WEIGHTS_INPUT, LATENT_INPUT
 
 DEFAULT_OPSET = 18  # the dynamo exporter's own opset: no version conversion step
 DEBUG_OUTPUT = "generated"  # the float output kept only while verifying, then stripped

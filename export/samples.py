@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from export.manifest import IMAGE_OUTPUT
-from service.latents import latents_for_seeds
+from contracts.latents import latents_for_seeds
+from contracts.model_dir import IMAGE_OUTPUT
 
 DEFAULT_SAMPLE_SEEDS = tuple(range(10))
 PAD = 2  # pixels between cells

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from contracts.latents import latents_for_seeds
+from contracts.model_dir import IMAGE_OUTPUT
 from export.graph import DEBUG_OUTPUT
-from export.manifest import IMAGE_OUTPUT
-from service.latents import latents_for_seeds
 
 VERIFY_BATCH_SIZES = (1, 7, 64)
 IMAGE_TOLERANCE = 1  # uint8 levels: float rounding differences may flip a value sitting on a .5 boundary

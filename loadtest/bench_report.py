@@ -105,7 +105,7 @@ def composed(report: dict[str, Any]) -> list[str]:
             _f(1000 * limit["latent_s"], 3),
             _f(1000 * cpu["latent_s"], 3),
             _pct(shares["latent"]),
-            "service.latents",
+            "contracts.latents",
         ],
         [
             "**sum → composed limit**",

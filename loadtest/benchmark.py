@@ -30,6 +30,7 @@ from typing import Any
 import onnxruntime as ort
 from pydantic import ValidationError
 
+from contracts.buckets import powers_of_two
 from loadtest import components, levels, server, stats, traffic
 from loadtest.bench_report import render_markdown
 from service.config import Settings
@@ -130,7 +131,7 @@ def model_section(model_dir: Path) -> dict[str, Any]:
 
 
 def ort_sweeps(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = components.powers_of_two(args.ort_max_batch)
+    sizes = powers_of_two(args.ort_max_batch)
     cpu = {}
     for threads in args.threads:
         generator = components.Generator(args.model_dir, "cpu", threads=threads)

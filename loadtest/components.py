@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service import encoding, latents
+from contracts import latents
+from service import encoding
 from service.config import Settings
 from service.model_repo import load_model_dir
 from service.runtime import CUDA, GraphKind, Runtime
@@ -42,14 +43,6 @@ def time_call(
         spent += durations[-1]
     cpu = (time.process_time() - cpu_start) / len(durations)
     return Timing(statistics.median(durations), len(durations), cpu)
-
-
-def powers_of_two(up_to: int) -> list[int]:
-    sizes, size = [], 1
-    while size <= up_to:
-        sizes.append(size)
-        size *= 2
-    return sizes
 
 
 class Generator:

@@ -16,10 +16,11 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from contracts.model_dir import ModelDirError
 from service.config import Settings
 from service.logs import log_config
 from service.main import create_app
-from service.model_repo import ModelError, load_model_dir
+from service.model_repo import load_model_dir
 from service.workers import Supervisor, shared_metrics_dir
 
 # flag -> setting; the flags users reach for most, the rest stay environment variables
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         else:  # each worker builds its own app from the environment; check the model once here
             app = None
             load_model_dir(settings.model_dir, settings.model_variant)
-    except ModelError as exc:
+    except ModelDirError as exc:
         print(f"gan-serve: refusing to start: {exc}", file=sys.stderr)
         return 2
     config = uvicorn.Config(

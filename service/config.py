@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.buckets import batch_buckets
+
 CONTRACT_MIN_MAX_N = 1024  # the HTTP contract promises n up to at least this
 
 
@@ -171,8 +173,4 @@ class Settings(BaseSettings):
         """Sorted pad sizes, always ending with ``max_batch``."""
         if self.batch_buckets:
             return tuple(sorted(set(self.batch_buckets) | {self.max_batch}))
-        sizes, size = {self.max_batch}, 1
-        while size < self.max_batch:
-            sizes.add(size)
-            size *= 2
-        return tuple(sorted(sizes))
+        return batch_buckets(self.max_batch)

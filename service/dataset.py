@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from contracts.latents import MAX_SEED
 from service.client import GanClient
-from service.latents import MAX_SEED
 
 Scale = Literal["unit", "symmetric", "uint8"]
 

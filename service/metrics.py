@@ -19,6 +19,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from contracts.buckets import batch_buckets
+
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch to multiprocess mode
@@ -27,11 +29,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 def _batch_buckets(max_batch: int) -> tuple[float, ...]:
-    sizes, size = [], 1
-    while size < max_batch:
-        sizes.append(float(size))
-        size *= 2
-    return (*sizes, float(max_batch))
+    return tuple(float(size) for size in batch_buckets(max_batch))
 
 
 class Metrics:

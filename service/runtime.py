@@ -12,8 +12,9 @@ from enum import StrEnum
 import numpy as np
 import onnxruntime as ort
 
+from contracts.model_dir import ModelDirError
 from service.config import Settings
-from service.model_repo import Graph, ModelError, ModelSpec
+from service.model_repo import Graph, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class GraphKind(StrEnum):
 def choose_providers(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device == "cuda" and CUDA not in available:
-        raise ModelError(
+        raise ModelDirError(
             f"GAN_DEVICE=cuda but ONNX Runtime offers only {available} (install onnxruntime-gpu)"
         )
     if device == "cuda" or (device == "auto" and CUDA in available):
@@ -86,7 +87,7 @@ class Runtime:
             providers = [(name, PROVIDER_OPTIONS.get(name, {})) for name in self.providers]
             session = ort.InferenceSession(str(graph.path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for unreadable graphs
-            raise ModelError(f"{graph.path}: ONNX Runtime cannot load it ({exc})") from exc
+            raise ModelDirError(f"{graph.path}: ONNX Runtime cannot load it ({exc})") from exc
         self._check_signature(graph, session)
         log.info("loaded %s on %s", graph.path.name, session.get_providers()[0])
         return session
@@ -95,19 +96,19 @@ class Runtime:
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name: o for o in session.get_outputs()}
         if set(inputs) != {graph.latent_input, graph.condition_input}:
-            raise ModelError(
+            raise ModelDirError(
                 f"{graph.path}: graph inputs are {sorted(inputs)}, the manifest names "
                 f"{sorted([graph.latent_input, graph.condition_input])}"
             )
         if graph.output not in outputs:
-            raise ModelError(f"{graph.path}: no output {graph.output!r} (outputs: {sorted(outputs)})")
+            raise ModelDirError(f"{graph.path}: no output {graph.output!r} (outputs: {sorted(outputs)})")
         expected = list(self.spec.image_shape)
         shape = outputs[graph.output].shape
         if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
-            raise ModelError(f"{graph.path}: output shape {shape}, the manifest implies [N, {expected}]")
+            raise ModelDirError(f"{graph.path}: output shape {shape}, the manifest implies [N, {expected}]")
         latent_shape = inputs[graph.latent_input].shape
         if len(latent_shape) != 2 or latent_shape[1] != self.spec.latent_dim:
-            raise ModelError(
+            raise ModelDirError(
                 f"{graph.path}: latent input shape {latent_shape}, manifest latent_dim is "
                 f"{self.spec.latent_dim}"
             )

@@ -7,8 +7,6 @@ prefixed names; ``state.json`` holds the rest (epoch, step, optimiser hyper-para
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,58 +15,38 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from contracts.files import atomic_path
+from contracts.run_dir import (
+    CONFIG_FILE,
+    GENERATOR_FILE,
+    STATE_FILE,
+    STATE_META_FILE,
+    RunDirError,
+    read_config,
+    read_json,
+    write_json,
+)
 from train.models import Architecture, build_generator
-
-CONFIG_FILE = "config.json"
-GENERATOR_FILE = "generator.safetensors"
-STATE_FILE = "state.safetensors"
-STATE_META_FILE = "state.json"
-
-
-class CheckpointError(ValueError):
-    """A run directory is missing a file or holds one that does not match; the message names it."""
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not readable JSON ({exc})") from exc
 
 
 def _save_tensors(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(
-        {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
+            str(tmp),
+            metadata=metadata,
+        )
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise CheckpointError(f"{path} not found")
+        raise RunDirError(f"{path} not found")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-
-
-def save_config(run_dir: Path, config: dict) -> None:
-    write_json(Path(run_dir) / CONFIG_FILE, config)
-
-
-def load_config(run_dir: str | Path) -> dict:
-    return read_json(Path(run_dir) / CONFIG_FILE)
+        raise RunDirError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def save_generator(run_dir: Path, generator: nn.Module) -> None:
@@ -78,22 +56,17 @@ def save_generator(run_dir: Path, generator: nn.Module) -> None:
 def load_generator(run_dir: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the generator of a run from ``config.json`` + ``generator.safetensors``, in eval mode."""
     run_dir = Path(run_dir)
-    config = load_config(run_dir)
+    config = read_config(run_dir)
     try:
         generator = build_generator(config["model"], Architecture.from_config(config))
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: cannot rebuild the generator ({exc})") from exc
+        raise RunDirError(f"{run_dir / CONFIG_FILE}: cannot rebuild the generator ({exc})") from exc
     weights_path = run_dir / GENERATOR_FILE
     try:
         generator.load_state_dict(_load_tensors(weights_path))
     except RuntimeError as exc:
-        raise CheckpointError(f"{weights_path} does not match {run_dir / CONFIG_FILE} ({exc})") from exc
+        raise RunDirError(f"{weights_path} does not match {run_dir / CONFIG_FILE} ({exc})") from exc
     return generator.eval(), config
-
-
-def has_state(run_dir: str | Path) -> bool:
-    run_dir = Path(run_dir)
-    return (run_dir / STATE_FILE).is_file() and (run_dir / STATE_META_FILE).is_file()
 
 
 def save_state(run_dir: Path, modules: dict[str, Any], meta: dict) -> None:
@@ -135,7 +108,7 @@ def load_state(run_dir: str | Path, modules: dict[str, Any]) -> dict:
             else:
                 obj.load_state_dict(part)
     except (KeyError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / STATE_FILE} does not match this run's models ({exc})") from exc
+        raise RunDirError(f"{run_dir / STATE_FILE} does not match this run's models ({exc})") from exc
     return {**meta, "tensors": loaded}
 
 

@@ -14,7 +14,7 @@ from dataclasses import fields
 
 import torch
 
-from train.checkpoint import CheckpointError
+from contracts.run_dir import RunDirError
 from train.data import DataError
 from train.loop import TrainConfig, train
 from train.losses import LOSSES, VAE_LOSS
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             checkpoint_every=args.checkpoint_every,
         )
-    except (DataError, CheckpointError, ValueError) as exc:
+    except (DataError, RunDirError, ValueError) as exc:
         parser.exit(2, f"gan-train: error: {exc}\n")
     print(
         f"{summary.out}: {summary.epochs} epochs, {summary.steps} steps, "

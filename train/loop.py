@@ -17,7 +17,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from service.latents import latents_for_seeds
+from contracts import run_dir
+from contracts.latents import latents_for_seeds
 from train import checkpoint
 from train.artifacts import JsonlLog, plot_losses, save_grid
 from train.augment import parse_policy
@@ -35,9 +36,6 @@ from train.models import DEFAULT_VARIANT, Architecture, build_critic, build_gene
 from train.objectives import GANObjective, VAEObjective
 
 CONFIG_FORMAT = 1
-LOG_FILE = "log.jsonl"
-LOSSES_PLOT = "losses.png"
-SAMPLES_DIR = "samples"
 EMA_WARMUP = 10  # EMA decay ramps up as (1 + n) / (EMA_WARMUP + n) until it reaches ema_decay
 PLOTTED = ("d_loss", "g_loss", "penalty", "loss", "reconstruction", "kl")
 
@@ -154,8 +152,8 @@ def _check_same_run(out: Path, old: dict, new: dict) -> None:
     new_training = {k: v for k, v in new["training"].items() if k != "epochs"}
     differing += [k for k in new_training if old_training.get(k) != new_training[k]]
     if differing:
-        raise checkpoint.CheckpointError(
-            f"{out / checkpoint.CONFIG_FILE} records a different run (differs in: {', '.join(differing)}); "
+        raise run_dir.RunDirError(
+            f"{out / run_dir.CONFIG_FILE} records a different run (differs in: {', '.join(differing)}); "
             "resume with the same settings or choose another --out"
         )
 
@@ -277,10 +275,10 @@ def _train(
     if ema is not None:
         state_modules["ema"] = ema
     config = {**run_config(cfg, data, split, arch), "command": command, "device": describe(device)}
-    log = JsonlLog(out / LOG_FILE)
+    log = JsonlLog(out / run_dir.LOG_FILE)
     start_epoch, step, train_seconds = 0, 0, 0.0
-    if checkpoint.has_state(out) and resume is not False:
-        _check_same_run(out, checkpoint.load_config(out), config)
+    if run_dir.has_state(out) and resume is not False:
+        _check_same_run(out, run_dir.read_config(out), config)
         meta = checkpoint.load_state(
             out, {**state_modules, "rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state()}
         )
@@ -288,16 +286,16 @@ def _train(
         shuffle.set_state(meta["tensors"]["rng_shuffle"])
         start_epoch, step, train_seconds = meta["epoch"], meta["step"], meta["train_seconds"]
         if start_epoch >= cfg.epochs:
-            raise checkpoint.CheckpointError(
+            raise run_dir.RunDirError(
                 f"{out} has trained {start_epoch} epochs already; pass --epochs above {start_epoch} to go on"
             )
         log.truncate_after(step)
     elif resume:
-        raise checkpoint.CheckpointError(f"nothing to resume in {out}: no {checkpoint.STATE_FILE}")
-    elif checkpoint.has_state(out):
-        raise checkpoint.CheckpointError(f"{out} already holds a run; choose another --out")
+        raise run_dir.RunDirError(f"nothing to resume in {out}: no {run_dir.STATE_FILE}")
+    elif run_dir.has_state(out):
+        raise run_dir.RunDirError(f"{out} already holds a run; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_config(out, config)
+    run_dir.write_config(out, config)
 
     n = len(labels)
     steps_per_epoch = max(1, n // cfg.batch_size)
@@ -334,11 +332,13 @@ def _train(
         if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             with torch.no_grad():
                 samples = to_uint8(saved.eval()(grid_z, grid_labels).cpu().numpy())
-            save_grid(out / SAMPLES_DIR / f"epoch_{epoch + 1:03d}.png", samples, rows=arch.num_classes)
+            save_grid(
+                out / run_dir.SAMPLES_DIR / f"epoch_{epoch + 1:03d}.png", samples, rows=arch.num_classes
+            )
             checkpoint.save_generator(out, saved)
             rng = {"rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state()}
             checkpoint.save_state(out, {**state_modules, **rng}, meta)
-            plot_losses(out / LOSSES_PLOT, log.read(), PLOTTED)
+            plot_losses(out / run_dir.LOSSES_PLOT, log.read(), PLOTTED)
         bar.write(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
     bar.close()
     return RunSummary(out, cfg.epochs, step, train_seconds, start_epoch)

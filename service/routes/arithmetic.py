@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import Field
 
-from service import latents
+from contracts import latents
 from service.config import Settings
 from service.encoding import Format
 from service.errors import check_count, check_range

@@ -17,7 +17,8 @@ from pydantic import Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from service import encoding, label_mix, latents
+from contracts import latents
+from service import encoding, label_mix
 from service.batcher import Batcher, Lane
 from service.config import Settings
 from service.errors import check_range, invalid

@@ -13,11 +13,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from contracts.latents import MAX_SEED
 from service import encoding, errors
 from service.batcher import Batcher
 from service.config import Settings
 from service.encoding import Format
-from service.latents import MAX_SEED
 from service.model_repo import ModelSpec
 
 T = TypeVar("T")
@@ -62,6 +62,7 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         | ({"description": field["description"]} if "description" in field else {})
         for name, field in schema["properties"].items()
     ]
+
 
 SeedField = Field(
     None,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from service import latents
+from contracts import latents
 from service.batcher import Batcher
 from service.config import Settings
 from service.encoding import Format

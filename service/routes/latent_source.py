@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field, model_validator
 
-from service import latents
+from contracts import latents
 from service.config import Settings
 from service.errors import invalid
 from service.model_repo import ModelSpec

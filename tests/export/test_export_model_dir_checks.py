@@ -1,4 +1,4 @@
-"""``export.manifest.verify_model_dir`` rejects damaged or inconsistent model directories, clearly."""
+"""``export.graph_check.verify_model_dir`` rejects damaged or inconsistent model directories, clearly."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from export.manifest import ManifestError, read_manifest, sha256_file, verify_model_dir
+from contracts.files import sha256_file
+from contracts.model_dir import ModelDirError, read_manifest
+from export.graph_check import verify_model_dir
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def test_corrupted_onnx_is_rejected_by_sha256(copy_dir: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(ManifestError, match=r"model\.onnx: sha256 mismatch"):
+    with pytest.raises(ModelDirError, match=r"model\.onnx: sha256 mismatch"):
         verify_model_dir(copy_dir)
 
 
@@ -38,13 +40,13 @@ def test_truncated_onnx_with_matching_sha256_is_rejected_as_invalid(copy_dir: Pa
     path = copy_dir / "model.onnx"
     path.write_bytes(path.read_bytes()[:1000])
     _edit_manifest(copy_dir, lambda m: m.update(sha256=sha256_file(path)))
-    with pytest.raises(ManifestError, match="not a valid ONNX model"):
+    with pytest.raises(ModelDirError, match="not a valid ONNX model"):
         verify_model_dir(copy_dir)
 
 
 def test_corrupted_variant_is_rejected(copy_dir: Path) -> None:
     (copy_dir / "model.fp16.onnx").write_bytes(b"not onnx")
-    with pytest.raises(ManifestError, match=r"model\.fp16\.onnx: sha256 mismatch"):
+    with pytest.raises(ModelDirError, match=r"model\.fp16\.onnx: sha256 mismatch"):
         verify_model_dir(copy_dir)
 
 
@@ -62,7 +64,7 @@ def test_corrupted_variant_is_rejected(copy_dir: Path) -> None:
 )
 def test_manifest_graph_mismatch_is_rejected(copy_dir: Path, field: str, value: object, message: str) -> None:
     _edit_manifest(copy_dir, lambda m: m.update({field: value}))
-    with pytest.raises(ManifestError, match=message):
+    with pytest.raises(ModelDirError, match=message):
         verify_model_dir(copy_dir)
 
 
@@ -71,7 +73,7 @@ def test_label_morph_mismatch_is_rejected(copy_dir: Path) -> None:
         m.update(num_classes=11, labels=[*m["labels"], "10"])
 
     _edit_manifest(copy_dir, more_classes)
-    with pytest.raises(ManifestError, match=r"label_morph\.onnx: input 'label_weights' has shape \[N, 10\]"):
+    with pytest.raises(ModelDirError, match=r"label_morph\.onnx: input 'label_weights' has shape \[N, 10\]"):
         verify_model_dir(copy_dir)
 
 
@@ -81,36 +83,43 @@ def test_fixed_batch_size_is_rejected(copy_dir: Path) -> None:
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # replaces the symbolic "N"
     onnx.save(model, str(path))
     _edit_manifest(copy_dir, lambda m: m.update(sha256=sha256_file(path)))
-    with pytest.raises(ManifestError, match="fixed batch size 1; it must be dynamic"):
+    with pytest.raises(ModelDirError, match="fixed batch size 1; it must be dynamic"):
         verify_model_dir(copy_dir)
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda m: m.pop("latent_dim"), r"missing field\(s\) \['latent_dim'\]"),
-        (lambda m: m.update(latent_dim=0), "field 'latent_dim' must be a positive integer"),
-        (lambda m: m.update(labels=["a"]), "field 'labels' must be a list of num_classes"),
-        (lambda m: m.update(image_shape=[28, 28]), r"field 'image_shape' must be \[H, W, C\]"),
-        (lambda m: m.update(output={**m["output"], "dtype": "float32"}), "field 'output' must be"),
-        (lambda m: m.update(file="../model.onnx"), "must be a file name inside the directory"),
+        (lambda m: m.pop("latent_dim"), "field 'latent_dim': Field required"),
+        (lambda m: m.update(latent_dim=0), "field 'latent_dim': Input should be greater than or equal to 1"),
+        (lambda m: m.update(labels=["a"]), "labels has 1 names but num_classes is 10"),
+        (lambda m: m.update(image_shape=[28, 28]), "field 'image_shape.2': Field required"),
+        (lambda m: m.update(output={**m["output"], "dtype": "float32"}), "field 'output': Value error"),
+        (lambda m: m.update(file="../model.onnx"), "field 'file': .* a file name inside the model directory"),
     ],
 )
 def test_bad_manifest_fields_are_rejected(copy_dir: Path, edit: Callable[[dict], None], message: str) -> None:
     _edit_manifest(copy_dir, edit)
-    with pytest.raises(ManifestError, match=message):
+    with pytest.raises(ModelDirError, match=message):
+        verify_model_dir(copy_dir)
+
+
+def test_a_field_gan_export_writes_is_required_of_a_complete_manifest(copy_dir: Path) -> None:
+    _edit_manifest(copy_dir, lambda m: m.pop("created"))
+    assert read_manifest(copy_dir).created is None  # a reader does not need it
+    with pytest.raises(ModelDirError, match=r"missing field\(s\) \['created'\]"):
         verify_model_dir(copy_dir)
 
 
 def test_unreadable_or_missing_manifest(copy_dir: Path, tmp_path: Path) -> None:
     (copy_dir / "manifest.json").write_text("{not json")
-    with pytest.raises(ManifestError, match=r"manifest\.json: not readable JSON"):
+    with pytest.raises(ModelDirError, match=r"manifest\.json: not readable JSON"):
         read_manifest(copy_dir)
-    with pytest.raises(ManifestError, match=r"manifest\.json not found"):
+    with pytest.raises(ModelDirError, match=r"manifest\.json not found"):
         read_manifest(tmp_path / "nowhere")
 
 
 def test_missing_model_file(copy_dir: Path) -> None:
     (copy_dir / "model.onnx").unlink()
-    with pytest.raises(ManifestError, match=r"model\.onnx not found"):
+    with pytest.raises(ModelDirError, match=r"model\.onnx not found"):
         verify_model_dir(copy_dir)

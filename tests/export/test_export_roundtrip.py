@@ -14,14 +14,20 @@ import pytest
 import torch
 from PIL import Image
 
+from contracts.latents import latents_for_seeds
+from contracts.model_dir import EXPORT_FIELDS, Manifest, read_manifest
+from contracts.run_dir import read_config
 from export import card
-from export.manifest import REQUIRED_FIELDS, graph_signature, read_manifest, verify_model_dir
+from export.graph_check import graph_signature, verify_model_dir
 from export.samples import PAD
-from service.latents import latents_for_seeds
-from train.checkpoint import load_config, load_generator
+from train.checkpoint import load_generator
 from train.data import to_uint8
 
 LATENT_DIM, NUM_CLASSES = 16, 10  # as trained in conftest.py
+
+
+def _manifest(model_dir: Path) -> dict:
+    return read_manifest(model_dir, complete=True).model_dump(mode="json")
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -46,7 +52,7 @@ def test_onnx_matches_pytorch_within_one_level(run_dir: Path, model_dir: Path, n
 
 
 def test_recorded_verification(model_dir: Path) -> None:
-    verification = read_manifest(model_dir)["verification"]
+    verification = _manifest(model_dir)["verification"]
     assert verification["batch_sizes"] == [1, 7, 64]
     assert 0 <= verification["image_max_abs_diff"] <= verification["image_tolerance"] == 1
     assert 0 <= verification["float_max_abs_diff"] <= verification["float_tolerance"]
@@ -82,8 +88,8 @@ def test_batchnorm_folded_and_single_file(model_dir: Path) -> None:
 
 def test_manifest_fields(run_dir: Path, model_dir: Path, metrics_file: Path) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    config = load_config(run_dir)
-    assert set(REQUIRED_FIELDS) <= set(manifest)
+    config = read_config(run_dir)
+    assert {*Manifest.model_fields, *EXPORT_FIELDS} - {"variants", "extra_graphs"} <= set(manifest)
     assert manifest["name"] == "tiny-cdcgan" and manifest["version"] == "0.0.1"
     assert manifest["file"] == "model.onnx"
     assert manifest["sha256"] == hashlib.sha256((model_dir / "model.onnx").read_bytes()).hexdigest()
@@ -103,11 +109,11 @@ def test_manifest_fields(run_dir: Path, model_dir: Path, metrics_file: Path) -> 
 
 
 def test_verify_model_dir_accepts_fresh_export(model_dir: Path) -> None:
-    assert verify_model_dir(model_dir)["name"] == "tiny-cdcgan"
+    assert verify_model_dir(model_dir).name == "tiny-cdcgan"
 
 
 def test_samples_png_is_rendered_by_the_graph(model_dir: Path) -> None:
-    manifest = read_manifest(model_dir)
+    manifest = _manifest(model_dir)
     seeds = manifest["samples"]["columns_seeds"]
     grid = np.asarray(Image.open(model_dir / "samples.png"))
     assert grid.shape == (NUM_CLASSES * (28 + PAD) + PAD, len(seeds) * (28 + PAD) + PAD)
@@ -120,7 +126,7 @@ def test_samples_png_is_rendered_by_the_graph(model_dir: Path) -> None:
 
 def test_model_card(model_dir: Path, run_dir: Path, metrics_file: Path) -> None:
     card = (model_dir / "README.md").read_text()
-    manifest = read_manifest(model_dir)
+    manifest = _manifest(model_dir)
     assert f"gan-export {run_dir} --out {model_dir}" in card
     assert manifest["sha256"] in card
     assert "![samples](samples.png)" in card
@@ -137,7 +143,7 @@ def test_model_card_shows_other_metrics_as_given() -> None:
 
 
 def test_fp16_variant(model_dir: Path) -> None:
-    variant = read_manifest(model_dir)["variants"]["fp16"]
+    variant = _manifest(model_dir)["variants"]["fp16"]
     assert variant["sha256"] == hashlib.sha256((model_dir / variant["file"]).read_bytes()).hexdigest()
     assert variant["verification"]["image_max_abs_diff"] <= variant["verification"]["image_tolerance"]
     assert "note" in variant["verification"]
@@ -148,7 +154,7 @@ def test_fp16_variant(model_dir: Path) -> None:
 
 
 def test_label_morph_graph(model_dir: Path, run_dir: Path) -> None:
-    morph = read_manifest(model_dir)["extra_graphs"]["label_morph"]
+    morph = _manifest(model_dir)["extra_graphs"]["label_morph"]
     assert morph["inputs"] == {"latent": "z", "label_weights": "label_weights"}
     graph = _session(model_dir / morph["file"])
     z, label = _inputs(9)

@@ -9,11 +9,12 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from contracts.latents import latents_for_seeds
+from contracts.run_dir import write_config
 from export.build import ExportOptions, export_run
-from export.manifest import verify_model_dir
+from export.graph_check import verify_model_dir
 from export.samples import PAD
-from service.latents import latents_for_seeds
-from train.checkpoint import save_config, save_generator
+from train.checkpoint import save_generator
 from train.models import Architecture, build_generator
 
 
@@ -22,7 +23,7 @@ def test_unconditional_export(tmp_path: Path) -> None:
     torch.manual_seed(0)
     run = tmp_path / "run"
     run.mkdir()
-    save_config(run, {"model": "dcgan", "conditional": False, "latent_dim": 8, "num_classes": 10,
+    write_config(run, {"model": "dcgan", "conditional": False, "latent_dim": 8, "num_classes": 10,
                       "image_shape": [28, 28, 1], "architecture": arch.kwargs()})  # fmt: skip
     save_generator(run, build_generator("dcgan", arch))
 

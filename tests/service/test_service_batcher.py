@@ -14,7 +14,7 @@ import pytest
 from service_support import MODEL_DIR, GatedRuntime, make_settings
 from test_service_ops import metric_value
 
-from service import latents
+from contracts import latents
 from service.batcher import Batcher, DeadlineExceeded, Lane, QueueFull, Unavailable
 from service.config import Settings
 from service.metrics import Metrics

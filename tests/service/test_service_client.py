@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from service_support import MODEL_DIR
 
-from service import latents
+from contracts import latents
 from service.client import GanClient, ServiceError
 from service.model_repo import load_model_dir
 

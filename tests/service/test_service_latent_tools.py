@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from service_support import MODEL_DIR, make_settings, serve_in_process
 
-from service import latents
+from contracts import latents
 from service.model_repo import load_model_dir
 
 SPEC = load_model_dir(MODEL_DIR)

@@ -13,9 +13,10 @@ import pytest
 from pydantic import ValidationError
 from service_support import MODEL_DIR, REPO_ROOT, make_settings, serve_in_process
 
+from contracts.model_dir import ModelDirError
 from service.config import Settings
 from service.main import create_app
-from service.model_repo import ModelError, load_model_dir
+from service.model_repo import load_model_dir
 
 SPEC = load_model_dir(MODEL_DIR)
 
@@ -195,7 +196,7 @@ def test_inconsistent_settings_are_refused(overrides):
 def test_sha256_mismatch_is_refused(model_copy):
     with open(model_copy / SPEC.manifest.file, "ab") as handle:
         handle.write(b"\0")
-    with pytest.raises(ModelError, match="sha256 mismatch"):
+    with pytest.raises(ModelDirError, match="sha256 mismatch"):
         create_app(make_settings(model_dir=model_copy))
 
 
@@ -203,22 +204,22 @@ def test_manifest_problems_are_refused(model_copy):
     path = model_copy / "manifest.json"
     original = json.loads(path.read_text())
     cases = [
-        ({**original, "file": "../model.onnx"}, "outside the model directory"),
+        ({**original, "file": "../model.onnx"}, "must be a file name inside the model directory"),
         ({**original, "labels": ["a"]}, "num_classes"),
         ({k: v for k, v in original.items() if k != "latent_dim"}, "latent_dim"),
         ({**original, "inputs": {"latent": "z"}}, "inputs"),
     ]
     for manifest, message in cases:
         path.write_text(json.dumps(manifest))
-        with pytest.raises(ModelError, match=message):
+        with pytest.raises(ModelDirError, match=message):
             load_model_dir(model_copy)
     path.write_text("{not json")
-    with pytest.raises(ModelError, match="not readable JSON"):
+    with pytest.raises(ModelDirError, match="not readable JSON"):
         load_model_dir(model_copy)
-    with pytest.raises(ModelError, match="not found"):
+    with pytest.raises(ModelDirError, match="not found"):
         load_model_dir(model_copy / "missing")
     path.write_text(json.dumps(original))
-    with pytest.raises(ModelError, match="no variant"):
+    with pytest.raises(ModelDirError, match="no variant"):
         load_model_dir(model_copy, variant="int4")
 
 
@@ -228,7 +229,7 @@ def test_graph_that_disagrees_with_its_manifest_is_refused(model_copy):
     path = model_copy / "manifest.json"
     manifest = json.loads(path.read_text())
     path.write_text(json.dumps({**manifest, "latent_dim": manifest["latent_dim"] + 1}))
-    with pytest.raises(ModelError, match="latent"):
+    with pytest.raises(ModelDirError, match="latent"):
         Runtime(load_model_dir(model_copy), make_settings(model_dir=model_copy))
 
 
@@ -267,7 +268,7 @@ def test_the_app_never_imports_torch():
 
 
 def test_a_manifest_variant_can_be_served(model_copy):
-    from service.model_repo import sha256_file
+    from contracts.files import sha256_file
 
     onnx = pytest.importorskip("onnx")
     graph = onnx.load(str(model_copy / SPEC.manifest.file))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.checkpoint import CheckpointError, load_generator, save_config, save_generator
+from contracts.run_dir import RunDirError, write_config
+from train.checkpoint import load_generator, save_generator
 from train.models import VARIANTS, Architecture, build_critic, build_generator, get_variant
 
 SHAPES = [(8, 8, 1), (28, 28, 1), (12, 16, 3)]
@@ -79,7 +80,7 @@ def write_run(run: Path, name: str = "cdcgan") -> torch.nn.Module:
     arch = small()
     generator = build_generator(name, arch).eval()
     config = {"model": name, "latent_dim": 6, "num_classes": 3, "image_shape": [8, 8, 1]}
-    save_config(run, {**config, "architecture": arch.kwargs()})
+    write_config(run, {**config, "architecture": arch.kwargs()})
     save_generator(run, generator)
     return generator
 
@@ -94,18 +95,18 @@ def test_load_generator_round_trip(tmp_path: Path):
 
 
 def test_load_generator_errors_name_the_file(tmp_path: Path):
-    with pytest.raises(CheckpointError, match=r"config\.json not found"):
+    with pytest.raises(RunDirError, match=r"config\.json not found"):
         load_generator(tmp_path)
     write_run(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architecture": {"width": 8}}))
-    with pytest.raises(CheckpointError, match=r"generator\.safetensors does not match"):
+    with pytest.raises(RunDirError, match=r"generator\.safetensors does not match"):
         load_generator(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "model": "gan9"}))
-    with pytest.raises(CheckpointError, match=r"config\.json: cannot rebuild"):
+    with pytest.raises(RunDirError, match=r"config\.json: cannot rebuild"):
         load_generator(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match=r"config\.json: not readable JSON"):
+    with pytest.raises(RunDirError, match=r"config\.json: not readable JSON"):
         load_generator(tmp_path)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.checkpoint import CheckpointError
+from contracts.run_dir import RunDirError
 from train.loop import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -60,17 +60,17 @@ def test_same_seed_same_losses_other_seed_other_losses(tiny_config: TrainConfig,
 
 
 def test_resume_required_but_nothing_there(tiny_config: TrainConfig, tmp_path: Path):
-    with pytest.raises(CheckpointError, match="nothing to resume"):
+    with pytest.raises(RunDirError, match="nothing to resume"):
         train(tiny_config, tmp_path / "empty", resume=True, progress=False)
 
 
 def test_resume_with_other_settings_is_refused(tiny_config: TrainConfig, tmp_path: Path):
     train(tiny_config, tmp_path, progress=False)
-    with pytest.raises(CheckpointError, match=r"differs in: .*lr_g"):
+    with pytest.raises(RunDirError, match=r"differs in: .*lr_g"):
         train(replace(tiny_config, epochs=2, lr_g=1e-3), tmp_path, progress=False)
-    with pytest.raises(CheckpointError, match="already holds a run"):
+    with pytest.raises(RunDirError, match="already holds a run"):
         train(tiny_config, tmp_path, resume=False, progress=False)
-    with pytest.raises(CheckpointError, match="has trained 1 epochs already"):
+    with pytest.raises(RunDirError, match="has trained 1 epochs already"):
         train(tiny_config, tmp_path, progress=False)
 
 
@@ -83,5 +83,5 @@ def test_determinism_setting_is_restored(tiny_config: TrainConfig, tmp_path: Pat
 def test_corrupt_state_is_reported_with_its_file(tiny_config: TrainConfig, tmp_path: Path):
     train(tiny_config, tmp_path, progress=False)
     (tmp_path / "state.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match=r"state\.safetensors"):
+    with pytest.raises(RunDirError, match=r"state\.safetensors"):
         train(replace(tiny_config, epochs=2), tmp_path, progress=False)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.evaluation.classifier import ClassifierArchitecture, ClassifierError, load_classifier
-from train.evaluation.train_classifier import ClassifierTraining, fit
+from evaluation.classifier import ClassifierArchitecture, ClassifierError, load_classifier
+from evaluation.train_classifier import ClassifierTraining, fit
 
 
 def test_recorded_held_out_accuracy_matches_a_recomputation(reference):

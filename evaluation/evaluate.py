@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from train.data import LabelledImages, load_images, stratified_split
-from train.evaluation import metrics as M
-from train.evaluation.classifier import (
+from evaluation import metrics as M
+from evaluation.classifier import (
     CONFIG_FILE,
     DEFAULT_CLASSIFIER_DIR,
     WEIGHTS_FILE,
     Classifier,
     load_classifier,
 )
-from train.evaluation.sources import ImageSource, balanced_labels, generate_balanced, open_source
+from evaluation.sources import ImageSource, balanced_labels, generate_balanced, open_source
+from train.data import LabelledImages, load_images, stratified_split
 
 RESULT_FORMAT = "gan-service/evaluation/v1"
 

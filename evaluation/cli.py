@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from train.evaluation.classifier import DEFAULT_CLASSIFIER_DIR
-from train.evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_names
-from train.evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
-from train.evaluation.report import format_table, write_report
-from train.evaluation.train_classifier import ClassifierTraining, train_classifier
+from evaluation.classifier import DEFAULT_CLASSIFIER_DIR
+from evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_names
+from evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
+from evaluation.report import format_table, write_report
+from evaluation.train_classifier import ClassifierTraining, train_classifier
 from train.loop import resolve_device
 
 DEFAULT_THREADS = 1  # more threads spin on a busy shared CPU (many times slower)

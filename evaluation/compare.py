@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.evaluation.evaluate import EvalSettings, ProductBar, Reference, evaluate_source
-from train.evaluation.report import GRID_FILE, write_report
-from train.evaluation.sources import open_source
+from evaluation.evaluate import EvalSettings, ProductBar, Reference, evaluate_source
+from evaluation.report import GRID_FILE, write_report
+from evaluation.sources import open_source
 from train.loop import TrainConfig, train
 from train.losses import LOSSES, VAE_LOSS
 from train.models import VARIANTS

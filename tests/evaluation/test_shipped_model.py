@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from evaluation.evaluate import EvalSettings, evaluate_path
 from tests.conftest import MODELS_DIR, REPO_ROOT
-from train.evaluation.evaluate import EvalSettings, evaluate_path
 
 SHIPPED = MODELS_DIR / "mnist-cdcgan"
 

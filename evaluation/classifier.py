@@ -21,7 +21,7 @@ from train.data import to_model_range
 WEIGHTS_FILE = "classifier.safetensors"
 CONFIG_FILE = "config.json"
 CONFIG_FORMAT = "gan-service/domain-classifier/v1"
-DEFAULT_CLASSIFIER_DIR = Path(__file__).resolve().parents[2] / "models" / "mnist-classifier"
+DEFAULT_CLASSIFIER_DIR = Path(__file__).resolve().parents[1] / "models" / "mnist-classifier"
 PREDICT_BATCH = 500
 
 

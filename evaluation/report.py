@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.evaluate import Evaluation
 from train.artifacts import save_grid
-from train.evaluation.evaluate import Evaluation
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"

@@ -8,9 +8,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from train.checkpoint import save_config, save_generator
-from train.evaluation.cli import EXIT_BAD_INPUT, EXIT_BAR_FAILED, main
-from train.evaluation.report import GRID_FILE, METRICS_FILE, REPORT_FILE
+from contracts.run_dir import write_config
+from evaluation.cli import EXIT_BAD_INPUT, EXIT_BAR_FAILED, main
+from evaluation.report import GRID_FILE, METRICS_FILE, REPORT_FILE
+from train.checkpoint import save_generator
 from train.models import Architecture, build_generator
 
 FAST_FLAGS = ["--n", "500", "--kid-subsets", "3", "--kid-subset-size", "200"]
@@ -66,7 +67,7 @@ def untrained_run_dir(path, reference):
         "split": reference.split_description,
     }
     path.mkdir()
-    save_config(path, config)
+    write_config(path, config)
     save_generator(path, build_generator("cdcgan", arch))
     return path
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from train.evaluation.cli import EXIT_BAD_INPUT, main
-from train.evaluation.compare import CompareSettings, markdown, variant_names
+from evaluation.cli import EXIT_BAD_INPUT, main
+from evaluation.compare import CompareSettings, markdown, variant_names
 from train.losses import LOSSES
 from train.models import VARIANTS
 

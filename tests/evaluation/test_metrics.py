@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from train.evaluation import metrics as M
+from evaluation import metrics as M
 
 
 def gaussian(n: int, mean, cov, seed: int) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from conftest import FAST, latent_index, source_from
+from evaluation_support import FAST, latent_index, source_from
 
-from train.evaluation.evaluate import EvaluationError, evaluate_source
+from evaluation.evaluate import EvaluationError, evaluate_source
 
 
 def replay(reference, frozen_labels=()):
@@ -96,7 +96,7 @@ def test_same_seed_gives_the_same_numbers(reference):
 
 
 def test_paths_inside_the_working_directory_are_recorded_relative(tmp_path, monkeypatch):
-    from train.evaluation.evaluate import portable_path
+    from evaluation.evaluate import portable_path
 
     (tmp_path / "models" / "clf").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)

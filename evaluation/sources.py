@@ -4,20 +4,17 @@ can be reproduced image by image through the HTTP API."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from service.latents import request_latents
+from contracts.latents import request_latents
+from contracts.model_dir import MANIFEST_FILE, MODEL_FILE, ModelDirError, read_manifest, verified_graph
+from contracts.run_dir import CONFIG_FILE, GENERATOR_FILE, is_run_dir
 from train.data import to_uint8
 
-MANIFEST_FILE = "manifest.json"
-RUN_CONFIG_FILE = "config.json"
-RUN_WEIGHTS_FILE = "generator.safetensors"
 GENERATE_BATCH = 500
 
 
@@ -45,11 +42,11 @@ def open_source(path: str | Path) -> ImageSource:
         raise SourceError(f"{path}: not a directory (expected a run directory or a model directory)")
     if (path / MANIFEST_FILE).is_file():
         return _model_source(path)
-    if (path / RUN_CONFIG_FILE).is_file() and (path / RUN_WEIGHTS_FILE).is_file():
+    if is_run_dir(path):
         return _run_source(path)
     raise SourceError(
-        f"{path}: neither a model directory ({MANIFEST_FILE} + model.onnx) "
-        f"nor a run directory ({RUN_CONFIG_FILE} + {RUN_WEIGHTS_FILE})"
+        f"{path}: neither a model directory ({MANIFEST_FILE} + {MODEL_FILE}) "
+        f"nor a run directory ({CONFIG_FILE} + {GENERATOR_FILE})"
     )
 
 
@@ -103,27 +100,19 @@ def _run_source(run_dir: Path) -> ImageSource:
             details={"path": str(run_dir), "config": config},
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise SourceError(f"{run_dir / RUN_CONFIG_FILE}: missing or bad field ({exc!r})") from exc
+        raise SourceError(f"{run_dir / CONFIG_FILE}: missing or bad field ({exc!r})") from exc
 
 
 def _model_source(model_dir: Path) -> ImageSource:
     import onnxruntime as ort
 
-    manifest_path = model_dir / MANIFEST_FILE
     try:
-        manifest = json.loads(manifest_path.read_text())
-        onnx_path = model_dir / manifest["file"]
-        latent_name, label_name = manifest["inputs"]["latent"], manifest["inputs"]["label"]
-        output_name = manifest["output"]["name"]
-        latent_dim, num_classes = int(manifest["latent_dim"]), int(manifest["num_classes"])
-        image_shape = tuple(int(d) for d in manifest["image_shape"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise SourceError(f"{manifest_path}: missing or bad field ({exc!r})") from exc
-    if not onnx_path.is_file():
-        raise SourceError(f"{onnx_path}: model file named in {manifest_path} not found")
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    if manifest.get("sha256") not in (None, digest):
-        raise SourceError(f"{onnx_path}: sha256 {digest} differs from {manifest_path} ({manifest['sha256']})")
+        manifest = read_manifest(model_dir)
+        onnx_path = verified_graph(model_dir, manifest.graph())
+    except ModelDirError as exc:
+        raise SourceError(str(exc)) from exc
+    latent_name, label_name = manifest.inputs["latent"], manifest.inputs["label"]
+    output_name = manifest.output.name
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
     def generate(z: np.ndarray, label: np.ndarray) -> np.ndarray:
@@ -131,18 +120,18 @@ def _model_source(model_dir: Path) -> ImageSource:
         return images
 
     return ImageSource(
-        name=str(manifest.get("name", model_dir.name)),
+        name=manifest.name,
         kind="model",
-        latent_dim=latent_dim,
-        num_classes=num_classes,
-        image_shape=image_shape,  # type: ignore[arg-type]
+        latent_dim=manifest.latent_dim,
+        num_classes=manifest.num_classes,
+        image_shape=manifest.image_shape,
         generate=generate,
-        conditional=bool(manifest.get("conditional", True)),
+        conditional=manifest.conditional,
         details={
             "path": str(model_dir),
-            "version": manifest.get("version"),
-            "sha256": digest,
-            "training": manifest.get("training"),
-            "data_split": manifest.get("data_split"),
+            "version": manifest.version,
+            "sha256": manifest.sha256,
+            "training": manifest.training,
+            "data_split": manifest.data_split,
         },
     )

@@ -17,6 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluation.classifier import (
+    CONFIG_FORMAT,
+    Classifier,
+    ClassifierArchitecture,
+    DigitClassifier,
+    architecture_dict,
+    save_classifier,
+)
 from train.data import (
     DEFAULT_HELD_OUT_FRACTION,
     DEFAULT_SPLIT_SEED,
@@ -24,14 +32,6 @@ from train.data import (
     load_images,
     stratified_split,
     to_model_range,
-)
-from train.evaluation.classifier import (
-    CONFIG_FORMAT,
-    Classifier,
-    ClassifierArchitecture,
-    DigitClassifier,
-    architecture_dict,
-    save_classifier,
 )
 
 

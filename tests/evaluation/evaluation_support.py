@@ -1,21 +1,15 @@
-"""The shipped domain classifier and its real reference images, loaded once for the evaluation tests."""
+"""Helpers for the evaluation tests: fast settings and fake generators built from real images."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from train.evaluation.evaluate import EvalSettings, Reference, load_reference
-from train.evaluation.sources import ImageSource
+from evaluation.evaluate import EvalSettings, Reference
+from evaluation.sources import ImageSource
 
 # Small but real settings: fewer images and KID subsets than the defaults keep each evaluation near a second.
 FAST = EvalSettings(n=1000, kid_subsets=5, kid_subset_size=500)
 LATENT_DIM = 8
-
-
-@pytest.fixture(scope="session")
-def reference() -> Reference:
-    return load_reference()
 
 
 def source_from(name: str, pick, reference: Reference, **details) -> ImageSource:
