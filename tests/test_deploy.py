@@ -1,0 +1,120 @@
+"""``deploy/`` (kustomize): every manifest is valid against the Kubernetes schemas (offline, with
+kubernetes-validate), and what it says agrees with the service: probes on the real endpoints, env names
+that are real settings, a grace period that covers drain + shutdown. The GPU overlay's patch is merged
+here the way kustomize merges it (its name suffix and labels are not applied)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from service.config import Settings
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+KUBERNETES_VERSION = "1.31.0"
+SETTINGS_ENV = {f"GAN_{name.upper()}" for name in Settings.model_fields}
+
+
+def _documents(directory: Path) -> list[dict]:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    return [yaml.safe_load((directory / name).read_text()) for name in kustomization["resources"]]
+
+
+def _merge_by_name(base: list[dict], patch: list[dict]) -> list[dict]:
+    merged = {item["name"]: item for item in copy.deepcopy(base)}
+    for item in patch:
+        merged[item["name"]] = _merge(merged.get(item["name"], {}), item)
+    return list(merged.values())
+
+
+def _merge(base: object, patch: object) -> object:
+    """Strategic merge as kustomize does it for these fields: maps deep, named lists by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {key: _merge(base.get(key), value) for key, value in patch.items()} | {
+            key: value for key, value in base.items() if key not in patch
+        }
+    if isinstance(base, list) and isinstance(patch, list) and all("name" in item for item in base + patch):
+        return _merge_by_name(base, patch)
+    return copy.deepcopy(patch)
+
+
+def rendered(variant: str) -> list[dict]:
+    base = _documents(DEPLOY / "base")
+    if variant == "base":
+        return base
+    overlay = yaml.safe_load((DEPLOY / variant / "kustomization.yaml").read_text())
+    patches = [yaml.safe_load((DEPLOY / variant / p["path"]).read_text()) for p in overlay["patches"]]
+    out = []
+    for document in base:
+        for patch in patches:
+            if (patch["kind"], patch["metadata"]["name"]) == (document["kind"], document["metadata"]["name"]):
+                document = _merge(document, patch)
+        out.append(document)
+    return out
+
+
+def deployment(variant: str) -> dict:
+    return next(d for d in rendered(variant) if d["kind"] == "Deployment")
+
+
+def container_env(variant: str) -> dict[str, str]:
+    (container,) = deployment(variant)["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
+@pytest.mark.parametrize("variant", ["base", "gpu"])
+def test_every_manifest_is_valid_kubernetes(variant: str) -> None:
+    documents = rendered(variant)
+    assert {d["kind"] for d in documents} == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_an_invalid_manifest_is_caught() -> None:
+    broken = deployment("base")
+    broken["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = "soon"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("variant", ["base", "gpu"])
+def test_the_pod_matches_the_service(variant: str) -> None:
+    spec = deployment(variant)["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = container_env(variant)
+    assert set(env) <= SETTINGS_ENV, f"not settings: {set(env) - SETTINGS_ENV}"
+    settings = Settings(_env_file=None, **{k[4:].lower(): v for k, v in env.items()})
+    assert spec["terminationGracePeriodSeconds"] >= settings.drain_s + settings.shutdown_timeout_s
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert {p["containerPort"] for p in container["ports"]} == {settings.port}
+    assert settings.host == "0.0.0.0"  # reachable from outside the pod
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    limit = float(container["resources"]["limits"]["cpu"])
+    assert settings.intra_op_threads * settings.workers <= limit  # no more threads than the CPU quota
+
+
+def test_the_gpu_variant_asks_for_a_gpu_and_refuses_to_run_without_one() -> None:
+    (container,) = deployment("gpu")["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container_env("gpu")["GAN_DEVICE"] == "cuda"
+    assert container["image"].endswith("gan-service-gpu:latest")
+    assert (
+        container["livenessProbe"]
+        == deployment("base")["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    )
+
+
+def test_prometheus_scrapes_the_metrics_endpoint() -> None:
+    annotations = deployment("base")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
