@@ -18,6 +18,7 @@ from service.metrics import Metrics
 from service.middleware import RequestContext
 from service.model_repo import ModelSpec, load_model_dir
 from service.routes import arithmetic, bulk, generate, interpolate, models, ops
+from service.routes.common import ServiceContext
 from service.runtime import Runtime
 from service.shutdown import install_sigterm_drain
 
@@ -30,18 +31,19 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     settings = settings or Settings()
     spec = load_model_dir(settings.model_dir, settings.model_variant)
     metrics = Metrics(settings.max_batch)
+    ctx = ServiceContext(spec, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher = Batcher(runtime_factory(spec, settings), settings, metrics)
         batcher.start()
-        app.state.batcher = batcher
-        install_sigterm_drain(app.state, settings.drain_s)
+        ctx.lifecycle.batcher = batcher
+        install_sigterm_drain(ctx.lifecycle, settings.drain_s)
         log.info("serving %s %s from %s", spec.manifest.name, spec.manifest.version, spec.directory)
         try:
             yield
         finally:
-            app.state.draining = True
+            ctx.lifecycle.draining = True
             metrics.ready.set(0)
             await batcher.close()
             metrics.retire()
@@ -54,15 +56,10 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
     )
-    app.state.settings, app.state.spec, app.state.metrics = settings, spec, metrics
-    app.state.draining = False  # set on SIGTERM (see service.cli) and at shutdown: /readyz answers 503
-
     protected = api_key_dependencies(settings)
     for module in (generate, interpolate, arithmetic, bulk, models):
-        app.include_router(module.build_router(spec, settings), dependencies=protected)
-    app.include_router(
-        ops.build_router(spec, settings), dependencies=[] if settings.public_ops else protected
-    )
+        app.include_router(module.build_router(ctx), dependencies=protected)
+    app.include_router(ops.build_router(ctx), dependencies=[] if settings.public_ops else protected)
     errors.install(app, settings.retry_after_s)
     app.add_middleware(
         RequestContext,

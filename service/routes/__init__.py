@@ -1,1 +1,1 @@
-"""One module per resource; each exposes ``build_router(spec, settings)``."""
+"""One module per resource; each exposes ``build_router(ctx)`` (``ctx``: ``common.ServiceContext``)."""

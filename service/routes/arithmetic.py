@@ -11,18 +11,15 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from contracts import latents
-from service.config import Settings
 from service.encoding import Format
 from service.errors import check_count, check_range
-from service.model_repo import ModelSpec
 from service.routes.common import (
     IMAGE_RESPONSES,
-    BatcherDep,
     FormatField,
+    ServiceContext,
     StrictBody,
     TruncationField,
-    render,
-    unless_disconnected,
+    image_response,
 )
 from service.routes.latent_source import LatentSource, resolve
 from service.runtime import GraphKind
@@ -49,7 +46,8 @@ class EveryLabelRequest(LatentSource):
     format: Format = FormatField
 
 
-def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+def build_router(ctx: ServiceContext) -> APIRouter:
+    spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["latent arithmetic"])
     top_label = spec.num_classes - 1
     all_labels = list(range(spec.num_classes))
@@ -60,7 +58,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         response_class=Response,
         summary="Render a weighted sum of mean latents under one or more labels",
     )
-    async def arithmetic(request: Request, batcher: BatcherDep, body: ArithmeticRequest) -> Response:
+    async def arithmetic(request: Request, body: ArithmeticRequest) -> Response:
         check_count(("body", "terms"), len(body.terms), settings.max_terms)
         for i, term in enumerate(body.terms):
             check_count(("body", "terms", i, "seeds"), len(term.seeds), settings.max_seeds_per_term)
@@ -74,19 +72,20 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         row = np.concatenate([means, result[None]]) if body.show_terms else result[None]
         z = np.concatenate([row] * len(labels))
         image_labels = np.repeat(np.asarray(labels, dtype=np.int64), len(row))
-        images = await unless_disconnected(request, batcher.generate(GraphKind.MAIN, z, image_labels))
-        infos = [
-            {"label": int(label), "latent": latent.tolist()}
-            for label, latent in zip(image_labels, z, strict=True)
-        ]
-        return await render(
-            images,
+        return await image_response(
+            ctx,
+            request,
+            GraphKind.MAIN,
+            z,
+            image_labels,
             body.format,
-            infos=infos,
+            infos=lambda: [
+                {"label": int(label), "latent": latent.tolist()}
+                for label, latent in zip(image_labels, z, strict=True)
+            ],
             seed=None,
             truncation=body.truncation,
             columns=len(row) if body.show_terms else len(labels),
-            settings=settings,
         )
 
     @router.post(
@@ -95,20 +94,23 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         response_class=Response,
         summary="One latent (one style) rendered under every label",
     )
-    async def every_label(request: Request, batcher: BatcherDep, body: EveryLabelRequest) -> Response:
+    async def every_label(request: Request, body: EveryLabelRequest) -> Response:
         latent = resolve(body, ("body",), spec, settings, body.truncation)
         z = np.repeat(latent[None], spec.num_classes, axis=0)
         labels = np.arange(spec.num_classes, dtype=np.int64)
-        images = await unless_disconnected(request, batcher.generate(GraphKind.MAIN, z, labels))
-        infos = [{"seed": body.seed, "label": int(label), "latent": latent.tolist()} for label in labels]
-        return await render(
-            images,
+        return await image_response(
+            ctx,
+            request,
+            GraphKind.MAIN,
+            z,
+            labels,
             body.format,
-            infos=infos,
+            infos=lambda: [
+                {"seed": body.seed, "label": int(label), "latent": latent.tolist()} for label in labels
+            ],
             seed=body.seed,
             truncation=body.truncation,
             columns=spec.num_classes,
-            settings=settings,
         )
 
     return router

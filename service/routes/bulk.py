@@ -20,14 +20,12 @@ from starlette.types import Receive, Scope, Send
 from contracts import latents
 from service import encoding, label_mix
 from service.batcher import Batcher, Lane
-from service.config import Settings
 from service.errors import check_range, invalid
-from service.model_repo import ModelSpec
 from service.routes.common import (
     IMAGE_RESPONSES,
-    BatcherDep,
     ErrorBody,
     SeedField,
+    ServiceContext,
     StrictBody,
     TruncationField,
     choose_seed,
@@ -79,7 +77,8 @@ class _BulkResponse(StreamingResponse):
             self._release()
 
 
-def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+def build_router(ctx: ServiceContext) -> APIRouter:
+    spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["bulk"])
     height, width, channels = spec.image_shape
     pixel_shape = (height, width) if channels == 1 else (height, width, channels)
@@ -159,7 +158,8 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
             },
         },
     )
-    async def bulk(batcher: BatcherDep, body: BulkRequest) -> StreamingResponse:
+    async def bulk(body: BulkRequest) -> StreamingResponse:
+        batcher = ctx.batcher
         counts = counts_for(body)
         total = int(counts.sum())
         seed = choose_seed(body.seed, total)

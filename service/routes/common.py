@@ -1,14 +1,21 @@
-"""What the routes share: injected dependencies, the seed rule, disconnect-aware waiting and rendering."""
+"""What the routes share: their context, the seed rule, and the tail of every image route (disconnect-aware
+waiting on the batcher, then rendering).
+
+Routes get their context one way: each module's ``build_router(ctx)`` closes over one ``ServiceContext``. A
+closure costs nothing per request, where FastAPI solves every injected dependency on every request (a
+measurable share of a small one); the batcher, made later by the lifespan, is reached through ``ctx.batcher``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -18,28 +25,35 @@ from service import encoding, errors
 from service.batcher import Batcher
 from service.config import Settings
 from service.encoding import Format
+from service.metrics import Metrics
 from service.model_repo import ModelSpec
+from service.runtime import GraphKind
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
-# ``async def`` although they do not await: FastAPI runs plain ``def`` dependencies in its thread pool
+@dataclass(slots=True)
+class Lifecycle:
+    """What the app's lifespan and SIGTERM change while the app lives."""
+
+    batcher: Batcher | None = None  # set when the lifespan starts
+    draining: bool = False  # set on SIGTERM (see service.shutdown) and at shutdown: /readyz answers 503
 
 
-async def get_batcher(request: Request) -> Batcher:
-    return request.app.state.batcher
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    spec: ModelSpec
+    settings: Settings
+    metrics: Metrics
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
-
-async def get_spec(request: Request) -> ModelSpec:
-    return request.app.state.spec
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+    @property
+    def batcher(self) -> Batcher:
+        """The lifespan's batcher (requests are served only while the lifespan runs)."""
+        batcher = self.lifecycle.batcher
+        assert batcher is not None, "the app's lifespan has not started"
+        return batcher
 
 
 def parse_query(model: type[M], request: Request) -> M:
@@ -138,11 +152,11 @@ def choose_seed(seed: int | None, count: int = 1) -> int:
     return seed if seed is not None else random.randrange(MAX_SEED - count + 2)
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+async def unless_disconnected(request: Request, work: Awaitable[T], check_after_s: float) -> T:
     """Await ``work`` in this task, cancelling it (and so dropping its queued images) if the client goes away.
 
-    The client is watched (a task reading the connection) only once the request has waited
-    ``disconnect_check_ms``: most requests are answered sooner, and for them the watcher would cost more
+    The client is watched (a task reading the connection) only once the request has waited ``check_after_s``
+    (``disconnect_check_ms``): most requests are answered sooner, and for them the watcher would cost more
     than the little work a disconnect could save."""
     caller = asyncio.current_task()
     assert caller is not None
@@ -158,8 +172,7 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     def watch() -> None:
         state["watcher"] = asyncio.ensure_future(disconnected())
 
-    delay_s = request.app.state.settings.disconnect_check_ms / 1000
-    timer = asyncio.get_running_loop().call_later(delay_s, watch)
+    timer = asyncio.get_running_loop().call_later(check_after_s, watch)
     try:
         return await work
     except asyncio.CancelledError:
@@ -173,18 +186,25 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
             state["watcher"].cancel()
 
 
-async def render(
-    images: np.ndarray,
+async def image_response(
+    ctx: ServiceContext,
+    request: Request,
+    kind: GraphKind,
+    z: np.ndarray,
+    condition: np.ndarray,
     fmt: Format,
     *,
-    infos: Sequence[dict],
+    infos: Callable[[], list[dict[str, Any]]],
     seed: int | None,
     truncation: float,
-    columns: int | None = None,
-    settings: Settings,
+    columns: int | None,
 ) -> Response:
-    """The body for ``images`` [n, H, W, C] in ``fmt``; ``infos`` hold each image's seed/label/latent.
-    Encoding runs on the event loop for at most ``settings.inline_max_images`` images, else in a thread."""
+    """The images of ``z`` under ``condition`` (labels or label weights) rendered in ``fmt``; the queued work
+    is dropped if the client goes away first. ``infos`` (each image's seed/label/latent) is called for json
+    only. Encoding runs on the event loop for at most ``inline_max_images`` images, else in a thread."""
+    settings = ctx.settings
+    work = ctx.batcher.generate(kind, z, condition)
+    images = await unless_disconnected(request, work, settings.disconnect_check_ms / 1000)
     padding, inline_max_images = settings.grid_padding, settings.inline_max_images
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     n = len(images)
@@ -201,7 +221,8 @@ async def render(
         count=len(images),
         image_shape=tuple(images.shape[1:]),
         images=[
-            ImageInfo(index=i, png=png, **info) for i, (info, png) in enumerate(zip(infos, pngs, strict=True))
+            ImageInfo(index=i, png=png, **info)
+            for i, (info, png) in enumerate(zip(infos(), pngs, strict=True))
         ],
     )
     return Response(payload.model_dump_json(exclude_none=True), media_type=encoding.JSON, headers=headers)

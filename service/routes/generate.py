@@ -9,24 +9,20 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from contracts import latents
-from service.batcher import Batcher
-from service.config import Settings
 from service.encoding import Format
 from service.errors import check_count, check_range
-from service.model_repo import ModelSpec
 from service.routes.common import (
     IMAGE_RESPONSES,
-    BatcherDep,
     FormatField,
     SeedField,
+    ServiceContext,
     StrictBody,
     TruncationField,
     choose_seed,
     compute,
+    image_response,
     parse_query,
     query_parameters,
-    render,
-    unless_disconnected,
 )
 from service.runtime import GraphKind
 
@@ -46,7 +42,8 @@ class LabelsRequest(StrictBody):
     )
 
 
-def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+def build_router(ctx: ServiceContext) -> APIRouter:
+    spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["generation"])
     top_label = spec.num_classes - 1
 
@@ -61,7 +58,6 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
 
     async def generate_images(
         request: Request,
-        batcher: Batcher,
         labels: np.ndarray,
         seed: int | None,
         same_latent: bool,
@@ -70,8 +66,8 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         columns: int | None = None,
     ) -> Response:
         n = len(labels)
-        seed = choose_seed(seed, 1 if same_latent else n)
         count = 1 if same_latent else n
+        seed = choose_seed(seed, count)
         z = await compute(
             count,
             settings.inline_max_images,
@@ -83,24 +79,21 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         )
         if same_latent:
             z = np.repeat(z, n, axis=0)
-        images = await unless_disconnected(request, batcher.generate(GraphKind.MAIN, z, labels))
-        seeds = [seed] * n if same_latent else list(range(seed, seed + n))
-        infos = (
-            []
-            if fmt is not Format.json
-            else [
+        seeds = [seed] * n if same_latent else range(seed, seed + n)
+        return await image_response(
+            ctx,
+            request,
+            GraphKind.MAIN,
+            z,
+            labels,
+            fmt,
+            infos=lambda: [
                 {"seed": s, "label": int(label), "latent": row.tolist()}
                 for s, label, row in zip(seeds, labels, z, strict=True)
-            ]
-        )
-        return await render(
-            images,
-            fmt,
-            infos=infos,
+            ],
             seed=seed,
             truncation=truncation,
             columns=columns,
-            settings=settings,
         )
 
     @router.post(
@@ -111,12 +104,10 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         openapi_extra={"parameters": query_parameters(GenerateQuery)},
     )
     async def generate(request: Request) -> Response:
-        # the hot route: its query is parsed by hand and the batcher read off the app, not injected
+        # the hot route: its query is parsed by hand, not injected parameter by parameter
         query = parse_query(GenerateQuery, request)
         labels = np.full(query.n, query.label, dtype=np.int64)
-        return await generate_images(
-            request, request.app.state.batcher, labels, query.seed, False, query.truncation, query.format
-        )
+        return await generate_images(request, labels, query.seed, False, query.truncation, query.format)
 
     @router.post(
         "/v1/generate",
@@ -124,13 +115,13 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         response_class=Response,
         summary="Generate one image per entry of a list of labels (one grid)",
     )
-    async def generate_labels(request: Request, batcher: BatcherDep, body: LabelsRequest) -> Response:
+    async def generate_labels(request: Request, body: LabelsRequest) -> Response:
         check_count(("body", "labels"), len(body.labels), settings.max_n)
         for i, label in enumerate(body.labels):
             check_range(("body", "labels", i), label, 0, top_label)
         labels = np.asarray(body.labels, dtype=np.int64)
         return await generate_images(
-            request, batcher, labels, body.seed, body.same_latent, body.truncation, body.format, body.columns
+            request, labels, body.seed, body.same_latent, body.truncation, body.format, body.columns
         )
 
     return router

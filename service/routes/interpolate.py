@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -10,18 +10,15 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from contracts import latents
-from service.config import Settings
 from service.encoding import Format
 from service.errors import NotSupported, check_range
-from service.model_repo import ModelSpec
 from service.routes.common import (
     IMAGE_RESPONSES,
-    BatcherDep,
     FormatField,
+    ServiceContext,
     StrictBody,
     TruncationField,
-    render,
-    unless_disconnected,
+    image_response,
 )
 from service.routes.latent_source import LatentSource, resolve
 from service.runtime import GraphKind
@@ -51,7 +48,8 @@ class LabelInterpolateRequest(LatentSource):
     format: Format = FormatField
 
 
-def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+def build_router(ctx: ServiceContext) -> APIRouter:
+    spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["interpolation"])
     top_label = spec.num_classes - 1
 
@@ -61,7 +59,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         response_class=Response,
         summary="Walk from one latent to another under one label (a strip of images)",
     )
-    async def interpolate(request: Request, batcher: BatcherDep, body: InterpolateRequest) -> Response:
+    async def interpolate(request: Request, body: InterpolateRequest) -> Response:
         check_range(("body", "label"), body.label, 0, top_label)
         check_range(("body", "steps"), body.steps, 2, settings.max_steps)
         start = resolve(body.start, ("body", "start"), spec, settings, body.truncation)
@@ -69,17 +67,23 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         ts = latents.interpolation_steps(body.steps)
         z = (latents.slerp if body.method == "slerp" else latents.lerp)(start, end, ts)
         labels = np.full(body.steps, body.label, dtype=np.int64)
-        images = await unless_disconnected(request, batcher.generate(GraphKind.MAIN, z, labels))
-        infos = [{"label": body.label, "latent": row.tolist()} for row in z]
-        infos[0]["seed"], infos[-1]["seed"] = body.start.seed, body.end.seed
-        return await render(
-            images,
+
+        def infos() -> list[dict[str, Any]]:
+            rows = [{"label": body.label, "latent": row.tolist()} for row in z]
+            rows[0]["seed"], rows[-1]["seed"] = body.start.seed, body.end.seed
+            return rows
+
+        return await image_response(
+            ctx,
+            request,
+            GraphKind.MAIN,
+            z,
+            labels,
             body.format,
             infos=infos,
             seed=None,
             truncation=body.truncation,
             columns=body.steps,
-            settings=settings,
         )
 
     @router.post(
@@ -88,9 +92,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         response_class=Response,
         summary="Morph one latent from one label to another through the label embedding",
     )
-    async def interpolate_labels(
-        request: Request, batcher: BatcherDep, body: LabelInterpolateRequest
-    ) -> Response:
+    async def interpolate_labels(request: Request, body: LabelInterpolateRequest) -> Response:
         if spec.label_morph is None:
             raise NotSupported(
                 f"model {spec.manifest.name!r} does not support label interpolation: its manifest has no "
@@ -104,16 +106,19 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         eye = np.eye(spec.num_classes, dtype=np.float32)
         weights = ((1 - ts) * eye[body.start_label] + ts * eye[body.end_label]).astype(np.float32)
         z = np.repeat(latent[None], body.steps, axis=0)
-        images = await unless_disconnected(request, batcher.generate(GraphKind.LABEL_MORPH, z, weights))
-        infos = [{"seed": body.seed, "label_weights": w.tolist(), "latent": latent.tolist()} for w in weights]
-        return await render(
-            images,
+        return await image_response(
+            ctx,
+            request,
+            GraphKind.LABEL_MORPH,
+            z,
+            weights,
             body.format,
-            infos=infos,
+            infos=lambda: [
+                {"seed": body.seed, "label_weights": w.tolist(), "latent": latent.tolist()} for w in weights
+            ],
             seed=body.seed,
             truncation=body.truncation,
             columns=body.steps,
-            settings=settings,
         )
 
     return router

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from service.config import Settings
-from service.model_repo import ModelSpec
+from service.routes.common import ServiceContext
 
 
 class ModelCard(BaseModel):
@@ -23,13 +22,14 @@ class ModelCard(BaseModel):
     max_n: int = Field(description="Most images per /generate request.")
 
 
-def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+def build_router(ctx: ServiceContext) -> APIRouter:
+    spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["models"])
 
     @router.get("/v1/models", summary="The served models")
-    async def models(request: Request) -> list[ModelCard]:
+    async def models() -> list[ModelCard]:
         m = spec.manifest
-        batcher = getattr(request.app.state, "batcher", None)
+        batcher = ctx.lifecycle.batcher
         return [
             ModelCard(
                 name=m.name,

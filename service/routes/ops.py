@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.config import Settings
-from service.model_repo import ModelSpec
+from service.routes.common import Lifecycle, ServiceContext
 
 
-def readiness(request: Request) -> tuple[bool, str]:
-    state = request.app.state
-    batcher = getattr(state, "batcher", None)
-    if state.draining:
+def readiness(lifecycle: Lifecycle) -> tuple[bool, str]:
+    batcher = lifecycle.batcher
+    if lifecycle.draining:
         return False, "draining"
     if batcher is None:
         return False, "starting"
@@ -22,7 +20,8 @@ def readiness(request: Request) -> tuple[bool, str]:
     return (True, "ready") if batcher.ready else (False, "warming up")
 
 
-def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
+def build_router(ctx: ServiceContext) -> APIRouter:
+    spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="The process is alive")
@@ -34,8 +33,8 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         summary="Model loaded and every batch size warmed up (503 before, and while draining)",
         responses={503: {"description": "Not ready: starting, warming up, draining or failed."}},
     )
-    async def readyz(request: Request) -> JSONResponse:
-        ready, status = readiness(request)
+    async def readyz() -> JSONResponse:
+        ready, status = readiness(ctx.lifecycle)
         headers = {} if ready else {"Retry-After": str(settings.retry_after_s)}
         return JSONResponse(
             {"status": status, "model": spec.manifest.name},
@@ -49,7 +48,7 @@ def build_router(spec: ModelSpec, settings: Settings) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
     )
-    async def metrics(request: Request) -> Response:
-        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics() -> Response:
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router

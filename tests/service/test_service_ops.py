@@ -287,7 +287,21 @@ def test_a_manifest_variant_can_be_served(model_copy):
         assert client.post("/generate", params={"label": 1}).status_code == 200
 
 
-def test_trivial_dependencies_are_coroutines_so_fastapi_runs_them_on_the_loop():
-    from service.routes.common import get_batcher, get_settings, get_spec
+def test_routes_solve_no_dependency_but_the_key_check_which_runs_on_the_loop():
+    from service.auth import api_key_dependencies
+    from service.metrics import Metrics
+    from service.routes import arithmetic, bulk, generate, interpolate, models, ops
+    from service.routes.common import ServiceContext
 
-    assert all(inspect.iscoroutinefunction(dep) for dep in (get_batcher, get_spec, get_settings))
+    settings = make_settings(api_keys="k")
+    ctx = ServiceContext(SPEC, settings, Metrics(settings.max_batch))
+    routes = [
+        route
+        for m in (generate, interpolate, arithmetic, bulk, models, ops)
+        for route in m.build_router(ctx).routes
+    ]
+    # the context is closed over, not injected: FastAPI solves every dependency on every request
+    assert [route.path for route in routes if route.dependant.dependencies] == []
+    [key_check] = api_key_dependencies(settings)
+    # a coroutine: FastAPI would run a plain ``def`` dependency in its thread pool
+    assert inspect.iscoroutinefunction(key_check.dependency.__call__)
