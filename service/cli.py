@@ -21,6 +21,7 @@ from service.config import Settings
 from service.logs import log_config
 from service.main import create_app
 from service.model_repo import load_model_dir
+from service.runtime import Runtime, StartupError
 from service.workers import Supervisor, shared_metrics_dir
 
 # flag -> setting; the flags users reach for most, the rest stay environment variables
@@ -55,12 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.config.dictConfig(log_config(settings.log_level))
     try:
+        if settings.device == "cuda":  # here, once: a worker that fails to start cannot stop its supervisor
+            Runtime(load_model_dir(settings.model_dir, settings.model_variant), settings)
         if settings.workers == 1:
             app = create_app(settings)
         else:  # each worker builds its own app from the environment; check the model once here
             app = None
             load_model_dir(settings.model_dir, settings.model_variant)
-    except ModelDirError as exc:
+    except (ModelDirError, StartupError) as exc:
         print(f"gan-serve: refusing to start: {exc}", file=sys.stderr)
         return 2
     config = uvicorn.Config(

@@ -35,7 +35,14 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher = Batcher(runtime_factory(spec, settings), settings, metrics)
+        runtime = runtime_factory(spec, settings)
+        metrics.model_info.labels(
+            spec.manifest.name, spec.manifest.version, runtime.providers[0], str(runtime.intra_op_threads)
+        ).set(1)
+        log.info(
+            "ONNX Runtime providers %s, %d intra-op threads", runtime.providers, runtime.intra_op_threads
+        )
+        batcher = Batcher(runtime, settings, metrics)
         batcher.start()
         ctx.lifecycle.batcher = batcher
         install_sigterm_drain(ctx.lifecycle, settings.drain_s)

@@ -14,6 +14,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
     multiprocess,
@@ -42,6 +43,9 @@ class Metrics:
         if self.multiprocess:
             self._exposed = CollectorRegistry()
             multiprocess.MultiProcessCollector(self._exposed)
+        # process_* (CPU seconds, resident memory, open files) of the process answering the scrape: with
+        # several workers, that worker's own (the library cannot sum them across processes)
+        ProcessCollector(registry=self._exposed)
         self.requests = Counter(
             "gan_http_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=r
         )
@@ -102,6 +106,15 @@ class Metrics:
             "gan_ready",
             "1 once the model is loaded and every batch size warmed up",
             multiprocess_mode="livemin",
+            registry=r,
+        )
+
+        # livemax: one series per distinct (model, provider, threads) among the live workers, no pid label
+        self.model_info = Gauge(
+            "gan_model_info",
+            "The served model and what really runs it (value 1)",
+            ["model", "version", "provider", "intra_op_threads"],
+            multiprocess_mode="livemax",
             registry=r,
         )
 

@@ -6,8 +6,10 @@ Not thread-safe by design: the batcher calls ``run`` from its single inference t
 from __future__ import annotations
 
 import logging
+import math
 import os
 from enum import StrEnum
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -25,6 +27,11 @@ CPU = "CPUExecutionProvider"
 PROVIDER_OPTIONS: dict[str, dict[str, str]] = {CUDA: {"cudnn_conv_algo_search": "DEFAULT"}}
 # On this few cores a second intra-op thread spin-waits and slows every call (reports/bench/NOTES.md)
 SINGLE_THREAD_MAX_CORES = 2
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class StartupError(RuntimeError):
+    """The service cannot run as configured (e.g. GAN_DEVICE=cuda without a working CUDA provider)."""
 
 
 class GraphKind(StrEnum):
@@ -33,9 +40,10 @@ class GraphKind(StrEnum):
 
 
 def choose_providers(device: str) -> list[str]:
+    """The providers to ask for; what a session really runs on is checked once it exists (``Runtime``)."""
     available = ort.get_available_providers()
     if device == "cuda" and CUDA not in available:
-        raise ModelDirError(
+        raise StartupError(
             f"GAN_DEVICE=cuda but ONNX Runtime offers only {available} (install onnxruntime-gpu)"
         )
     if device == "cuda" or (device == "auto" and CUDA in available):
@@ -43,11 +51,34 @@ def choose_providers(device: str) -> list[str]:
     return [CPU]
 
 
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """This process's cgroup CPU quota in cores (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); None: no quota."""
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = root / "cpu"
+        if (v1 / "cpu.cfs_quota_us").is_file():
+            quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+            return None if quota_us <= 0 else quota_us / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def available_cores(root: Path = CGROUP_ROOT) -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (a pod limited to
+    2 CPUs on a 64-core node has 2)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    limit = cgroup_cpu_limit(root)
+    return max(1, min(cores, math.ceil(limit))) if limit else cores
+
+
 def intra_op_threads(settings: Settings, cores: int | None = None) -> int:
     """``GAN_INTRA_OP_THREADS`` when set, else 1 on small machines and the cores shared among the workers."""
     if settings.intra_op_threads:
         return settings.intra_op_threads
-    cores = cores if cores is not None else os.cpu_count() or 1
+    cores = cores if cores is not None else available_cores()
     if cores <= SINGLE_THREAD_MAX_CORES:
         return 1
     return max(1, cores // settings.workers)
@@ -56,7 +87,9 @@ def intra_op_threads(settings: Settings, cores: int | None = None) -> int:
 class Runtime:
     def __init__(self, spec: ModelSpec, settings: Settings):
         self.spec = spec
-        self.providers = choose_providers(settings.device)
+        self.device = settings.device
+        self.requested = choose_providers(settings.device)
+        self.providers = self.requested  # replaced by what the main session really runs on
         options = ort.SessionOptions()
         self.intra_op_threads = intra_op_threads(settings)
         options.intra_op_num_threads = self.intra_op_threads
@@ -65,8 +98,10 @@ class Runtime:
         options.inter_op_num_threads = settings.inter_op_threads
         options.use_deterministic_compute = True  # the same latent gives the same bytes, whatever the batch
         options.log_severity_level = 3
+        main = self._session(spec.main, options)
+        self.providers = main.get_providers()
         self._graphs: dict[GraphKind, tuple[Graph, ort.InferenceSession]] = {
-            GraphKind.MAIN: (spec.main, self._session(spec.main, options))
+            GraphKind.MAIN: (spec.main, main)
         }
         if spec.label_morph is not None:
             morph = spec.label_morph
@@ -84,13 +119,27 @@ class Runtime:
 
     def _session(self, graph: Graph, options: ort.SessionOptions) -> ort.InferenceSession:
         try:
-            providers = [(name, PROVIDER_OPTIONS.get(name, {})) for name in self.providers]
+            providers = [(name, PROVIDER_OPTIONS.get(name, {})) for name in self.requested]
             session = ort.InferenceSession(str(graph.path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for unreadable graphs
             raise ModelDirError(f"{graph.path}: ONNX Runtime cannot load it ({exc})") from exc
         self._check_signature(graph, session)
+        self._check_device(graph, session.get_providers())
         log.info("loaded %s on %s", graph.path.name, session.get_providers()[0])
         return session
+
+    def _check_device(self, graph: Graph, actual: list[str]) -> None:
+        """ONNX Runtime falls back to the CPU when the CUDA provider cannot load (for example CUDA libraries
+        of another major version than the onnxruntime-gpu build's) and only logs it: refuse or say so."""
+        if CUDA not in self.requested or CUDA in actual:
+            return
+        if self.device == "cuda":
+            raise StartupError(
+                f"GAN_DEVICE=cuda but ONNX Runtime {ort.__version__} could not start its CUDA provider for "
+                f"{graph.path.name} (the session would run on {actual}): are the CUDA libraries this "
+                "onnxruntime-gpu build needs installed?"
+            )
+        log.warning("the CUDA provider did not load for %s: serving on the CPU (%s)", graph.path.name, actual)
 
     def _check_signature(self, graph: Graph, session: ort.InferenceSession) -> None:
         inputs = {i.name: i for i in session.get_inputs()}

@@ -18,7 +18,12 @@ class ModelCard(BaseModel):
     sha256: str = Field(description="sha256 of the served ONNX file.")
     variant: str | None = Field(None, description="The manifest variant served, when not the default graph.")
     label_interpolation: bool = Field(description="Whether /v1/interpolate/labels is available.")
-    providers: list[str] = Field(description="ONNX Runtime execution providers in use.")
+    providers: list[str] = Field(
+        description="ONNX Runtime execution providers the session really runs on (not the ones asked for)."
+    )
+    intra_op_threads: int | None = Field(
+        None, description="ONNX Runtime threads per operator in this worker's session (null while starting)."
+    )
     max_n: int = Field(description="Most images per /generate request.")
 
 
@@ -42,6 +47,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 variant=settings.model_variant,
                 label_interpolation=spec.label_morph is not None,
                 providers=batcher.runtime.providers if batcher is not None else [],
+                intra_op_threads=batcher.runtime.intra_op_threads if batcher is not None else None,
                 max_n=settings.max_n,
             )
         ]

@@ -1,4 +1,5 @@
-"""Operations: liveness, readiness (503 until warmed up and while draining) and Prometheus metrics."""
+"""Operations: liveness (503 once warm-up has failed, so an orchestrator restarts the process), readiness
+(503 until warmed up and while draining) and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -24,9 +25,17 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @router.get(
+        "/healthz",
+        summary="The process is alive (503 once warm-up has failed: it will never become ready)",
+        response_model=dict[str, str],
+        responses={503: {"description": "Warm-up failed: restart the process."}},
+    )
+    async def healthz() -> JSONResponse:
+        batcher = ctx.lifecycle.batcher
+        if batcher is not None and batcher.failed:
+            return JSONResponse({"status": batcher.failed}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @router.get(
         "/readyz",
