@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--ort-threads",
         default="0,2",
-        help="intra-op thread counts of the raw sweep (0: the service's derived default; see docs/operations.md)",
+        help="intra-op thread counts of the raw sweep (0: the service's derived default, docs/operations.md)",
     )
     p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="max_batch with batching on")
     p.add_argument("--bulk-n", type=int, default=8192, help="images per /v1/bulk pull")
