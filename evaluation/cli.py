@@ -25,9 +25,9 @@ from evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_na
 from evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
 from evaluation.report import format_table, write_report
 from evaluation.train_classifier import ClassifierTraining, train_classifier
+from train.cli import DEFAULT_THREADS  # more threads spin on a busy shared CPU (many times slower)
 from train.loop import resolve_device
 
-DEFAULT_THREADS = 1  # more threads spin on a busy shared CPU (many times slower)
 EXIT_BAR_FAILED = 1
 EXIT_BAD_INPUT = 2
 

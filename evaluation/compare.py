@@ -18,8 +18,9 @@ from pathlib import Path
 from evaluation.evaluate import EvalSettings, ProductBar, Reference, evaluate_source
 from evaluation.report import GRID_FILE, write_report
 from evaluation.sources import open_source
+from train.cli import command_for
 from train.loop import TrainConfig, train
-from train.losses import LOSSES, VAE_LOSS
+from train.losses import LOSSES
 from train.models import VARIANTS
 
 REPORT_NAME = "variants.md"
@@ -43,13 +44,19 @@ def variant_names(models: tuple[str, ...], losses: tuple[str, ...]) -> Iterator[
     for model in models:
         if model not in VARIANTS:
             raise ValueError(f"unknown model '{model}'; choose from {sorted(VARIANTS)}")
-        if not VARIANTS[model].adversarial:
-            yield model, VAE_LOSS
+        fixed_loss = VARIANTS[model].fixed_loss
+        if fixed_loss is not None:
+            yield model, fixed_loss
             continue
         for loss in losses:
             if loss not in LOSSES:
                 raise ValueError(f"unknown loss '{loss}'; choose from {sorted(LOSSES)}")
             yield model, loss
+
+
+def variant_config(model: str, loss: str, settings: CompareSettings) -> TrainConfig:
+    """One row's training: the ``gan-train`` defaults but for the variant, the budget and the seed."""
+    return TrainConfig(model=model, loss=loss, epochs=settings.epochs, seed=settings.seed)
 
 
 def run_variant(
@@ -62,25 +69,8 @@ def run_variant(
 ) -> dict:
     name = f"{model}-{loss}"
     run_dir = settings.runs_dir / name
-    config = TrainConfig(
-        model=model, loss=None if loss == VAE_LOSS else loss, epochs=settings.epochs, seed=settings.seed
-    )
-    command = shlex.join(
-        [
-            "gan-train",
-            "--model",
-            model,
-            *([] if loss == VAE_LOSS else ["--loss", loss]),
-            "--epochs",
-            str(settings.epochs),
-            "--seed",
-            str(settings.seed),
-            "--out",
-            str(run_dir),
-            "--device",
-            settings.device,
-        ]
-    )
+    config = variant_config(model, loss, settings)
+    command = command_for(config, run_dir, settings.device)
     summary = train(config, run_dir, progress=False, command=command, device=settings.device)
     evaluation = evaluate_source(open_source(run_dir), reference, eval_settings, bar)
     eval_dir = settings.out / EVAL_DIR / name

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -91,7 +90,7 @@ class ExportOptions:
     evaluate: bool = False  # run evaluation on the exported graph and embed the result as metrics
     eval_n: int | None = None  # images to generate for evaluation; None: the evaluation's default
     classifier_dir: Path | None = None  # None: the evaluation's default (models/mnist-classifier)
-    command: str = ""  # the command line that remakes this directory, for the model card ("": a basic one)
+    command: str = ""  # the command line that remakes this directory, for the model card ("": from options)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict:
@@ -109,18 +108,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         if options.evaluate:  # reads the staged manifest.json + model.onnx, as gan-eval MODEL_DIR would
             manifest["metrics"] = _evaluate(staging, out_dir, options)
             write_manifest(staging, manifest)
-        command = options.command or shlex.join(
-            [
-                "gan-export",
-                str(run_dir),
-                "--out",
-                str(out_dir),
-                "--name",
-                options.name,
-                "--version",
-                options.version,
-            ]
-        )
+        command = options.command or _remake_command(run_dir, out_dir, options)
         progress = _read_progress(run_dir)
         (staging / card.CARD_FILE).write_text(card.render(manifest, run_dir, progress, command))
         verify_model_dir(staging)  # the directory as the service will see it
@@ -129,6 +117,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _remake_command(run_dir: Path, out_dir: Path, options: ExportOptions) -> str:
+    """The model card's command when the caller gave none: from ``gan-export``'s own argument table."""
+    from export.cli import command_for  # export.cli imports this module
+
+    return command_for(run_dir, out_dir, options)
 
 
 def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOptions) -> dict:

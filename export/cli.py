@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from contracts.model_dir import ModelDirError
 from contracts.run_dir import RunDirError
@@ -13,6 +15,7 @@ from export.build import ExportOptions, export_run, read_metrics
 from export.graph import DEFAULT_OPSET, ExportError
 from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, Tolerance, VerificationError
 
+PROG = "gan-export"
 MIN_OPSET = 17  # ConvTranspose/Round/Clip as used here; older opsets are not tested
 
 
@@ -30,92 +33,168 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
+@dataclass(frozen=True)
+class Argument:
+    """One ``gan-export`` argument: its name (a flag, or a positional's name), ``add_argument``'s keyword
+    arguments, and whether the command that remakes a model directory repeats it."""
+
+    name: str
+    kwargs: dict[str, Any]
+    remake: str = "changed"  # "always", "changed" (when not the default) or "never" (checks, permissions)
+    exclusive: bool = False  # one of the mutually exclusive metrics sources
+
+    @property
+    def dest(self) -> str:
+        return self.kwargs.get("dest") or self.name.lstrip("-").replace("-", "_")
+
+    @property
+    def default(self) -> Any:
+        action = self.kwargs.get("action")
+        if action in ("store_true", "store_false"):
+            return action == "store_false"
+        default = self.kwargs.get("default")
+        kind = self.kwargs.get("type")
+        return kind(default) if isinstance(default, str) and kind else default  # as argparse converts it
+
+    def argv(self, value: Any) -> list[str]:
+        if self.remake == "never" or value is None or (self.remake == "changed" and value == self.default):
+            return []
+        if not self.name.startswith("-"):
+            return [str(value)]
+        if isinstance(value, bool):  # a switch, written only when it differs from its default
+            return [self.name]
+        text = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+        return [self.name, text]
+
+
+# build_parser declares these and command_for writes them: a flag has one name in one place.
+ARGUMENTS: tuple[Argument, ...] = (
+    Argument("run_dir", {"type": Path, "metavar": "RUN_DIR", "help": "a gan-train run directory"}, "always"),
+    Argument(
+        "--out",
+        {"type": Path, "required": True, "help": "model directory to write, e.g. models/mnist-cdcgan"},
+        "always",
+    ),
+    Argument(
+        "--name", {"help": "model name in the manifest (default: the --out directory's name)"}, "always"
+    ),
+    Argument(
+        "--version",
+        {"default": "1.0.0", "help": "model version in the manifest (default: %(default)s)"},
+        "always",
+    ),
+    Argument(
+        "--opset",
+        {
+            "type": int,
+            "default": DEFAULT_OPSET,
+            "help": f"ONNX opset, at least {MIN_OPSET} (default: %(default)s, the exporter's native opset)",
+        },
+        "always",
+    ),
+    Argument("--fp16", {"action": "store_true", "help": "also write model.fp16.onnx (float16 inside)"}),
+    Argument(
+        "--no-label-morph",
+        {
+            "dest": "label_morph",
+            "action": "store_false",
+            "help": "do not write label_morph.onnx for a conditional generator",
+        },
+    ),
+    Argument(
+        "--metrics",
+        {"type": Path, "help": "metrics.json from gan-eval to embed in the manifest"},
+        exclusive=True,
+    ),
+    Argument(
+        "--evaluate",
+        {
+            "action": "store_true",
+            "help": "embed gan-eval metrics of the exported model.onnx (needs models/mnist-classifier)",
+        },
+        exclusive=True,
+    ),
+    Argument("--eval-n", {"type": int, "help": "images --evaluate generates (default: gan-eval's)"}),
+    Argument(
+        "--classifier", {"type": Path, "help": "classifier directory for --evaluate (default: gan-eval's)"}
+    ),
+    Argument(
+        "--sample-seeds",
+        {"type": parse_seeds, "default": "0-9", "help": "columns of samples.png (default: %(default)s)"},
+    ),
+    Argument(
+        "--image-tolerance",
+        {
+            "type": int,
+            "default": IMAGE_TOLERANCE,
+            "help": "max uint8 difference ONNX Runtime vs PyTorch (default: %(default)s)",
+        },
+        "never",
+    ),
+    Argument(
+        "--float-tolerance",
+        {
+            "type": float,
+            "default": FLOAT_TOLERANCE,
+            "help": "max difference of the float output before quantisation (default: %(default)s)",
+        },
+        "never",
+    ),
+    Argument("--overwrite", {"action": "store_true", "help": "replace --out if it exists"}, "never"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gan-export",
+        prog=PROG,
         description="Export a training run's generator to ONNX (uint8 NHWC output, dynamic batch), verify it "
         "against PyTorch with ONNX Runtime, and write a model directory: model.onnx, manifest.json, "
         "samples.png, README.md.",
     )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a gan-train run directory")
-    parser.add_argument(
-        "--out", type=Path, required=True, help="model directory to write, e.g. models/mnist-cdcgan"
-    )
-    parser.add_argument("--name", help="model name in the manifest (default: the --out directory's name)")
-    parser.add_argument(
-        "--version", default="1.0.0", help="model version in the manifest (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--opset",
-        type=int,
-        default=DEFAULT_OPSET,
-        help=f"ONNX opset, at least {MIN_OPSET} (default: %(default)s, the exporter's native opset)",
-    )
-    parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float16 inside)")
-    parser.add_argument(
-        "--no-label-morph",
-        dest="label_morph",
-        action="store_false",
-        help="do not write label_morph.onnx for a conditional generator",
-    )
     metrics = parser.add_mutually_exclusive_group()
-    metrics.add_argument("--metrics", type=Path, help="metrics.json from gan-eval to embed in the manifest")
-    metrics.add_argument(
-        "--evaluate",
-        action="store_true",
-        help="embed gan-eval metrics of the exported model.onnx (needs models/mnist-classifier)",
-    )
-    parser.add_argument("--eval-n", type=int, help="images --evaluate generates (default: gan-eval's)")
-    parser.add_argument(
-        "--classifier", type=Path, help="classifier directory for --evaluate (default: gan-eval's)"
-    )
-    parser.add_argument(
-        "--sample-seeds",
-        type=parse_seeds,
-        default="0-9",
-        help="columns of samples.png (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--image-tolerance",
-        type=int,
-        default=IMAGE_TOLERANCE,
-        help="max uint8 difference ONNX Runtime vs PyTorch (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--float-tolerance",
-        type=float,
-        default=FLOAT_TOLERANCE,
-        help="max difference of the float output before quantisation (default: %(default)s)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    for argument in ARGUMENTS:
+        (metrics if argument.exclusive else parser).add_argument(argument.name, **argument.kwargs)
     return parser
 
 
-def remake_command(args: argparse.Namespace, name: str) -> str:
-    parts = [
-        "gan-export",
-        str(args.run_dir),
-        "--out",
-        str(args.out),
-        "--name",
-        name,
-        "--version",
-        args.version,
-    ]
-    parts += ["--opset", str(args.opset)]
-    if args.fp16:
-        parts.append("--fp16")
-    if not args.label_morph:
-        parts.append("--no-label-morph")
-    if args.metrics:
-        parts += ["--metrics", str(args.metrics)]
-    if args.evaluate:
-        parts.append("--evaluate")
-        parts += ["--eval-n", str(args.eval_n)] if args.eval_n else []
-        parts += ["--classifier", str(args.classifier)] if args.classifier else []
-    if args.sample_seeds != parse_seeds("0-9"):
-        parts += ["--sample-seeds", ",".join(str(seed) for seed in args.sample_seeds)]
-    return shlex.join(parts)
+def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    """The export the parsed command line asks for (``command`` left empty)."""
+    return ExportOptions(
+        name=args.name or args.out.resolve().name,
+        version=args.version,
+        opset=args.opset,
+        fp16=args.fp16,
+        label_morph=args.label_morph,
+        metrics=read_metrics(args.metrics) if args.metrics else None,
+        sample_seeds=args.sample_seeds,
+        tolerance=Tolerance(image=args.image_tolerance, float=args.float_tolerance),
+        overwrite=args.overwrite,
+        evaluate=args.evaluate,
+        eval_n=args.eval_n,
+        classifier_dir=args.classifier,
+    )
+
+
+def command_for(
+    run_dir: str | Path, out: str | Path, options: ExportOptions, metrics_file: str | Path | None = None
+) -> str:
+    """The ``gan-export`` command line that remakes ``out`` from ``run_dir`` with ``options`` (``--metrics``
+    only when the file they were read from is given); tolerances and ``--overwrite`` are left out."""
+    values = {
+        "run_dir": run_dir,
+        "out": out,
+        "name": options.name,
+        "version": options.version,
+        "opset": options.opset,
+        "fp16": options.fp16,
+        "label_morph": options.label_morph,
+        "metrics": metrics_file,
+        "evaluate": options.evaluate,
+        "eval_n": options.eval_n,
+        "classifier": options.classifier_dir,
+        "sample_seeds": tuple(options.sample_seeds),
+    }
+    return shlex.join([PROG, *(part for a in ARGUMENTS for part in a.argv(values.get(a.dest)))])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,23 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--image-tolerance and --float-tolerance must be >= 0")
     if args.eval_n is not None and args.eval_n < 1:
         parser.error(f"--eval-n must be at least 1, got {args.eval_n}")
-    name = args.name or args.out.resolve().name
     try:
-        options = ExportOptions(
-            name=name,
-            version=args.version,
-            opset=args.opset,
-            fp16=args.fp16,
-            label_morph=args.label_morph,
-            metrics=read_metrics(args.metrics) if args.metrics else None,
-            sample_seeds=args.sample_seeds,
-            tolerance=Tolerance(image=args.image_tolerance, float=args.float_tolerance),
-            overwrite=args.overwrite,
-            evaluate=args.evaluate,
-            eval_n=args.eval_n,
-            classifier_dir=args.classifier,
-            command=remake_command(args, name),
-        )
+        options = options_from_args(args)
+        options = replace(options, command=command_for(args.run_dir, args.out, options, args.metrics))
         manifest = export_run(args.run_dir, args.out, options)
     except (
         RunDirError,
@@ -153,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         FileExistsError,
         ValueError,
     ) as exc:
-        print(f"gan-export: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     print(summary(manifest, args.out))
     return 0

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,89 +23,85 @@ from train.loop import TrainConfig, train
 from train.losses import LOSSES, VAE_LOSS
 from train.models import VARIANTS
 
+PROG = "gan-train"
 # One thread: on a shared 2-core machine, two OpenMP threads spin against other jobs and a cdcgan step took
 # 3.4 s instead of 0.1 s (measured with the other engineers' jobs running). Raise it on a quiet machine.
 DEFAULT_THREADS = 1
 DEFAULT_DEVICE = "auto"
+DEFAULTS = TrainConfig()
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The command line's side of one ``TrainConfig`` field, whose flag is ``--field-name`` (``--x`` and
+    ``--no-x`` for a boolean)."""
+
+    help: str
+    type: Callable[[str], Any] | None = None  # None: the type of the field's default
+    choices: tuple[str, ...] | None = None
+
+
+# One flag per TrainConfig field: build_parser declares them and command_for writes them, from this table.
+CONFIG_FLAGS: dict[str, Flag] = {
+    "model": Flag(f"variant (default {DEFAULTS.model})", choices=tuple(sorted(VARIANTS))),
+    "loss": Flag(
+        f"adversarial loss (default hinge; cvae always uses {VAE_LOSS})",
+        type=str,
+        choices=(*sorted(LOSSES), VAE_LOSS),
+    ),
+    "epochs": Flag(f"passes over the training split ({DEFAULTS.epochs})"),
+    "batch_size": Flag(f"({DEFAULTS.batch_size})"),
+    "latent_dim": Flag(f"({DEFAULTS.latent_dim})"),
+    "width": Flag(f"base channel count / hidden unit ({DEFAULTS.width})"),
+    "embed_dim": Flag(f"label embedding size ({DEFAULTS.embed_dim})"),
+    "spectral_norm": Flag("spectral norm in the discriminator"),
+    "conditional_bn": Flag("conditional generators: the label sets the batch norms' scale and shift"),
+    "minibatch_std": Flag("minibatch standard deviation feature in the discriminator"),
+    "lr_g": Flag(f"generator learning rate ({DEFAULTS.lr_g})"),
+    "lr_d": Flag(f"discriminator learning rate, TTUR ({DEFAULTS.lr_d})"),
+    "beta1": Flag(f"Adam beta1 ({DEFAULTS.beta1})"),
+    "beta2": Flag(f"Adam beta2 ({DEFAULTS.beta2})"),
+    "n_critic": Flag("critic steps per generator step (loss default)", type=int),
+    "label_smoothing": Flag("one-sided, bce/lsgan only (0)"),
+    "instance_noise": Flag("initial noise std, annealed to 0 (0)"),
+    "augment": Flag("DiffAugment for D: comma list of translation, cutout ('' = none)"),
+    "ema_decay": Flag(f"generator EMA, 0 = off ({DEFAULTS.ema_decay})"),
+    "kl_weight": Flag(f"cvae KL weight ({DEFAULTS.kl_weight})"),
+    "data": Flag(f"'{DEFAULTS.data}', a .npz (x, y) or MNIST IDX file/directory"),
+    "labels": Flag("IDX labels file when not beside the images", type=str),
+    "held_out_fraction": Flag("(0.2), never trained on"),
+    "split_seed": Flag(f"({DEFAULTS.split_seed})"),
+    "seed": Flag(f"training seed ({DEFAULTS.seed})"),
+    "sample_columns": Flag("latents per sample-grid row"),
+    "log_every": Flag("steps between log.jsonl records"),
+}
+ALWAYS_WRITTEN = ("model",)  # command_for names the variant even when it is the default
+
+
+def option(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
-    p = argparse.ArgumentParser(
-        prog="gan-train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--out", required=True, help="run directory (created; resumed when it already holds state)"
     )
     p.add_argument(
         "--resume", action="store_true", help="require existing state in --out and continue from it"
     )
-    p.add_argument("--model", default=d.model, choices=sorted(VARIANTS), help=f"variant (default {d.model})")
-    p.add_argument(
-        "--loss",
-        default=None,
-        choices=[*sorted(LOSSES), VAE_LOSS],
-        help=f"adversarial loss (default hinge; cvae always uses {VAE_LOSS})",
-    )
-    p.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"passes over the training split ({d.epochs})"
-    )
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"({d.batch_size})")
-    p.add_argument("--latent-dim", type=int, default=d.latent_dim, help=f"({d.latent_dim})")
-    p.add_argument("--width", type=int, default=d.width, help=f"base channel count / hidden unit ({d.width})")
-    p.add_argument("--embed-dim", type=int, default=d.embed_dim, help=f"label embedding size ({d.embed_dim})")
-    p.add_argument(
-        "--spectral-norm",
-        action=argparse.BooleanOptionalAction,
-        default=d.spectral_norm,
-        help="spectral norm in the discriminator",
-    )
-    p.add_argument(
-        "--conditional-bn",
-        action=argparse.BooleanOptionalAction,
-        default=d.conditional_bn,
-        help="conditional generators: the label sets the batch norms' scale and shift",
-    )
-    p.add_argument(
-        "--minibatch-std",
-        action=argparse.BooleanOptionalAction,
-        default=d.minibatch_std,
-        help="minibatch standard deviation feature in the discriminator",
-    )
+    for field, flag in CONFIG_FLAGS.items():
+        default = getattr(DEFAULTS, field)
+        if isinstance(default, bool):
+            p.add_argument(
+                option(field), action=argparse.BooleanOptionalAction, default=default, help=flag.help
+            )
+        else:
+            kind = flag.type or type(default)
+            p.add_argument(option(field), type=kind, default=default, choices=flag.choices, help=flag.help)
     p.add_argument(
         "--lr", type=float, default=None, help="learning rate of both networks (sets --lr-g and --lr-d)"
     )
-    p.add_argument("--lr-g", type=float, default=d.lr_g, help=f"generator learning rate ({d.lr_g})")
-    p.add_argument("--lr-d", type=float, default=d.lr_d, help=f"discriminator learning rate, TTUR ({d.lr_d})")
-    p.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 ({d.beta1})")
-    p.add_argument("--beta2", type=float, default=d.beta2, help=f"Adam beta2 ({d.beta2})")
-    p.add_argument(
-        "--n-critic", type=int, default=None, help="critic steps per generator step (loss default)"
-    )
-    p.add_argument(
-        "--label-smoothing", type=float, default=d.label_smoothing, help="one-sided, bce/lsgan only (0)"
-    )
-    p.add_argument(
-        "--instance-noise", type=float, default=d.instance_noise, help="initial noise std, annealed to 0 (0)"
-    )
-    p.add_argument(
-        "--augment",
-        default=d.augment,
-        help="DiffAugment for D: comma list of translation, cutout ('' = none)",
-    )
-    p.add_argument(
-        "--ema-decay", type=float, default=d.ema_decay, help=f"generator EMA, 0 = off ({d.ema_decay})"
-    )
-    p.add_argument("--kl-weight", type=float, default=d.kl_weight, help=f"cvae KL weight ({d.kl_weight})")
-    p.add_argument("--data", default=d.data, help=f"'{d.data}', a .npz (x, y) or MNIST IDX file/directory")
-    p.add_argument("--labels", default=None, help="IDX labels file when not beside the images")
-    p.add_argument(
-        "--held-out-fraction", type=float, default=d.held_out_fraction, help="(0.2), never trained on"
-    )
-    p.add_argument("--split-seed", type=int, default=d.split_seed, help=f"({d.split_seed})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"training seed ({d.seed})")
-    p.add_argument("--sample-columns", type=int, default=d.sample_columns, help="latents per sample-grid row")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="steps between log.jsonl records")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"torch threads ({DEFAULT_THREADS})")
     p.add_argument(
         "--device",
@@ -117,6 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def command_for(config: TrainConfig, out: str | Path, device: str | None = None) -> str:
+    """The ``gan-train`` command line that trains ``config`` into ``out``: the model and every setting that
+    differs from its default, from the table the parser is built from (``--device`` when given)."""
+    argv: list[str] = []
+    for field in CONFIG_FLAGS:
+        value = getattr(config, field)
+        if value is None or (value == getattr(DEFAULTS, field) and field not in ALWAYS_WRITTEN):
+            continue
+        if isinstance(value, bool):
+            argv.append(option(field) if value else option(f"no_{field}"))
+        else:
+            argv += [option(field), str(value)]
+    argv += ["--out", str(out)]
+    if device is not None:
+        argv += ["--device", device]
+    return shlex.join([PROG, *argv])
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -139,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             resume=True if args.resume else None,
             progress=not args.no_progress,
-            command=shlex.join(["gan-train", *argv]),
+            command=shlex.join([PROG, *argv]),
             device=args.device,
             checkpoint_every=args.checkpoint_every,
         )
     except (DataError, RunDirError, ValueError) as exc:
-        parser.exit(2, f"gan-train: error: {exc}\n")
+        parser.exit(2, f"{PROG}: error: {exc}\n")
     print(
         f"{summary.out}: {summary.epochs} epochs, {summary.steps} steps, "
         f"{summary.train_seconds / 60:.1f} min of training"

@@ -1,14 +1,15 @@
 """The one training loop every variant shares: data → networks → objective steps → EMA → run directory.
 
 Variants differ only in the pieces built from the configuration (``train.models`` and ``train.losses``);
-the loop itself never asks which variant it is training beyond "adversarial or VAE".
+``TrainConfig.resolve`` checks a configuration once and returns those pieces, and the loop itself never asks
+which variant it is training beyond "adversarial or VAE".
 """
 
 from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,17 @@ from train.data import (
     to_model_range,
     to_uint8,
 )
-from train.losses import DEFAULT_LOSS, VAE_LOSS, build_loss
-from train.models import DEFAULT_VARIANT, Architecture, build_critic, build_generator, get_variant
-from train.objectives import GANObjective, VAEObjective
+from train.losses import DEFAULT_LOSS, AdversarialLoss, build_loss
+from train.models import (
+    DEFAULT_VARIANT,
+    Architecture,
+    Variant,
+    build_critic,
+    build_encoder,
+    build_generator,
+    get_variant,
+)
+from train.objectives import GANObjective, VAEObjective, VAESettings
 
 CONFIG_FORMAT = 1
 EMA_WARMUP = 10  # EMA decay ramps up as (1 + n) / (EMA_WARMUP + n) until it reaches ema_decay
@@ -75,19 +84,19 @@ class TrainConfig:
     sample_columns: int = 10
     log_every: int = 25
 
-    def resolved_loss(self) -> str:
-        adversarial = get_variant(self.model).adversarial
-        if not adversarial:
-            if self.loss not in (None, VAE_LOSS):
-                raise ValueError(f"model '{self.model}' trains with loss '{VAE_LOSS}', not '{self.loss}'")
-            return VAE_LOSS
-        return self.loss or DEFAULT_LOSS
-
-    def validate(self) -> None:
-        get_variant(self.model)
-        loss = self.resolved_loss()
-        if loss != VAE_LOSS:
-            build_loss(loss, self.n_critic, self.label_smoothing)
+    def resolve(self) -> ResolvedTraining:
+        """Check every setting once and build what the loop needs; a ValueError names the bad setting."""
+        variant = get_variant(self.model)
+        objective: AdversarialLoss | VAESettings
+        if variant.fixed_loss is not None:
+            if self.loss not in (None, variant.fixed_loss):
+                raise ValueError(
+                    f"model '{self.model}' trains with loss '{variant.fixed_loss}', not '{self.loss}'"
+                )
+            loss_name, objective = variant.fixed_loss, VAESettings(self.kl_weight)
+        else:
+            loss_name = self.loss or DEFAULT_LOSS
+            objective = build_loss(loss_name, self.n_critic, self.label_smoothing)
         positive = ("epochs", "batch_size", "latent_dim", "width", "embed_dim", "sample_columns", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
@@ -98,11 +107,41 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        parse_policy(self.augment)
+        augmentations = parse_policy(self.augment)
         if self.instance_noise < 0 or self.kl_weight < 0:
             raise ValueError("instance_noise and kl_weight must be non-negative")
         if not 0.0 < self.held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+        return ResolvedTraining(self, variant, loss_name, objective, augmentations)
+
+
+@dataclass(frozen=True)
+class ResolvedTraining:
+    """A checked ``TrainConfig`` and what the loop builds from it (``TrainConfig.resolve``)."""
+
+    config: TrainConfig
+    variant: Variant
+    loss_name: str  # config.json's "loss": the adversarial loss, or the variant's own (the VAE's "elbo")
+    objective: AdversarialLoss | VAESettings  # built once: the loss object, or the VAE's settings
+    augmentations: tuple[str, ...]  # DiffAugment policy for the critic's inputs
+
+    def architecture(self, num_classes: int, image_shape: tuple[int, int, int]) -> Architecture:
+        """The networks' shape: the configuration's knobs plus the data's dimensions."""
+        cfg = self.config
+        return Architecture(
+            latent_dim=cfg.latent_dim,
+            num_classes=num_classes,
+            image_shape=image_shape,
+            width=cfg.width,
+            embed_dim=cfg.embed_dim,
+            spectral_norm=cfg.spectral_norm,
+            minibatch_std=cfg.minibatch_std,
+            conditional_bn=cfg.conditional_bn,
+        )
+
+    def recorded(self) -> dict:
+        """config.json's ``training``: every field, the loss resolved."""
+        return {**asdict(self.config), "loss": self.loss_name}
 
 
 @dataclass
@@ -123,19 +162,19 @@ def make_ema(generator: nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(generator, avg_fn=average, use_buffers=True).eval()
 
 
-def run_config(cfg: TrainConfig, data: LabelledImages, split: Split, arch: Architecture) -> dict:
-    variant = get_variant(cfg.model)
+def run_config(training: ResolvedTraining, data: LabelledImages, split: Split, arch: Architecture) -> dict:
+    cfg = training.config
     return {
         "format": CONFIG_FORMAT,
         "model": cfg.model,
-        "loss": cfg.resolved_loss(),
-        "conditional": variant.conditional,
+        "loss": training.loss_name,
+        "conditional": training.variant.conditional,
         "latent_dim": arch.latent_dim,
         "num_classes": arch.num_classes,
         "label_names": list(data.label_names),
         "image_shape": list(arch.image_shape),
         "architecture": arch.kwargs(),
-        "training": {**asdict(cfg), "loss": cfg.resolved_loss()},
+        "training": training.recorded(),
         "seed": cfg.seed,
         "data": {"source": data.source, "sha256": data.sha256, "count": len(data.labels)},
         "split": split.describe(data.labels),
@@ -187,14 +226,16 @@ def train(
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
-    cfg.validate()
+    training = cfg.resolve()
     previous = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
     )
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(cfg, Path(out), resume, progress, command, resolve_device(device), checkpoint_every)
+        return _train(
+            training, Path(out), resume, progress, command, resolve_device(device), checkpoint_every
+        )
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
@@ -223,7 +264,7 @@ def describe(device: torch.device) -> str:
 
 
 def _train(
-    cfg: TrainConfig,
+    training: ResolvedTraining,
     out: Path,
     resume: bool | None,
     progress: bool,
@@ -231,6 +272,7 @@ def _train(
     device: torch.device,
     checkpoint_every: int,
 ) -> RunSummary:
+    cfg = training.config
     torch.manual_seed(cfg.seed)
     data = load_images(cfg.data, cfg.labels)
     split = stratified_split(data.labels, cfg.held_out_fraction, cfg.split_seed)
@@ -238,43 +280,35 @@ def _train(
     images = torch.from_numpy(to_model_range(train_data.images)).to(device)
     labels = torch.from_numpy(train_data.labels).to(device)
 
-    variant = get_variant(cfg.model)
-    arch = Architecture(
-        latent_dim=cfg.latent_dim,
-        num_classes=data.num_classes,
-        image_shape=data.image_shape,
-        width=cfg.width,
-        embed_dim=cfg.embed_dim,
-        spectral_norm=cfg.spectral_norm,
-        minibatch_std=cfg.minibatch_std,
-        conditional_bn=cfg.conditional_bn,
-    )
-    generator = build_generator(cfg.model, arch).to(device)
-    critic = build_critic(cfg.model, arch).to(device)
+    arch = training.architecture(data.num_classes, data.image_shape)
     betas = (cfg.beta1, cfg.beta2)
+    generator = build_generator(cfg.model, arch).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=betas)
-    if variant.adversarial:
-        loss = build_loss(cfg.resolved_loss(), cfg.n_critic, cfg.label_smoothing)
-        objective: GANObjective | VAEObjective = GANObjective(
+    objective: GANObjective | VAEObjective
+    if isinstance(training.objective, VAESettings):
+        encoder = build_encoder(cfg.model, arch).to(device)
+        opt_encoder = torch.optim.Adam(encoder.parameters(), lr=cfg.lr_d, betas=betas)
+        objective = VAEObjective(generator, encoder, opt_g, opt_encoder, training.objective)
+    else:
+        critic = build_critic(cfg.model, arch).to(device)
+        opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=betas)
+        objective = GANObjective(
             generator,
             critic,
-            loss,
+            training.objective,
             opt_g,
             opt_d,
             cfg.latent_dim,
             cfg.instance_noise,
-            parse_policy(cfg.augment),
+            training.augmentations,
         )
-    else:
-        objective = VAEObjective(generator, critic, opt_g, opt_d, cfg.kl_weight)
     ema = make_ema(generator, cfg.ema_decay) if cfg.ema_decay > 0 else None
     shuffle = torch.Generator().manual_seed(cfg.seed)
 
-    state_modules = {"generator": generator, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
+    state_modules = objective.state_modules()
     if ema is not None:
         state_modules["ema"] = ema
-    config = {**run_config(cfg, data, split, arch), "command": command, "device": describe(device)}
+    config = {**run_config(training, data, split, arch), "command": command, "device": describe(device)}
     log = JsonlLog(out / run_dir.LOG_FILE)
     start_epoch, step, train_seconds = 0, 0, 0.0
     if run_dir.has_state(out) and resume is not False:
@@ -302,7 +336,7 @@ def _train(
     batch = min(cfg.batch_size, n)
     total_steps = cfg.epochs * steps_per_epoch
     grid_z, grid_labels = sample_inputs(
-        arch.num_classes, cfg.sample_columns, cfg.latent_dim, variant.conditional
+        arch.num_classes, cfg.sample_columns, cfg.latent_dim, training.variant.conditional
     )
     grid_z, grid_labels = grid_z.to(device), grid_labels.to(device)
     saved = ema.module if ema is not None else generator
@@ -342,7 +376,3 @@ def _train(
         bar.write(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
     bar.close()
     return RunSummary(out, cfg.epochs, step, train_seconds, start_epoch)
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from train.losses import VAE_LOSS
+
 LEAK = 0.2
 
 
@@ -278,21 +280,40 @@ class DCEncoder(nn.Module):
 
 @dataclass(frozen=True)
 class Variant:
-    """A model family: its generator, and its critic (a discriminator, or the VAE's encoder)."""
+    """A model family: its generator and the network trained beside it, which also says how it is trained:
+    a ``critic`` (discriminator) for a GAN, trained with any adversarial loss in ``train.losses``, or an
+    ``encoder`` for a VAE, trained with the evidence lower bound."""
 
     generator: Callable[[Architecture, bool], nn.Module]
-    critic: Callable[[Architecture, bool], nn.Module]
     conditional: bool
-    adversarial: bool = True  # False: trained as a VAE (critic = encoder)
+    critic: Callable[[Architecture, bool], nn.Module] | None = None
+    encoder: Callable[[Architecture, bool], nn.Module] | None = None
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.critic is None) == (self.encoder is None):
+            raise ValueError("a variant has either a critic (GAN) or an encoder (VAE)")
+
+    @property
+    def adversarial(self) -> bool:
+        return self.critic is not None
+
+    @property
+    def fixed_loss(self) -> str | None:
+        """The loss this variant always trains with (the VAE's ELBO); None: an adversarial loss, by name."""
+        return None if self.adversarial else VAE_LOSS
 
 
 VARIANTS: dict[str, Variant] = {
-    "mlp": Variant(MLPGenerator, MLPDiscriminator, False, description="unconditional MLP GAN"),
-    "cgan": Variant(MLPGenerator, MLPDiscriminator, True, description="conditional MLP GAN, projection D"),
-    "dcgan": Variant(DCGenerator, DCDiscriminator, False, description="unconditional DCGAN"),
-    "cdcgan": Variant(DCGenerator, DCDiscriminator, True, description="conditional DCGAN, projection D"),
-    "cvae": Variant(DCGenerator, DCEncoder, True, adversarial=False, description="conditional VAE"),
+    "mlp": Variant(MLPGenerator, False, critic=MLPDiscriminator, description="unconditional MLP GAN"),
+    "cgan": Variant(
+        MLPGenerator, True, critic=MLPDiscriminator, description="conditional MLP GAN, projection D"
+    ),
+    "dcgan": Variant(DCGenerator, False, critic=DCDiscriminator, description="unconditional DCGAN"),
+    "cdcgan": Variant(
+        DCGenerator, True, critic=DCDiscriminator, description="conditional DCGAN, projection D"
+    ),
+    "cvae": Variant(DCGenerator, True, encoder=DCEncoder, description="conditional VAE"),
 }
 DEFAULT_VARIANT = "cdcgan"
 
@@ -309,5 +330,16 @@ def build_generator(name: str, arch: Architecture) -> nn.Module:
 
 
 def build_critic(name: str, arch: Architecture) -> nn.Module:
+    """The discriminator of an adversarial variant."""
     variant = get_variant(name)
+    if variant.critic is None:
+        raise ValueError(f"model '{name}' is a VAE: it has an encoder, not a critic")
     return variant.critic(arch, variant.conditional)
+
+
+def build_encoder(name: str, arch: Architecture) -> nn.Module:
+    """The encoder q(z | x, label) of a VAE variant."""
+    variant = get_variant(name)
+    if variant.encoder is None:
+        raise ValueError(f"model '{name}' is a GAN: it has a critic, not an encoder")
+    return variant.encoder(arch, variant.conditional)

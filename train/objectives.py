@@ -1,13 +1,15 @@
 """One optimisation step of each training objective: adversarial (any loss in ``train.losses``) or VAE.
 
 The loop hands every objective a real batch and the global step and gets back the numbers to log plus
-whether the generator changed (so the loop knows when to update the EMA copy).
+whether the generator changed (so the loop knows when to update the EMA copy). ``state_modules`` names what
+the resume state (``state.safetensors``) holds: one layout for every objective.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +21,13 @@ from train.losses import AdversarialLoss, elbo
 def cpu_randn(shape: Sequence[int], device: torch.device) -> torch.Tensor:
     """Noise drawn from the CPU generator on every device: the run's seed and resume state stay one stream."""
     return torch.randn(*shape).to(device, non_blocking=True)
+
+
+@dataclass(frozen=True)
+class VAESettings:
+    """What the VAE's objective needs beyond its networks (its adversarial counterpart: a loss object)."""
+
+    kl_weight: float = 1.0
 
 
 @dataclass
@@ -82,30 +91,43 @@ class GANObjective:
         stats["g_loss"] = g_loss.item()
         return StepResult(stats, generator_updated=True)
 
+    def state_modules(self) -> dict[str, Any]:
+        return {"generator": self.generator, "critic": self.critic, "opt_g": self.opt_g, "opt_d": self.opt_d}
+
 
 class VAEObjective:
-    """Conditional VAE: ``critic`` is the encoder q(z | x, y), ``generator`` the decoder p(x | z, y)."""
+    """Conditional VAE: ``encoder`` is q(z | x, y), ``generator`` the decoder p(x | z, y)."""
 
     def __init__(
         self,
         generator: nn.Module,
-        critic: nn.Module,
+        encoder: nn.Module,
         opt_g: torch.optim.Optimizer,
-        opt_d: torch.optim.Optimizer,
-        kl_weight: float = 1.0,
+        opt_encoder: torch.optim.Optimizer,
+        settings: VAESettings,
     ):
-        self.generator, self.critic = generator, critic
-        self.opt_g, self.opt_d = opt_g, opt_d
-        self.kl_weight = kl_weight
+        self.generator, self.encoder = generator, encoder
+        self.opt_g, self.opt_encoder = opt_g, opt_encoder
+        self.kl_weight = settings.kl_weight
 
     def step(self, real: torch.Tensor, labels: torch.Tensor, step: int, progress: float) -> StepResult:
-        mu, logvar = self.critic(real, labels)
+        mu, logvar = self.encoder(real, labels)
         z = mu + cpu_randn(mu.shape, mu.device) * torch.exp(0.5 * logvar)
         loss, reconstruction, kl = elbo(self.generator(z, labels), real, mu, logvar, self.kl_weight)
         self.opt_g.zero_grad(set_to_none=True)
-        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_encoder.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        self.opt_d.step()
+        self.opt_encoder.step()
         stats = {"loss": loss.item(), "reconstruction": reconstruction.item(), "kl": kl.item()}
         return StepResult(stats, generator_updated=True)
+
+    def state_modules(self) -> dict[str, Any]:
+        # Stored under the GAN's names ("critic", "opt_d"): one state layout for every variant, and runs
+        # saved before the encoder had its own name still resume.
+        return {
+            "generator": self.generator,
+            "critic": self.encoder,
+            "opt_g": self.opt_g,
+            "opt_d": self.opt_encoder,
+        }

@@ -1,9 +1,12 @@
 """The comparison's plan and table (the training itself is the trainer's, tested there)."""
 
+import shlex
+
 import pytest
 
 from evaluation.cli import EXIT_BAD_INPUT, main
-from evaluation.compare import CompareSettings, markdown, variant_names
+from evaluation.compare import CompareSettings, markdown, variant_config, variant_names
+from train.cli import build_parser, command_for, config_from_args
 from train.losses import LOSSES
 from train.models import VARIANTS
 
@@ -14,6 +17,16 @@ def test_every_adversarial_model_meets_every_loss_and_the_vae_its_own():
     assert len(pairs) == len(adversarial) * len(LOSSES) + (len(VARIANTS) - len(adversarial))
     assert ("cvae", "elbo") in pairs and ("cdcgan", "hinge") in pairs
     assert len(set(pairs)) == len(pairs)
+
+
+def test_every_planned_run_is_a_valid_config_and_its_command_remakes_it():
+    settings = CompareSettings(epochs=3, seed=2)
+    for model, loss in variant_names(tuple(VARIANTS), tuple(LOSSES)):
+        config = variant_config(model, loss, settings)
+        assert config.resolve().loss_name == loss
+        command = command_for(config, settings.runs_dir / f"{model}-{loss}", "cpu")
+        assert config_from_args(build_parser().parse_args(shlex.split(command)[1:])) == config
+        assert command.startswith(f"gan-train --model {model} --loss {loss} --epochs 3 --seed 2 --out ")
 
 
 def test_unknown_names_are_refused():

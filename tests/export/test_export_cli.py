@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ import torch
 from torch import nn
 
 import export.build
-from export.cli import main, parse_seeds
+from export.build import ExportOptions
+from export.cli import build_parser, command_for, main, options_from_args, parse_seeds
 from export.graph import ImageGenerator, export_onnx
 from export.verify import Tolerance, VerificationError, check_parity, label_inputs, session
 from train.checkpoint import load_generator
@@ -135,3 +138,29 @@ def test_parse_seeds() -> None:
     assert parse_seeds("0-3,7") == (0, 1, 2, 3, 7)
     assert parse_seeds("5") == (5,)
     assert np.array_equal(parse_seeds("2-4"), [2, 3, 4])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ExportOptions(name="m"),
+        ExportOptions(name="m", version="2.0.0", fp16=True, label_morph=False, sample_seeds=(0, 1, 2, 7)),
+        ExportOptions(name="m", opset=17, evaluate=True, eval_n=500, classifier_dir=Path("models/c")),
+    ],
+    ids=["defaults", "switches", "evaluate"],
+)
+def test_command_for_parses_back_to_the_same_options(options: ExportOptions, tmp_path: Path) -> None:
+    command = command_for("runs/x", tmp_path / "m", options)
+    assert command.startswith(
+        f"gan-export runs/x --out {tmp_path / 'm'} --name m --version {options.version} "
+    )
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert options_from_args(args) == options
+    assert args.run_dir == Path("runs/x") and args.out == tmp_path / "m"
+
+
+def test_command_for_names_the_metrics_file(metrics_file: Path, tmp_path: Path) -> None:
+    options = ExportOptions(name="m", metrics=json.loads(metrics_file.read_text()))
+    command = command_for("runs/x", tmp_path / "m", options, metrics_file)
+    assert command.endswith(f"--opset {options.opset} --metrics {metrics_file}")
+    assert options_from_args(build_parser().parse_args(shlex.split(command)[1:])) == options

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from train.cli import main
+from train.cli import CONFIG_FLAGS, build_parser, command_for, config_from_args, main
+from train.loop import TrainConfig
 
 TINY = [
     "--threads",
@@ -69,3 +72,51 @@ def test_cli_missing_data_file_names_it(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "run"), "--data", str(missing), "--no-progress"])
     assert str(missing) in capsys.readouterr().err
+
+
+def test_every_config_field_has_a_flag():
+    assert set(CONFIG_FLAGS) == {f.name for f in fields(TrainConfig)}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainConfig(),
+        TrainConfig(model="cvae", loss="elbo", epochs=5, kl_weight=0.5),
+        TrainConfig(
+            model="dcgan",
+            loss="wgan-gp",
+            epochs=3,
+            batch_size=32,
+            spectral_norm=False,
+            minibatch_std=True,
+            conditional_bn=True,
+            lr_g=1e-4,
+            lr_d=4e-4,
+            beta1=0.5,
+            n_critic=2,
+            instance_noise=0.1,
+            augment="translation,cutout",
+            ema_decay=0.0,
+            data="data/train.npz",
+            labels="data/labels.idx",
+            held_out_fraction=0.25,
+            split_seed=3,
+            seed=7,
+            sample_columns=4,
+            log_every=5,
+        ),
+    ],
+    ids=["defaults", "cvae", "everything"],
+)
+def test_command_for_parses_back_to_the_same_config(config: TrainConfig, tmp_path: Path):
+    command = command_for(config, tmp_path / "run", device="cpu")
+    assert command.startswith(f"gan-train --model {config.model} ")
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert config_from_args(args) == config
+    assert args.out == str(tmp_path / "run") and args.device == "cpu"
+
+
+def test_command_for_writes_only_what_differs_from_the_defaults():
+    command = command_for(TrainConfig(model="cvae", epochs=5, spectral_norm=False), "runs/x")
+    assert command == "gan-train --model cvae --epochs 5 --no-spectral-norm --out runs/x"

@@ -10,7 +10,15 @@ import torch
 
 from contracts.run_dir import RunDirError, write_config
 from train.checkpoint import load_generator, save_generator
-from train.models import VARIANTS, Architecture, build_critic, build_generator, get_variant
+from train.models import (
+    VARIANTS,
+    Architecture,
+    Variant,
+    build_critic,
+    build_encoder,
+    build_generator,
+    get_variant,
+)
 
 SHAPES = [(8, 8, 1), (28, 28, 1), (12, 16, 3)]
 
@@ -21,20 +29,30 @@ def small(shape: tuple[int, int, int] = (8, 8, 1), **kw) -> Architecture:
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_generator_and_critic_shapes(name: str, shape: tuple[int, int, int]):
+def test_generator_and_critic_or_encoder_shapes(name: str, shape: tuple[int, int, int]):
     arch = small(shape)
-    generator, critic = build_generator(name, arch).eval(), build_critic(name, arch)
+    generator = build_generator(name, arch).eval()
     z, label = torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1])
     images = generator(z, label)
     height, width, channels = shape
     assert images.shape == (5, channels, height, width) and images.dtype == torch.float32
     assert images.abs().max().item() <= 1.0
-    out = critic(images, label)
     if get_variant(name).adversarial:
-        assert out.shape == (5,)
+        assert build_critic(name, arch)(images, label).shape == (5,)
     else:
-        mu, logvar = out
+        mu, logvar = build_encoder(name, arch)(images, label)
         assert mu.shape == logvar.shape == (5, 6)
+
+
+def test_a_variant_has_a_critic_or_an_encoder_and_the_vae_its_own_loss():
+    assert get_variant("cvae").fixed_loss == "elbo" and not get_variant("cvae").adversarial
+    assert get_variant("cdcgan").fixed_loss is None and get_variant("cdcgan").adversarial
+    with pytest.raises(ValueError, match="has an encoder, not a critic"):
+        build_critic("cvae", small())
+    with pytest.raises(ValueError, match="has a critic, not an encoder"):
+        build_encoder("cdcgan", small())
+    with pytest.raises(ValueError, match="either a critic"):
+        Variant(VARIANTS["cdcgan"].generator, True)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

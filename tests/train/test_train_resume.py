@@ -41,6 +41,25 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_config: Tr
     ]
 
 
+# The names state.safetensors stores its tensors under: runs written by earlier versions must keep resuming.
+# The VAE's encoder and its optimiser are stored as "critic" and "opt_d", like a GAN's discriminator.
+STATE_PREFIXES = {"generator", "critic", "opt_g", "opt_d", "ema", "rng_torch", "rng_shuffle"}
+
+
+@pytest.mark.parametrize("model", ["cdcgan", "cvae"])
+def test_state_file_layout_is_stable_and_resumes(tiny_config: TrainConfig, tmp_path: Path, model: str):
+    one = replace(tiny_config, model=model)
+    train(one, tmp_path / "resumed", progress=False)
+    state = load_file(str(tmp_path / "resumed" / "state.safetensors"))
+    assert {key.split(".")[0] for key in state} == STATE_PREFIXES
+    optimisers = json.loads((tmp_path / "resumed" / "state.json").read_text())["optimisers"]
+    assert set(optimisers) == {"opt_g", "opt_d"}
+
+    train(replace(one, epochs=2), tmp_path / "resumed", progress=False)
+    train(replace(one, epochs=2), tmp_path / "straight", progress=False)
+    assert step_losses(tmp_path / "resumed") == step_losses(tmp_path / "straight")
+
+
 def test_log_lines_after_the_last_checkpoint_are_dropped_on_resume(tiny_config: TrainConfig, tmp_path: Path):
     train(tiny_config, tmp_path, progress=False)
     with (tmp_path / "log.jsonl").open("a") as f:  # as if killed mid-way through epoch 2
