@@ -28,7 +28,7 @@ from train.data import (
     LabelledImages,
     Split,
     load_images,
-    stratified_split,
+    split_for,
     to_model_range,
     to_uint8,
 )
@@ -275,7 +275,7 @@ def _train(
     cfg = training.config
     torch.manual_seed(cfg.seed)
     data = load_images(cfg.data, cfg.labels)
-    split = stratified_split(data.labels, cfg.held_out_fraction, cfg.split_seed)
+    split = split_for(data, cfg.held_out_fraction, cfg.split_seed)
     train_data = data.subset(split.train)
     images = torch.from_numpy(to_model_range(train_data.images)).to(device)
     labels = torch.from_numpy(train_data.labels).to(device)

@@ -76,3 +76,26 @@ def test_the_embedded_subset_keeps_its_stratified_split() -> None:
     data = load_images("mnist5k")
     split = split_for(data)
     assert split.test is None and split.describe(data.labels)["method"] == "stratified"
+
+
+def test_a_run_on_a_source_with_splits_trains_on_its_train_split_only(
+    tiny_config, tmp_path, monkeypatch, single_thread
+) -> None:
+    """The trainer uses a source's own splits (as for ``--data mnist``) and records them."""
+    import json
+
+    from tests.train.conftest import tiny_images
+    from train import loop
+    from train.data import LabelledImages
+
+    images, labels = tiny_images(per_class=20)
+    order = np.random.default_rng(0).permutation(len(labels))  # the splits interleave labels
+    splits = {"train": order[:48], "validation": order[48:64], "test": order[64:]}
+    data = LabelledImages(
+        images[..., None], labels, ("0", "1", "2", "3"), "tiny-with-splits", "0" * 64, splits
+    )
+    monkeypatch.setattr(loop, "load_images", lambda source, labels_path=None: data)
+    loop.train(tiny_config, tmp_path / "run", progress=False)
+    split = json.loads((tmp_path / "run" / "config.json").read_text())["split"]
+    assert split["method"] == "predefined" and split["test_count"] == 16
+    assert (split["train_count"], split["held_out_count"]) == (48, 16)
