@@ -4,6 +4,9 @@
         digits = client.generate(7, n=16, seed=1).array()          # uint8 [16, 28, 28]
         x, y = client.bulk(n=10_000, weights={3: 1, 8: 1}, seed=0)  # labelled synthetic data
 
+An unconditional model (``conditional`` false in ``models()``) takes no label: ``generate(n=16)``,
+``interpolate(1, 2)``, ``bulk(n)`` (whose ``y`` is -1 for every image).
+
 Requests answered 429/503 are retried after ``Retry-After`` (up to ``retries`` times); other errors raise
 ``ServiceError`` with the server's message.
 """
@@ -77,12 +80,17 @@ class GanClient:
     # --- generation
 
     def generate(
-        self, label: int, n: int = 1, *, seed: int | None = None, truncation: float = 1.0, format: str = "npy"
+        self,
+        label: int | None = None,
+        n: int = 1,
+        *,
+        seed: int | None = None,
+        truncation: float = 1.0,
+        format: str = "npy",
     ) -> Result:
-        params = {"label": label, "n": n, "truncation": truncation, "format": format}
-        if seed is not None:
-            params["seed"] = seed
-        return self._images("/generate", params=params)
+        """``label`` None: for an unconditional model (a conditional one requires it)."""
+        params = {"label": label, "n": n, "truncation": truncation, "format": format, "seed": seed}
+        return self._images("/generate", params={k: v for k, v in params.items() if v is not None})
 
     def generate_labels(
         self,
@@ -108,14 +116,15 @@ class GanClient:
         self,
         start: int | Sequence[float],
         end: int | Sequence[float],
-        label: int,
+        label: int | None = None,
         *,
         steps: int = 8,
         method: str = "slerp",
         truncation: float = 1.0,
         format: str = "npy",
     ) -> Result:
-        """From ``start`` to ``end`` (each a seed or an explicit latent) under ``label``."""
+        """From ``start`` to ``end`` (each a seed or an explicit latent) under ``label`` (None: for an
+        unconditional model)."""
         body = {
             "start": _source(start),
             "end": _source(end),
@@ -184,8 +193,9 @@ class GanClient:
         shuffle: bool = True,
         path: str | Path | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(x, y)``: uint8 images and int64 labels. The ``.npz`` is streamed to ``path`` (kept) or to a
-        temporary file, so the download never sits in memory twice."""
+        """``(x, y)``: uint8 images and int64 labels (-1 for every image of an unconditional model). The
+        ``.npz`` is streamed to ``path`` (kept) or to a temporary file, so the download never sits in memory
+        twice."""
         body = {
             "n": n,
             "counts": _keys(counts),

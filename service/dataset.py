@@ -9,6 +9,8 @@ ahead on a background thread.
     dataset = SyntheticBatches("http://localhost:8000", batch_size=256, num_batches=100, weights={3: 1, 8: 1})
     for x, y in DataLoader(dataset, batch_size=None):  # x float32 [256, 1, 28, 28] in [0, 1], y int64 [256]
         ...
+
+An unconditional model takes no ``weights``; its ``y`` is -1 for every image.
 """
 
 from __future__ import annotations

@@ -39,6 +39,26 @@ def invalid(loc: Sequence[str | int], message: str, value: Any, allowed: str) ->
     )
 
 
+def labels_ignored(
+    model: str, *fields: tuple[Sequence[str | int], Any], allowed: str | None = None
+) -> RequestValidationError:
+    """A 422 for each ``(loc, value)`` that names labels, sent to an unconditional model: it ignores labels,
+    so images said to be "under" one would be mislabelled. ``allowed`` defaults to leaving the field out."""
+    return RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": tuple(loc),
+                "msg": f"model {model!r} is unconditional: it ignores labels, so {_name(loc)} is refused "
+                "rather than silently ignored",
+                "input": value,
+                "allowed": allowed or f"leave {_name(loc)} out for an unconditional model",
+            }
+            for loc, value in fields
+        ]
+    )
+
+
 def check_range(loc: Sequence[str | int], value: int | float, low: int | float, high: int | float) -> None:
     if not low <= value <= high:
         name = _name(loc)

@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     app = FastAPI(
         title="GAN image generation",
         version=spec.manifest.version,
-        summary=f"Conditional images from {spec.manifest.name}, dynamically batched on ONNX Runtime.",
+        summary=f"{'Conditional' if spec.conditional else 'Unconditional'} images from {spec.manifest.name}, "
+        "dynamically batched on ONNX Runtime.",
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
     )

@@ -49,6 +49,11 @@ class ModelSpec:
     def num_classes(self) -> int:
         return self.manifest.num_classes
 
+    @property
+    def conditional(self) -> bool:
+        """False for a model trained without labels: its graph takes a ``label`` input and ignores it."""
+        return self.manifest.conditional
+
 
 def load_model_dir(directory: str | Path, variant: str | None = None) -> ModelSpec:
     """Read and check a model directory; raises ``ModelDirError``: an unverified file is never served."""

@@ -1,5 +1,7 @@
 """Latent arithmetic (DCGAN, Radford et al. 2016): weighted sums of averaged latents, and one latent under
-every label ("same style, every digit")."""
+every label ("same style, every digit").
+
+An unconditional model renders the sum once, without a label; it refuses ``labels`` and every-label (422)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,14 @@ from pydantic import Field
 
 from contracts import latents
 from service.encoding import Format
-from service.errors import check_count, check_range
+from service.errors import check_count, check_range, invalid, labels_ignored
 from service.routes.common import (
-    IMAGE_RESPONSES,
     FormatField,
     ServiceContext,
     StrictBody,
     TruncationField,
     image_response,
+    image_responses,
 )
 from service.routes.latent_source import LatentSource, resolve
 from service.runtime import GraphKind
@@ -50,11 +52,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["latent arithmetic"])
     top_label = spec.num_classes - 1
-    all_labels = list(range(spec.num_classes))
+    conditional, model = spec.conditional, spec.manifest.name
+    all_labels = list(range(spec.num_classes)) if conditional else [0]  # an unconditional graph is fed zeros
 
     @router.post(
         "/v1/arithmetic",
-        responses=IMAGE_RESPONSES,
+        responses=image_responses(spec, "`labels` are refused"),
         response_class=Response,
         summary="Render a weighted sum of mean latents under one or more labels",
     )
@@ -62,6 +65,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         check_count(("body", "terms"), len(body.terms), settings.max_terms)
         for i, term in enumerate(body.terms):
             check_count(("body", "terms", i, "seeds"), len(term.seeds), settings.max_seeds_per_term)
+        if not conditional and body.labels is not None:
+            raise labels_ignored(model, (("body", "labels"), body.labels))
         labels = body.labels if body.labels is not None else all_labels
         check_count(("body", "labels"), len(labels), settings.max_n)
         for i, label in enumerate(labels):
@@ -80,7 +85,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             image_labels,
             body.format,
             infos=lambda: [
-                {"label": int(label), "latent": latent.tolist()}
+                {"label": int(label) if conditional else None, "latent": latent.tolist()}
                 for label, latent in zip(image_labels, z, strict=True)
             ],
             seed=None,
@@ -90,11 +95,19 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
     @router.post(
         "/v1/every-label",
-        responses=IMAGE_RESPONSES,
+        responses=image_responses(spec, "every request is refused (it renders every label)"),
         response_class=Response,
         summary="One latent (one style) rendered under every label",
     )
     async def every_label(request: Request, body: EveryLabelRequest) -> Response:
+        if not conditional:
+            raise invalid(
+                ("body",),
+                f"model {model!r} is unconditional: it ignores labels, so every label would give the same "
+                "image",
+                None,
+                "none: a conditional model (see `conditional` in /v1/models)",
+            )
         latent = resolve(body, ("body",), spec, settings, body.truncation)
         z = np.repeat(latent[None], spec.num_classes, axis=0)
         labels = np.arange(spec.num_classes, dtype=np.int64)

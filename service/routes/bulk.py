@@ -1,5 +1,8 @@
 """Bulk synthetic data for augmentation: ``POST /v1/bulk`` streams ``x`` (uint8 images) and ``y`` (int64
-labels) as an ``.npz`` written chunk by chunk, so memory stays flat however many images are asked for."""
+labels) as an ``.npz`` written chunk by chunk, so memory stays flat however many images are asked for.
+
+An unconditional model's images have no label: ``y`` is ``UNLABELLED`` (-1, never a class index) for every
+image, and ``counts`` or ``weights``, which ask for labels, are refused (422)."""
 
 from __future__ import annotations
 
@@ -20,15 +23,15 @@ from starlette.types import Receive, Scope, Send
 from contracts import latents
 from service import encoding, label_mix
 from service.batcher import Batcher, Lane
-from service.errors import check_range, invalid
+from service.errors import check_range, invalid, labels_ignored
 from service.routes.common import (
-    IMAGE_RESPONSES,
     ErrorBody,
     SeedField,
     ServiceContext,
     StrictBody,
     TruncationField,
     choose_seed,
+    image_responses,
 )
 from service.runtime import GraphKind
 
@@ -38,6 +41,7 @@ MAX_COUNT = 2**31 - 1  # static sanity bounds; the total is checked against max_
 MAX_WEIGHT = 1e6
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
+UNLABELLED = -1  # y of every image of an unconditional model
 
 
 class BulkRequest(StrictBody):
@@ -82,8 +86,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     router = APIRouter(tags=["bulk"])
     height, width, channels = spec.image_shape
     pixel_shape = (height, width) if channels == 1 else (height, width, channels)
+    conditional = spec.conditional
 
     def counts_for(body: BulkRequest) -> np.ndarray:
+        """Images per label; for an unconditional model one count, ``n``."""
+        if not conditional and (body.counts is not None or body.weights is not None):
+            field = "counts" if body.counts is not None else "weights"  # never both (BulkRequest)
+            raise labels_ignored(spec.manifest.name, (("body", field), getattr(body, field)))
         mix = body.counts if body.counts is not None else body.weights
         for label in mix or {}:
             check_range(
@@ -107,6 +116,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             return counts
         assert body.n is not None
         check_range(("body", "n"), body.n, 1, settings.max_bulk_n)
+        if not conditional:
+            return np.array([body.n], dtype=np.int64)
         if body.weights is None:
             return label_mix.balanced_counts(body.n, spec.num_classes)
         if sum(body.weights.values()) <= 0:
@@ -141,6 +152,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    refusals = image_responses(spec, "`counts` and `weights` are refused")
+
     @router.post(
         "/v1/bulk",
         response_class=StreamingResponse,
@@ -148,10 +161,11 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         responses={
             200: {
                 "description": "`.npz` with `x` uint8 [N, H, W(, C)] and `y` int64 [N]; image i "
-                "uses seed + i.",
+                "uses seed + i. `y` holds each image's label, or -1 for every image when the model is "
+                "unconditional (`conditional: false` in /v1/models): its images have no label.",
                 "content": {encoding.NPZ: {}},
             },
-            **{code: IMAGE_RESPONSES[code] for code in (401, 422, 503)},
+            **{code: refusals[code] for code in (401, 422, 503)},
             429: {
                 "model": ErrorBody,
                 "description": "Too many bulk streams running; retry after `Retry-After`.",
@@ -163,9 +177,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         counts = counts_for(body)
         total = int(counts.sum())
         seed = choose_seed(body.seed, total)
-        labels = label_mix.plan_labels(counts, seed, body.shuffle)
+        if conditional:
+            labels = y = label_mix.plan_labels(counts, seed, body.shuffle)
+        else:  # the graph's label input is fed zeros; y says the images have none
+            labels, y = np.zeros(total, dtype=np.int64), np.full(total, UNLABELLED, dtype=np.int64)
         release = batcher.acquire_stream()
-        label_chunks = (labels[i : i + settings.bulk_chunk] for i in range(0, total, settings.bulk_chunk))
+        label_chunks = (y[i : i + settings.bulk_chunk] for i in range(0, total, settings.bulk_chunk))
         content = encoding.stream_npz(
             [
                 (

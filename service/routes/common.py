@@ -138,6 +138,18 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def image_responses(spec: ModelSpec, refused: str) -> dict[int | str, dict[str, Any]]:
+    """``IMAGE_RESPONSES``; for an unconditional model the 422 also says what it refuses (``refused``, e.g.
+    "a `label`")."""
+    if spec.conditional:
+        return IMAGE_RESPONSES
+    description = (
+        f"{IMAGE_RESPONSES[422]['description']} The served model is unconditional (it ignores labels): "
+        f"{refused}, the body says why."
+    )
+    return {**IMAGE_RESPONSES, 422: {"model": ErrorBody, "description": description}}
+
+
 async def compute(images: int, inline_max_images: int, func: Callable[..., T], *args: Any) -> T:
     """``func(*args)``, on the event loop when it concerns at most ``inline_max_images`` images (cheaper than
     the hop to a worker thread and back), else in the thread pool so the loop stays free."""

@@ -1,5 +1,8 @@
 """Generation: ``POST /generate`` (the contract's query form) and ``POST /v1/generate`` (several labels).
 
+An unconditional model (manifest ``conditional: false``) is generated without a label: ``/generate`` takes
+none and refuses one (422), and ``/v1/generate``, which exists to name labels, refuses its ``labels``.
+
 No ``from __future__ import annotations`` here: the query bounds are closure values FastAPI must evaluate.
 """
 
@@ -10,9 +13,8 @@ from pydantic import BaseModel, Field
 
 from contracts import latents
 from service.encoding import Format
-from service.errors import check_count, check_range
+from service.errors import check_count, check_range, labels_ignored
 from service.routes.common import (
-    IMAGE_RESPONSES,
     FormatField,
     SeedField,
     ServiceContext,
@@ -21,6 +23,7 @@ from service.routes.common import (
     choose_seed,
     compute,
     image_response,
+    image_responses,
     parse_query,
     query_parameters,
 )
@@ -46,11 +49,19 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["generation"])
     top_label = spec.num_classes - 1
+    conditional, model = spec.conditional, spec.manifest.name
+    if conditional:
+        label_type, label_field = int, Field(ge=0, le=top_label, description=f"Class index, 0..{top_label}.")
+    else:
+        label_type, label_field = (
+            int | None,
+            Field(None, description="Not accepted: the served model is unconditional (it ignores labels)."),
+        )
 
     class GenerateQuery(BaseModel):
         """``POST /generate``'s query string (bounds from the served model and the settings)."""
 
-        label: int = Field(ge=0, le=top_label, description=f"Class index, 0..{top_label}.")
+        label: label_type = label_field  # type: ignore[valid-type]
         n: int = Field(1, ge=1, le=settings.max_n, description="Number of images.")
         seed: int | None = SeedField
         format: Format = FormatField
@@ -87,8 +98,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             z,
             labels,
             fmt,
-            infos=lambda: [
-                {"seed": s, "label": int(label), "latent": row.tolist()}
+            infos=lambda: [  # an unconditional model's images have no label (its graph is fed zeros)
+                {"seed": s, "label": int(label) if conditional else None, "latent": row.tolist()}
                 for s, label, row in zip(seeds, labels, z, strict=True)
             ],
             seed=seed,
@@ -98,24 +109,30 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
     @router.post(
         "/generate",
-        responses=IMAGE_RESPONSES,
+        responses=image_responses(spec, "a `label` is refused"),
         response_class=Response,
         summary="Generate n images of one label",
         openapi_extra={"parameters": query_parameters(GenerateQuery)},
     )
     async def generate(request: Request) -> Response:
         # the hot route: its query is parsed by hand, not injected parameter by parameter
+        if not conditional and "label" in request.query_params:
+            raise labels_ignored(model, (("query", "label"), request.query_params["label"]))
         query = parse_query(GenerateQuery, request)
-        labels = np.full(query.n, query.label, dtype=np.int64)
+        labels = np.full(query.n, query.label if conditional else 0, dtype=np.int64)
         return await generate_images(request, labels, query.seed, False, query.truncation, query.format)
 
     @router.post(
         "/v1/generate",
-        responses=IMAGE_RESPONSES,
+        responses=image_responses(spec, "every request is refused (`labels` are all it takes)"),
         response_class=Response,
         summary="Generate one image per entry of a list of labels (one grid)",
     )
     async def generate_labels(request: Request, body: LabelsRequest) -> Response:
+        if not conditional:
+            raise labels_ignored(
+                model, (("body", "labels"), body.labels), allowed="none: use /generate without a label"
+            )
         check_count(("body", "labels"), len(body.labels), settings.max_n)
         for i, label in enumerate(body.labels):
             check_range(("body", "labels", i), label, 0, top_label)

@@ -1,6 +1,9 @@
-"""Interpolation: between two latents under one label, or between two labels with the latent held fixed."""
+"""Interpolation: between two latents under one label, or between two labels with the latent held fixed.
 
-from __future__ import annotations
+An unconditional model interpolates latents without a label (``UnlabelledInterpolateRequest``, a label is a
+422) and cannot morph labels (422). No ``from __future__ import annotations`` here: the body model is chosen
+per served model, a closure value FastAPI must evaluate.
+"""
 
 from typing import Any, Literal
 
@@ -11,14 +14,14 @@ from pydantic import Field
 
 from contracts import latents
 from service.encoding import Format
-from service.errors import NotSupported, check_range
+from service.errors import NotSupported, check_range, labels_ignored
 from service.routes.common import (
-    IMAGE_RESPONSES,
     FormatField,
     ServiceContext,
     StrictBody,
     TruncationField,
     image_response,
+    image_responses,
 )
 from service.routes.latent_source import LatentSource, resolve
 from service.runtime import GraphKind
@@ -40,6 +43,12 @@ class InterpolateRequest(StrictBody):
     format: Format = FormatField
 
 
+class UnlabelledInterpolateRequest(InterpolateRequest):
+    """``/v1/interpolate``'s body when the served model is unconditional."""
+
+    label: int | None = Field(None, description="Not accepted: the served model is unconditional.")
+
+
 class LabelInterpolateRequest(LatentSource):
     start_label: int = Field(ge=0, description="Class at t = 0.")
     end_label: int = Field(ge=0, description="Class at t = 1.")
@@ -52,21 +61,26 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["interpolation"])
     top_label = spec.num_classes - 1
+    conditional, model = spec.conditional, spec.manifest.name
+    Body = InterpolateRequest if conditional else UnlabelledInterpolateRequest
 
     @router.post(
         "/v1/interpolate",
-        responses=IMAGE_RESPONSES,
+        responses=image_responses(spec, "a `label` is refused"),
         response_class=Response,
         summary="Walk from one latent to another under one label (a strip of images)",
     )
-    async def interpolate(request: Request, body: InterpolateRequest) -> Response:
-        check_range(("body", "label"), body.label, 0, top_label)
+    async def interpolate(request: Request, body: Body) -> Response:  # type: ignore[valid-type]
+        if conditional:
+            check_range(("body", "label"), body.label, 0, top_label)
+        elif body.label is not None:
+            raise labels_ignored(model, (("body", "label"), body.label))
         check_range(("body", "steps"), body.steps, 2, settings.max_steps)
         start = resolve(body.start, ("body", "start"), spec, settings, body.truncation)
         end = resolve(body.end, ("body", "end"), spec, settings, body.truncation)
         ts = latents.interpolation_steps(body.steps)
         z = (latents.slerp if body.method == "slerp" else latents.lerp)(start, end, ts)
-        labels = np.full(body.steps, body.label, dtype=np.int64)
+        labels = np.full(body.steps, body.label if conditional else 0, dtype=np.int64)
 
         def infos() -> list[dict[str, Any]]:
             rows = [{"label": body.label, "latent": row.tolist()} for row in z]
@@ -88,11 +102,21 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
     @router.post(
         "/v1/interpolate/labels",
-        responses={**IMAGE_RESPONSES, 501: {"description": "The model directory has no label_morph graph."}},
+        responses={
+            **image_responses(spec, "every request is refused (it morphs labels)"),
+            501: {"description": "The model directory has no label_morph graph."},
+        },
         response_class=Response,
         summary="Morph one latent from one label to another through the label embedding",
     )
     async def interpolate_labels(request: Request, body: LabelInterpolateRequest) -> Response:
+        if not conditional:
+            raise labels_ignored(
+                model,
+                (("body", "start_label"), body.start_label),
+                (("body", "end_label"), body.end_label),
+                allowed="none: use /v1/interpolate (latents) without a label",
+            )
         if spec.label_morph is None:
             raise NotSupported(
                 f"model {spec.manifest.name!r} does not support label interpolation: its manifest has no "

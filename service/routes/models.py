@@ -13,6 +13,10 @@ class ModelCard(BaseModel):
     version: str
     num_classes: int
     labels: list[str] = Field(description="Class names; label i is labels[i].")
+    conditional: bool = Field(
+        description="Whether the model takes a label. An unconditional one ignores labels: it generates "
+        "without one, refuses label parameters (422), and /v1/bulk gives y = -1."
+    )
     latent_dim: int
     image_shape: tuple[int, int, int] = Field(description="[H, W, C]")
     sha256: str = Field(description="sha256 of the served ONNX file.")
@@ -41,11 +45,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 version=m.version,
                 num_classes=m.num_classes,
                 labels=m.labels,
+                conditional=m.conditional,
                 latent_dim=m.latent_dim,
                 image_shape=m.image_shape,
                 sha256=spec.main.sha256,
                 variant=settings.model_variant,
-                label_interpolation=spec.label_morph is not None,
+                label_interpolation=spec.label_morph is not None and m.conditional,
                 providers=batcher.runtime.providers if batcher is not None else [],
                 intra_op_threads=batcher.runtime.intra_op_threads if batcher is not None else None,
                 max_n=settings.max_n,

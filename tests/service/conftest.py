@@ -13,6 +13,7 @@ from service_support import (
     LIVE_SETTINGS,
     MODEL_DIR,
     GatedRuntime,
+    build_unconditional_model,
     free_port,
     make_settings,
     serve_in_process,
@@ -39,6 +40,12 @@ def client() -> Iterator[TestClient]:
     """The default model through the real app, in process."""
     with serve_in_process(make_settings(max_steps=16)) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def unconditional_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny unconditional model (``conditional: false``), exported once per session."""
+    return build_unconditional_model(tmp_path_factory.mktemp("unconditional"))
 
 
 @pytest.fixture

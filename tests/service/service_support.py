@@ -28,6 +28,28 @@ READY_TIMEOUT_S = 60.0
 LIVE_SETTINGS = {"max_bulk_n": 4096, "max_steps": 16, "max_queue_images": 1024, "max_batch": 64}
 
 
+def build_unconditional_model(directory: Path) -> Path:
+    """A tiny unconditional model directory (random DCGAN weights, exported by ``export.build``) in
+    ``directory/model``. Torch, train and export are imported here only: the service never needs them."""
+    import torch
+
+    from contracts.run_dir import write_config
+    from export.build import ExportOptions, export_run
+    from train.checkpoint import save_generator
+    from train.models import Architecture, build_generator
+
+    arch = Architecture(latent_dim=8, width=4, embed_dim=4)
+    torch.manual_seed(0)
+    run = directory / "run"
+    run.mkdir(parents=True)
+    config = {"model": "dcgan", "conditional": False, "latent_dim": 8, "num_classes": 10,
+              "image_shape": [28, 28, 1], "architecture": arch.kwargs()}  # fmt: skip
+    write_config(run, config)
+    save_generator(run, build_generator("dcgan", arch))
+    export_run(run, directory / "model", ExportOptions(name="uncond", sample_seeds=(0, 1, 2)))
+    return directory / "model"
+
+
 def make_settings(**overrides) -> Settings:
     """Settings for tests: the real model, quiet logs, no .env file, no SIGTERM drain."""
     values = {"model_dir": MODEL_DIR, "access_log": False, "drain_s": 0, "max_wait_ms": 2.0, **overrides}
