@@ -10,6 +10,9 @@ with an explicit seed, so every number is reproducible.
   splits (Salimans et al., 2016); at most the number of classes.
 - Precision / recall: k-NN manifold estimate (Kynkäänniemi et al., 2019). Precision is the share of fake
   samples inside some real sample's k-NN ball; recall is the share of real samples inside some fake ball.
+- Density / coverage (Naeem et al., 2020): from the real k-NN balls only, so a few outlying fake samples
+  cannot inflate them. Density is the mean number of real balls a fake sample lies in, divided by k (about 1
+  for one distribution, can exceed 1); coverage is the share of real samples whose ball holds a fake sample.
 - 1-NN two-sample test: leave-one-out 1-nearest-neighbour accuracy on equal-sized pooled sets (Lopez-Paz &
   Oquab, 2017). 0.5: indistinguishable; 1.0: fully separable; well below 0.5: copies of the reference.
 - MMD: unbiased MMD² with a Gaussian kernel of fixed bandwidth (Gretton et al., 2012).
@@ -171,6 +174,19 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     precision = _inside_manifold(fake, real, kth_neighbour_distances(real, k)).mean()
     recall = _inside_manifold(real, fake, kth_neighbour_distances(fake, k)).mean()
     return float(precision), float(recall)
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """(density, coverage) of ``fake`` against the k-NN balls of ``real`` (Naeem et al., 2020, eqs. 3-4)."""
+    real, fake = _to64(real), _to64(fake)
+    radii = kth_neighbour_distances(real, k)
+    balls_per_fake = np.empty(len(fake))
+    covered = np.zeros(len(real), dtype=bool)
+    for start in range(0, len(fake), DISTANCE_CHUNK):
+        inside = np.sqrt(squared_distances(fake[start : start + DISTANCE_CHUNK], real)) <= radii[None, :]
+        balls_per_fake[start : start + DISTANCE_CHUNK] = inside.sum(1)
+        covered |= inside.any(0)
+    return float(balls_per_fake.mean() / k), float(covered.mean())
 
 
 def one_nn_accuracy(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> dict[str, float]:

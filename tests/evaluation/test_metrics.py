@@ -101,6 +101,38 @@ def test_precision_recall_separate_quality_from_coverage():
     assert recall < 0.5
 
 
+def test_density_coverage_by_hand():
+    real, fake = np.array([[0.0], [1.0], [3.0], [6.0]]), np.array([[0.5], [2.5], [10.0]])
+    # k = 1: radii 1, 1, 2, 3. 0.5 lies in the balls of 0 and 1, 2.5 in that of 3, 10 in none: 3 / (1 · 3);
+    # the ball of 6 holds no fake sample
+    assert M.density_coverage(real, fake, k=1) == (pytest.approx(1.0), 0.75)
+    # k = 2: radii 3, 2, 3, 5. 0.5 lies in 3 balls, 2.5 in all 4, 10 in that of 6: 8 / (2 · 3)
+    assert M.density_coverage(real, fake, k=2) == (pytest.approx(4 / 3), 1.0)
+
+
+def test_density_coverage_of_identical_independent_and_distant_sets():
+    x = gaussian(2000, np.zeros(4), np.eye(4), 19)
+    # a copy lies in its own ball and in the balls of the k samples it is a neighbour of: (k + 1) / k
+    assert M.density_coverage(x, x.copy(), k=5) == (pytest.approx(1.2), 1.0)
+    density, coverage = M.density_coverage(x, gaussian(2000, np.zeros(4), np.eye(4), 20), k=5)
+    assert density == pytest.approx(1.0, abs=0.1)
+    assert coverage > 0.9  # Naeem et al.: 1 − 2^−k for equal-sized sets of one distribution, ~0.97
+    assert M.density_coverage(x, x + 100.0, k=5) == (0.0, 0.0)
+
+
+def test_density_coverage_separate_quality_from_coverage_and_ignore_outliers():
+    real = gaussian(1000, np.zeros(4), np.eye(4), 21)
+    narrow = gaussian(1000, np.zeros(4), 0.05 * np.eye(4), 22)  # dense where real is dense, covers little
+    density, coverage = M.density_coverage(real, narrow, k=5)
+    assert density > 1.0 and coverage < 0.3  # measured: 1.12 and 0.15
+    fake = gaussian(1000, np.zeros(4), np.eye(4), 23)
+    clean = M.density_coverage(real, fake, k=5)
+    fake[:100] += 100.0  # 10% far outliers: density drops by about a tenth, nothing is covered anew
+    dirty = M.density_coverage(real, fake, k=5)
+    assert dirty[0] == pytest.approx(0.9 * clean[0], rel=0.05)
+    assert dirty[1] <= clean[1]
+
+
 def test_kth_neighbour_distances_skip_self_and_check_k():
     x = np.array([[0.0], [1.0], [3.0], [6.0]])
     assert M.kth_neighbour_distances(x, 1).tolist() == [1.0, 1.0, 2.0, 3.0]
