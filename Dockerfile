@@ -15,7 +15,7 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY contracts/ contracts/
 COPY service/ service/
-RUN pip install -c constraints.txt . && rm -rf /root/.cache
+RUN pip install -c constraints.txt '.[cpu]' && rm -rf /root/.cache
 
 # the shipped default model (any model directory can be mounted over it and named by GAN_MODEL_DIR)
 COPY models/mnist-cdcgan/ models/mnist-cdcgan/

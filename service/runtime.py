@@ -9,10 +9,15 @@ import logging
 import math
 import os
 from enum import StrEnum
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+try:
+    import onnxruntime as ort
+except ImportError as exc:  # neither runtime extra is installed
+    raise ImportError("ONNX Runtime is not installed: install gan-service[cpu] or gan-service[gpu]") from exc
 
 from contracts.model_dir import ModelDirError
 from service.config import Settings
@@ -28,6 +33,7 @@ PROVIDER_OPTIONS: dict[str, dict[str, str]] = {CUDA: {"cudnn_conv_algo_search": 
 # On this few cores a second intra-op thread spin-waits and slows every call (reports/bench/NOTES.md)
 SINGLE_THREAD_MAX_CORES = 2
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+RUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")  # the `cpu` and `gpu` extras: one module
 
 
 class StartupError(RuntimeError):
@@ -39,8 +45,24 @@ class GraphKind(StrEnum):
     LABEL_MORPH = "label_morph"  # (z, float32 label weights) -> image
 
 
+def installed_runtimes() -> list[str]:
+    found = []
+    for name in RUNTIME_DISTRIBUTIONS:
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
 def choose_providers(device: str) -> list[str]:
     """The providers to ask for; what a session really runs on is checked once it exists (``Runtime``)."""
+    if len(installed := installed_runtimes()) > 1:
+        raise StartupError(
+            f"both {' and '.join(installed)} are installed and overwrite each other's `onnxruntime` module: "
+            "uninstall both, then install one extra (gan-service[cpu] or gan-service[gpu])"
+        )
     available = ort.get_available_providers()
     if device == "cuda" and CUDA not in available:
         raise StartupError(

@@ -14,8 +14,17 @@ import onnxruntime as ort
 import pytest
 from service_support import MODEL_DIR, REPO_ROOT, make_settings, serve_in_process
 
+from service import runtime
 from service.model_repo import load_model_dir
-from service.runtime import CPU, CUDA, Runtime, StartupError, available_cores, cgroup_cpu_limit
+from service.runtime import (
+    CPU,
+    CUDA,
+    Runtime,
+    StartupError,
+    available_cores,
+    cgroup_cpu_limit,
+    installed_runtimes,
+)
 
 SPEC = load_model_dir(MODEL_DIR)
 
@@ -54,6 +63,16 @@ def test_models_and_metrics_report_the_session_as_it_runs(client):
     )
     assert expected in metrics
     assert "process_resident_memory_bytes" in metrics and "process_cpu_seconds_total" in metrics
+
+
+def test_exactly_one_runtime_wheel_is_installed_here():
+    assert len(installed_runtimes()) == 1, installed_runtimes()
+
+
+def test_both_runtime_wheels_in_one_environment_are_refused(monkeypatch):
+    monkeypatch.setattr(runtime, "installed_runtimes", lambda: ["onnxruntime", "onnxruntime-gpu"])
+    with pytest.raises(StartupError, match="both onnxruntime and onnxruntime-gpu are installed"):
+        Runtime(SPEC, make_settings())
 
 
 def test_cuda_asked_for_without_the_provider_is_refused():
