@@ -2,6 +2,7 @@
 
     gan-eval runs/default                          # a run directory (PyTorch)
     gan-eval models/mnist-cdcgan --out reports/tmp/cdcgan --seed 0
+    gan-eval runs/full --classifier models/full-classifier --part test   # data with a test split (mnist)
     gan-eval train-classifier --out models/mnist-classifier
     gan-eval compare --epochs 5 --out reports                # every variant, one budget, one table
 

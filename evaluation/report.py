@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.evaluate import Evaluation
+from evaluation.evaluate import PARTS, Evaluation
 from train.artifacts import save_grid
 
 METRICS_FILE = "metrics.json"
@@ -19,8 +19,16 @@ GRID_COLUMNS = 10
 GRID_SCALE = 2
 
 
+NOT_MEASURED = "—"  # a metric that results written before it existed (e.g. a shipped manifest's) lack
+
+
 def _pm(mean_key: str, std_key: str, scale: float = 1.0, digits: int = 2) -> Callable[[dict], str]:
     return lambda m: f"{m[mean_key] * scale:.{digits}f} ± {m[std_key] * scale:.{digits}f}"
+
+
+def _newer(key: str, fmt: Callable[[float], str]) -> Callable[[dict], str]:
+    """Format ``m[key]``, or NOT_MEASURED where the result predates that metric."""
+    return lambda m: fmt(m[key]) if key in m else NOT_MEASURED
 
 
 # (row name, how to format one metrics dict, what it means)
@@ -32,6 +40,8 @@ ROWS: list[tuple[str, Callable[[dict], str], str]] = [
     ("Inception Score", _pm("inception_score_mean", "inception_score_std"), "classifier-based; max = labels"),
     ("precision", lambda m: f"{m['precision']:.3f}", "share of images on the real manifold (k-NN)"),
     ("recall", lambda m: f"{m['recall']:.3f}", "share of real images on the generated manifold (k-NN)"),
+    ("density", _newer("density", "{:.3f}".format), "real k-NN balls per image / k (about 1 for real)"),
+    ("coverage", _newer("coverage", "{:.3f}".format), "share of real images whose k-NN ball holds an image"),
     ("1-NN accuracy", lambda m: f"{m['one_nn']['accuracy']:.3f}", "leave-one-out two-sample test, 0.5 ideal"),
     ("MMD² (Gaussian) ×1000", lambda m: f"{1000 * m['mmd2_gaussian']:.3f}", "fixed bandwidth, unbiased"),
     (
@@ -40,6 +50,17 @@ ROWS: list[tuple[str, Callable[[dict], str], str]] = [
         "lowest per-label spread, generated / held-out real",
     ),
     ("min label recall", lambda m: f"{min(m['per_label_recall']):.3f}", "lowest per-label recall"),
+    ("intra-class FID, mean", _newer("intra_fid_mean", "{:.3f}".format), "FID within each label, averaged"),
+    (
+        "intra-class FID, worst",
+        _newer("intra_fid_per_label", lambda v: f"{max(v):.3f}"),
+        "highest per-label FID",
+    ),
+    (
+        "CAS",
+        _newer("cas", lambda v: f"{100 * v:.2f}%"),
+        "fresh classifier trained on these images only, accuracy on the real ones",
+    ),
 ]
 
 
@@ -53,7 +74,9 @@ def format_table(result: dict) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join([*lines, "", *verdict_lines(result)])
+    cas = result.get("cas")
+    gap = [f"CAS gap: {cas['gap_points']:.2f} points (trained on real minus on generated)"] if cas else []
+    return "\n".join([*lines, *gap, "", *verdict_lines(result)])
 
 
 def verdict_lines(result: dict) -> list[str]:
@@ -66,21 +89,58 @@ def verdict_lines(result: dict) -> list[str]:
     return lines
 
 
+def _per_label(metrics: dict, key: str, k: int, fmt: Callable[[float], str]) -> str:
+    return fmt(metrics[key][k]) if key in metrics else NOT_MEASURED
+
+
 def per_label_table(result: dict) -> str:
     model, floor = result["model"], result["real_floor"]
     check = result["product_bar"]["checks"]["collapsed_labels"]
     low_diversity, low_recall = set(check["low_diversity"]), set(check["low_recall"])
+    fid, percent = "{:.3f}".format, lambda v: f"{100 * v:.1f}%"
     lines = [
-        "| label | accuracy | diversity ratio | recall | real-floor recall | collapsed |",
-        "|---|---|---|---|---|---|",
+        "| label | accuracy | diversity ratio | recall | real-floor recall | FID | real-floor FID | CAS "
+        "| real-floor CAS | collapsed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, accuracy in enumerate(model["per_label_accuracy"]):
         lines.append(
             f"| {k} | {100 * accuracy:.1f}% | {model['per_label_diversity_ratio'][k]:.3f} | "
             f"{model['per_label_recall'][k]:.3f} | {floor['per_label_recall'][k]:.3f} | "
+            f"{_per_label(model, 'intra_fid_per_label', k, fid)} | "
+            f"{_per_label(floor, 'intra_fid_per_label', k, fid)} | "
+            f"{_per_label(model, 'cas_per_label', k, percent)} | "
+            f"{_per_label(floor, 'cas_per_label', k, percent)} | "
             f"{_collapse_reason(k in low_diversity, k in low_recall)} |"
         )
     return "\n".join(lines)
+
+
+def against_text(result: dict) -> str:
+    """'the 1000 held-out real images': what the metrics were measured against."""
+    against = result.get("evaluated_against") or {
+        "part": "held_out",
+        "count": result["data"]["split"]["held_out_count"],
+    }
+    return f"the {against['count']} {PARTS.get(against['part'], against['part'])} real images"
+
+
+def cas_text(result: dict) -> str:
+    """The augmentation question in one paragraph: CAS beside the same classifier trained on real images."""
+    cas = result.get("cas")
+    if cas is None:
+        return "Not measured (this result predates CAS)."
+    training = cas["classifier"]["training"]
+    arch = cas["classifier"]["architecture"]
+    return (
+        f"A fresh classifier (channels {arch['channels']}, {arch['feature_dim']} features; "
+        f"epochs {training['epochs']}, batch {training['batch_size']}, seed {training['seed']}, the domain "
+        f"classifier's augmentation) trained on {cas['train_count']} generated images only reaches "
+        f"**{100 * cas['accuracy']:.2f}%** on {against_text(result)}; trained on {cas['train_count']} real "
+        f"training images instead, it reaches **{100 * cas['real_accuracy']:.2f}%**: a gap of "
+        f"**{cas['gap_points']:.2f} points**. A small gap means images from this generator can stand in for "
+        "real training data for such a classifier."
+    )
 
 
 def _collapse_reason(low_diversity: bool, low_recall: bool) -> str:
@@ -100,15 +160,19 @@ def markdown(result: dict, command: str) -> str:
 Command: `{command}`
 {notes}
 {settings["n"]} images generated (labels balanced, latents `request_latents(seed={settings["seed"]}, n)`,
-truncation {settings["truncation"]}), measured against the {data["split"]["held_out_count"]} held-out real
-images of `{data["source"]}` in the feature space of the domain classifier (`{result["classifier"]["dir"]}`,
-held-out accuracy {100 * result["classifier"]["held_out_accuracy"]:.2f}%). The real floor is the same
-metrics for {result["real_floor"]["count"]} training-split real images against the same held-out images
-(its label accuracy: the classifier on the held-out images).
+truncation {settings["truncation"]}), measured against {against_text(result)} of `{data["source"]}` in the
+feature space of the domain classifier (`{result["classifier"]["dir"]}`, held-out accuracy
+{100 * result["classifier"]["held_out_accuracy"]:.2f}%). The real floor is the same metrics for
+{result["real_floor"]["count"]} training-split real images against the same real images (its label accuracy:
+the classifier on those images; its CAS: the CAS classifier trained on those training images).
 
 | metric | model | real floor | meaning |
 |---|---|---|---|
 {rows}
+
+## Augmentation: train on generated, test on real (CAS)
+
+{cas_text(result)}
 
 ## Product bar
 

@@ -1,7 +1,8 @@
 """Train the domain classifier on the training split only, deterministically (fixed seed, deterministic ops).
 
 Augmentation is a small random affine warp (shift, rotation, scale) so 4,000 training digits are enough for a
-held-out accuracy near 99%. The held-out split is touched once, after training, to measure accuracy.
+held-out accuracy near 99%. The held-out split (a source's own validation split where it has one) is touched
+once, after training, to measure accuracy; a test split is never touched here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from train.data import (
     DEFAULT_SPLIT_SEED,
     EMBEDDED_SOURCE,
     load_images,
-    stratified_split,
+    split_for,
     to_model_range,
 )
 
@@ -38,7 +39,7 @@ from train.data import (
 @dataclass(frozen=True)
 class ClassifierTraining:
     data: str = EMBEDDED_SOURCE
-    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION  # fraction and seed: for data without its own splits
     split_seed: int = DEFAULT_SPLIT_SEED
     seed: int = 0
     epochs: int = 12
@@ -73,7 +74,7 @@ def train_classifier(
     """Train, measure on the held-out split, save to ``out_dir``; returns the written config."""
     started = time.perf_counter()
     data = load_images(training.data)
-    split = stratified_split(data.labels, training.held_out_fraction, training.split_seed)
+    split = split_for(data, training.held_out_fraction, training.split_seed)  # a source's own splits win
     arch = arch or ClassifierArchitecture(image_shape=data.image_shape, num_classes=data.num_classes)
     model = fit(arch, data.images[split.train], data.labels[split.train], training, log)
     classifier = Classifier(model.eval(), {"architecture": architecture_dict(arch)})

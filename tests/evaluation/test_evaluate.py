@@ -1,23 +1,11 @@
 """Whole evaluations of fake generators with known behaviour, through the shipped classifier."""
 
-import numpy as np
+from dataclasses import replace
+
 import pytest
-from evaluation_support import FAST, latent_index, source_from
+from evaluation_support import FAST, latent_index, replay, source_from
 
 from evaluation.evaluate import EvaluationError, evaluate_source
-
-
-def replay(reference, frozen_labels=()):
-    """Returns a real training image of the asked label, chosen by the latent; labels in ``frozen_labels``
-    always get the same image (a collapsed label)."""
-    by_label = [reference.train.images[reference.train.labels == k] for k in range(reference.num_classes)]
-
-    def pick(z, label):
-        index = latent_index(z, len(by_label[0]))
-        chosen = [0 if k in frozen_labels else i for k, i in zip(label, index, strict=True)]
-        return np.stack([by_label[k][i] for k, i in zip(label, chosen, strict=True)])
-
-    return pick
 
 
 def test_label_ignoring_generator_gets_chance_label_accuracy(reference):
@@ -27,6 +15,11 @@ def test_label_ignoring_generator_gets_chance_label_accuracy(reference):
     assert 0.05 <= result["model"]["label_accuracy"] <= 0.15
     assert not result["product_bar"]["checks"]["label_accuracy"]["passed"]
     assert not result["product_bar"]["passed"]
+    # real images under random labels: useless for training (CAS near chance, measured 0.13) and far from
+    # each label's real images, though density and coverage over all labels stay like the floor's
+    assert result["model"]["cas"] < 0.25 and result["cas"]["gap_points"] > 40
+    assert result["model"]["intra_fid_mean"] > 20 * result["real_floor"]["intra_fid_mean"]
+    assert result["model"]["coverage"] > 0.9
 
 
 def test_replaying_real_training_images_scores_like_the_floor_and_passes(reference):
@@ -38,6 +31,35 @@ def test_replaying_real_training_images_scores_like_the_floor_and_passes(referen
     assert min(model["per_label_diversity_ratio"]) > 0.8
     assert result["product_bar"]["checks"]["collapsed_labels"]["value"] == []
     assert result["product_bar"]["passed"], result["product_bar"]
+    assert model["density"] == pytest.approx(floor["density"], abs=0.1)
+    assert model["coverage"] == pytest.approx(floor["coverage"], abs=0.05)
+    assert model["intra_fid_mean"] / floor["intra_fid_mean"] == pytest.approx(1.0, abs=0.5)
+    # one CAS epoch is noisy: the two classifiers differ by a few points (measured 77.8% vs 73.3%)
+    assert model["cas"] == pytest.approx(floor["cas"], abs=0.1)
+
+
+def test_cas_summary_sets_the_generated_score_beside_the_real_one(reference):
+    result = evaluate_source(source_from("replay", replay(reference), reference), reference, FAST).result
+    cas, model, floor = result["cas"], result["model"], result["real_floor"]
+    assert (cas["accuracy"], cas["real_accuracy"]) == (model["cas"], floor["cas"])
+    assert cas["gap_points"] == pytest.approx(100 * (floor["cas"] - model["cas"]))
+    assert cas["train_count"] == floor["count"] == FAST.n
+    assert (cas["test_part"], cas["test_count"]) == ("held_out", len(reference.held_out.labels))
+    assert cas["classifier"]["training"]["epochs"] == FAST.cas_epochs
+    assert len(model["cas_per_label"]) == len(model["intra_fid_per_label"]) == reference.num_classes
+    assert result["evaluated_against"] == {
+        "part": "held_out",
+        "count": len(reference.held_out.labels),
+        "per_label": reference.split_description["held_out_per_label"],
+    }
+
+
+def test_the_test_part_of_data_without_a_test_split_is_refused(reference):
+    source = source_from("replay", replay(reference), reference)
+    with pytest.raises(EvaluationError, match="no test split"):
+        evaluate_source(source, reference, replace(FAST, part="test"))
+    with pytest.raises(ValueError, match="part must be one of held_out, test"):
+        replace(FAST, part="validation")
 
 
 def test_real_floor_compares_training_with_held_out_images(reference):
@@ -55,6 +77,9 @@ def test_one_collapsed_label_is_flagged(reference):
     source = source_from("collapsed-3", replay(reference, frozen_labels={3}), reference)
     result = evaluate_source(source, reference, FAST).result
     assert result["model"]["per_label_diversity_ratio"][3] == pytest.approx(0.0, abs=1e-6)
+    fids, floor_fids = result["model"]["intra_fid_per_label"], result["real_floor"]["intra_fid_per_label"]
+    assert fids[3] > 5 * floor_fids[3]  # measured 26.2 vs 3.2; the other labels are replayed real images
+    assert max(fids[:3] + fids[4:]) < 2 * max(floor_fids)
     collapsed = result["product_bar"]["checks"]["collapsed_labels"]
     assert collapsed["value"] == collapsed["low_diversity"] == collapsed["low_recall"] == [3]
     assert not result["product_bar"]["passed"]
@@ -65,6 +90,7 @@ def test_fully_collapsed_generator_fails_on_every_label(reference):
     result = evaluate_source(source, reference, FAST).result
     assert result["product_bar"]["checks"]["collapsed_labels"]["value"] == list(range(10))
     assert result["model"]["recall"] < 0.1
+    assert result["model"]["coverage"] < 0.1  # ten images cover only the real balls around them
     assert result["product_bar"]["checks"]["fid_ratio"]["passed"] is False
 
 

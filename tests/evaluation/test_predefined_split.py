@@ -1,0 +1,109 @@
+"""Data with its own train / validation / test splits (like ``--data mnist``): the classifier trains on the
+train split only, models are chosen on validation (the held-out part) and evaluation can report on test.
+
+A tiny stand-in for the full MNIST keeps this fast: 900 mnist5k images given predefined splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from evaluation_support import replay, source_from
+
+from evaluation import evaluate as E
+from evaluation.classifier import ClassifierArchitecture
+from evaluation.cli import EXIT_BAD_INPUT, evaluate_parser, main
+from evaluation.evaluate import EvalSettings, EvaluationError, Reference, evaluate_source
+from evaluation.train_classifier import ClassifierTraining, train_classifier
+from train.data import LabelledImages, load_images
+
+FAKE = "fake-predefined"
+SPLIT_SIZES = {"train": 500, "validation": 200, "test": 200}
+TINY = EvalSettings(n=200, kid_subsets=2, kid_subset_size=50, cas_epochs=1)
+ON_TEST = replace(TINY, part="test")
+
+
+def fake_data() -> LabelledImages:
+    embedded = load_images()
+    order = np.random.default_rng(0).permutation(len(embedded.labels))[: sum(SPLIT_SIZES.values())]
+    images, labels = embedded.images[order], embedded.labels[order]
+    bounds = np.cumsum([0, *SPLIT_SIZES.values()])
+    splits = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLIT_SIZES)}
+    sha = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+    return LabelledImages(images, labels, embedded.label_names, FAKE, sha, splits)
+
+
+@pytest.fixture(scope="module")
+def data() -> LabelledImages:
+    return fake_data()
+
+
+@pytest.fixture(scope="module")
+def predefined(data: LabelledImages, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
+    """A tiny classifier trained on the fake data, and its reference (built directly, so the shared cache of
+    the shipped classifier's reference stays as it is)."""
+
+    def load(source=FAKE, labels_path=None):
+        assert str(source) == FAKE
+        return data
+
+    out = tmp_path_factory.mktemp("classifier")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("evaluation.train_classifier.load_images", load)
+        patch.setattr("evaluation.evaluate.load_images", load)
+        arch = ClassifierArchitecture(channels=(8, 16), feature_dim=16)
+        train_classifier(ClassifierTraining(data=FAKE, epochs=1), out, arch, log=lambda _: None)
+        yield E._load_reference(out)
+
+
+def test_the_classifier_trains_on_the_train_split_and_is_measured_on_validation(predefined, data):
+    split = predefined.classifier.config["split"]
+    assert split["method"] == "predefined" and split["test_count"] == SPLIT_SIZES["test"]
+    assert split["train_count"] == SPLIT_SIZES["train"] == len(predefined.train.labels)
+    assert np.array_equal(predefined.held_out.images, data.images[data.splits["validation"]])
+    assert np.array_equal(predefined.test.images, data.images[data.splits["test"]])
+
+
+def test_the_test_part_measures_against_the_test_images(predefined, data):
+    source = source_from("replay", replay(predefined), predefined)
+    on_test = evaluate_source(source, predefined, ON_TEST).result
+    on_held_out = evaluate_source(source, predefined, TINY).result
+    test_labels = data.labels[data.splits["test"]]
+    assert on_test["evaluated_against"]["part"] == "test"
+    assert on_test["evaluated_against"]["count"] == SPLIT_SIZES["test"]
+    assert on_test["evaluated_against"]["per_label"] == np.bincount(test_labels, minlength=10).tolist()
+    assert on_held_out["evaluated_against"]["count"] == SPLIT_SIZES["validation"]
+    assert (on_test["cas"]["test_part"], on_test["cas"]["test_count"]) == ("test", SPLIT_SIZES["test"])
+    floor = on_test["real_floor"]
+    predicted = predefined.classifier.predict_labels(data.images[data.splits["test"]])
+    assert floor["label_accuracy"] == pytest.approx(float(np.mean(predicted == test_labels)))
+    assert floor["label_accuracy_source"] == "classifier on the test real images"
+    assert on_test["model"]["fid"] != on_held_out["model"]["fid"]
+    # the images trained on are the same either way: the train split, never the test split
+    assert on_test["cas"]["train_count"] == on_held_out["cas"]["train_count"] == TINY.n
+
+
+def test_a_generator_trained_on_another_split_is_refused_on_the_test_part(predefined):
+    other = dict(predefined.split_description, held_out_indices_sha256="0" * 64)
+    source = source_from("other-split", replay(predefined), predefined, config={"split": other})
+    with pytest.raises(EvaluationError, match="another data split"):
+        evaluate_source(source, predefined, ON_TEST)
+
+
+def test_cas_trains_on_as_many_generated_images_as_the_floor_has_real_ones(predefined):
+    # here because this tiny reference has few training images: n above them stays cheap
+    settings = replace(TINY, n=SPLIT_SIZES["train"] + 10)
+    source = source_from("replay", replay(predefined), predefined)
+    result = evaluate_source(source, predefined, settings).result
+    assert result["cas"]["train_count"] == result["real_floor"]["count"] == SPLIT_SIZES["train"]
+    assert any("CAS trains on the first 500 of the 510" in note for note in result["notes"])
+
+
+def test_gan_eval_has_a_part_flag_that_names_the_allowed_parts(tmp_path, capsys):
+    assert evaluate_parser().parse_args([str(tmp_path), "--part", "test"]).part == "test"
+    assert evaluate_parser().parse_args([str(tmp_path)]).part == "held_out"
+    assert main([str(tmp_path), "--part", "validation"]) == EXIT_BAD_INPUT
+    assert "part must be one of held_out, test, got validation" in capsys.readouterr().err
