@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service import errors
 from service.auth import api_key_dependencies
@@ -56,7 +57,9 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
             metrics.retire()
             log.info("stopped: queued work finished")
 
-    app = FastAPI(
+    # /docs and /redoc from assets shipped in the package (fastapi-offline), not a CDN: they render where the
+    # service has no internet
+    app = FastAPIOffline(
         title="GAN image generation",
         version=spec.manifest.version,
         summary=f"{'Conditional' if spec.conditional else 'Unconditional'} images from {spec.manifest.name}, "
