@@ -24,6 +24,49 @@ _HYPER_KEYS = (
 )  # its "training"
 
 
+CODE_LICENSE = "MIT"
+# MNIST (LeCun, Cortes, Burges; from NIST) is distributed under CC BY-SA 3.0, so weights learnt from it
+# and the images they generate are shared under the same terms.
+MNIST_LICENSE = "cc-by-sa-3.0"
+
+
+def front_matter(manifest: dict) -> str:
+    """The metadata model hubs read from a card's YAML front matter (license, data, metrics, task)."""
+    data = str(((manifest.get("training") or {}).get("data") or {}).get("source", ""))
+    mnist = data.startswith("mnist")
+    metrics = manifest.get("metrics") or {}
+    model = metrics.get("model") or {}
+    results = {
+        key: round(float(model[key]), 4)
+        for key in ("label_accuracy", "fid", "precision", "recall", "density", "coverage", "cas")
+        if isinstance(model.get(key), int | float)
+    }
+    lines = [
+        "---",
+        f"license: {MNIST_LICENSE if mnist else 'other'}",
+        "license_details: >-",
+        f"  Code: {CODE_LICENSE} (the repository's LICENSE). "
+        + (
+            "Weights and generated images: learnt from MNIST, which is distributed under CC BY-SA 3.0; "
+            "share them under the same terms and credit MNIST (LeCun, Cortes, Burges)."
+            if mnist
+            else f"Weights: trained on `{data}`; its terms apply."
+        ),
+        "library_name: onnx",
+        "pipeline_tag: "
+        + ("image-generation" if manifest.get("conditional", True) else "unconditional-image-generation"),
+        "tags: [gan, onnx, "
+        + ("conditional-image-generation, " if manifest.get("conditional", True) else "")
+        + "synthetic-data]",
+    ]
+    if mnist:
+        lines.append("datasets: [mnist]")
+    if results:
+        lines += ["metrics:", *(f"  - {name}" for name in results)]
+        lines += ["model_results:", *(f"  {name}: {value}" for name, value in results.items())]
+    return "\n".join([*lines, "---"])
+
+
 def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
     """``progress``: ``state.json``'s epoch/step, when known."""
     m = manifest
@@ -31,6 +74,7 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
     training = m["training"] or {}
     sample_seeds = m["samples"]["columns_seeds"]
     lines = [
+        front_matter(m),
         f"# {m['name']} {m['version']}",
         "",
         f"{'Conditional' if m['conditional'] else 'Unconditional'} generator "
@@ -90,10 +134,31 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         "",
         f"![samples]({SAMPLES_FILE})",
         "",
+        *use_and_limits(m),
         f"Created {m['created']}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def use_and_limits(m: dict) -> list[str]:
+    labelled = "labelled " if m.get("conditional", True) else ""
+    return [
+        "## Intended use",
+        "",
+        f"Synthetic {labelled}{m['image_shape'][0]}x{m['image_shape'][1]} images for data augmentation, "
+        "load and integration tests of image pipelines, and teaching: served by `gan-serve`, reproducible "
+        "from a seed.",
+        "",
+        "## Limitations",
+        "",
+        "- The images follow the training data only as far as the metrics above say: check the real floor "
+        "and the per-label rows before relying on a label, and CAS before training a classifier on them.",
+        "- The generator has seen nothing but its training data (handwritten digits for MNIST): it says "
+        "nothing about other scripts, styles or image sizes.",
+        "- Not for identifying writers or for any decision about people.",
+        "",
+    ]
 
 
 def _samples_text(m: dict, seeds: list[int]) -> str:
@@ -160,8 +225,8 @@ def _metrics_text(metrics: dict | None) -> str:
     )
     verdict = "\n".join(report.verdict_lines(metrics))
     return f"""Measured by `gan-eval` on this ONNX graph: {settings["n"]} generated images (labels balanced,
-latent seed {settings["seed"]}, truncation {settings["truncation"]}) against the
-{metrics["data"]["split"]["held_out_count"]} held-out real images, in the feature space of the project's
+latent seed {settings["seed"]}, truncation {settings["truncation"]}) against
+{report.against_text(metrics)}, in the feature space of the project's
 domain classifier (held-out accuracy {100 * metrics["classifier"]["held_out_accuracy"]:.2f}%). The real floor
 is the training split against the same held-out images. Every figure is in `manifest.json` under `metrics`.
 
@@ -173,4 +238,6 @@ is the training split against the same held-out images. Every figure is in `mani
 {verdict}
 ```
 
-{report.per_label_table(metrics)}"""
+{report.per_label_table(metrics)}
+
+**Augmentation (CAS).** {report.cas_text(metrics)}"""

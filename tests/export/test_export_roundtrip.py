@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from contracts.latents import latents_for_seeds
@@ -135,6 +136,24 @@ def test_model_card(model_dir: Path, run_dir: Path, metrics_file: Path) -> None:
     assert fid in card
     assert "product bar: " in card
     assert "| model | cdcgan |" in card and "| trained steps | `5` |" in card  # 160 train images / batch 32
+
+
+def test_model_card_front_matter_and_use(model_dir: Path) -> None:
+    text = (model_dir / "README.md").read_text()
+    front, body = text.split("\n---\n", 1)
+    meta = yaml.safe_load(front.removeprefix("---\n"))
+    assert meta["license"] == "other"  # trained on a test .npz, not MNIST: its own terms apply
+    assert "MIT" in meta["license_details"] and meta["library_name"] == "onnx"
+    assert meta["pipeline_tag"] == "image-generation" and "fid" in meta["model_results"]
+    assert body.startswith("# tiny-cdcgan 0.0.1")
+    assert "## Intended use" in body and "## Limitations" in body
+    assert "**Augmentation (CAS).**" in body
+
+
+def test_the_shipped_card_names_mnist_and_its_license() -> None:
+    text = (Path(__file__).resolve().parents[2] / "models" / "mnist-cdcgan" / "README.md").read_text()
+    meta = yaml.safe_load(text.split("\n---\n", 1)[0].removeprefix("---\n"))
+    assert meta["license"] == "cc-by-sa-3.0" and meta["datasets"] == ["mnist"]
 
 
 def test_model_card_shows_other_metrics_as_given() -> None:
