@@ -127,6 +127,16 @@ def _summary(row: dict) -> str:
     return f"label acc {m['label_accuracy']:.3f}, FID {m['fid']:.3f}, bar {verdict}"
 
 
+def _number(metrics: dict, key: str) -> str:
+    return f"{metrics[key]:.3f}" if isinstance(metrics.get(key), int | float) else "—"
+
+
+def _augmentation_cells(metrics: dict) -> str:
+    """density | coverage | CAS ("—" in results measured before these metrics existed)."""
+    cas = f"{100 * metrics['cas']:.1f}%" if isinstance(metrics.get("cas"), int | float) else "—"
+    return f"{_number(metrics, 'density')} | {_number(metrics, 'coverage')} | {cas}"
+
+
 def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
     floor = next((row["real_floor"] for row in rows if "real_floor" in row), None)
     lines = [
@@ -139,24 +149,27 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
         "(`gan-eval` defaults: as many generated images as the training split, balanced over labels, latent "
         "seed 0, against the held-out split in the domain classifier's feature space). FID ratio = model FID "
         "/ real-floor FID; 1-NN: 0.5 is ideal. Unconditional variants ignore the label, so their label "
-        "accuracy is chance by design. Training minutes were measured on a shared 2-core CPU.",
+        "accuracy is chance by design. Intra-FID: mean of the per-label FIDs. CAS: accuracy on the held-out "
+        "real images of a small classifier trained on the variant's images only (the floor's: trained on as "
+        "many real ones). Training minutes were measured on a shared 2-core CPU.",
         "",
-        "| variant | label acc | FID | FID ratio | KID ×1000 | IS | precision | recall | 1-NN | collapsed "
-        "labels (low diversity / low recall) | bar | train min | samples |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | label acc | FID | FID ratio | intra-FID | KID ×1000 | IS | precision | recall "
+        "| density | coverage | CAS | 1-NN | collapsed labels (low diversity / low recall) | bar "
+        "| train min | samples |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['name']} | failed: {row['error']} |" + " |" * 11)
+            lines.append(f"| {row['name']} | failed: {row['error']} |" + " |" * 15)
             continue
         m, checks = row["model_metrics"], row["product_bar"]["checks"]
         collapsed = checks["collapsed_labels"]
         lines.append(
             f"| {row['name']}{'' if row['conditional'] else ' (uncond.)'} | "
             f"{100 * m['label_accuracy']:.1f}% | "
-            f"{m['fid']:.3f} | {checks['fid_ratio']['value']:.2f} | {1000 * m['kid_mean']:.2f} | "
-            f"{m['inception_score_mean']:.2f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-            f"{m['one_nn']['accuracy']:.3f} | "
+            f"{m['fid']:.3f} | {checks['fid_ratio']['value']:.2f} | {_number(m, 'intra_fid_mean')} | "
+            f"{1000 * m['kid_mean']:.2f} | {m['inception_score_mean']:.2f} | {m['precision']:.3f} | "
+            f"{m['recall']:.3f} | {_augmentation_cells(m)} | {m['one_nn']['accuracy']:.3f} | "
             f"{len(collapsed['low_diversity'])} / {len(collapsed['low_recall'])} | "
             f"{'PASS' if row['product_bar']['passed'] else 'FAIL'} | {row['train_minutes']:.1f} | "
             f"![{row['name']}]({row['samples']}) |"
@@ -164,9 +177,10 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
     if floor is not None:
         lines.append(
             f"| **real floor** (training vs held-out real) | {100 * floor['label_accuracy']:.1f}% | "
-            f"{floor['fid']:.3f} | 1.00 | {1000 * floor['kid_mean']:.2f} | "
+            f"{floor['fid']:.3f} | 1.00 | {_number(floor, 'intra_fid_mean')} | "
+            f"{1000 * floor['kid_mean']:.2f} | "
             f"{floor['inception_score_mean']:.2f} | {floor['precision']:.3f} | {floor['recall']:.3f} | "
-            f"{floor['one_nn']['accuracy']:.3f} | 0 / 0 | | | |"
+            f"{_augmentation_cells(floor)} | {floor['one_nn']['accuracy']:.3f} | 0 / 0 | | | |"
         )
     recipe = next((row["training"] for row in rows if "training" in row), None)
     if recipe is not None:

@@ -87,3 +87,16 @@ def test_table_has_one_row_per_variant_plus_the_floor():
     assert "![cdcgan-hinge](variants/cdcgan-hinge/samples.png)" in text
     assert "**real floor**" in text and "3 epochs" in text
     assert 'Shared training settings: `{"width": 32}`' in text
+
+
+def test_table_shows_the_augmentation_metrics_beside_the_floor_and_dashes_for_old_results():
+    new = _row("cdcgan-hinge", 0.995, 0.5, True)
+    new["model_metrics"] |= {"intra_fid_mean": 0.9, "density": 0.95, "coverage": 0.88, "cas": 0.964}
+    new["real_floor"] |= {"intra_fid_mean": 0.6, "density": 1.01, "coverage": 0.97, "cas": 0.972}
+    old = _row("dcgan-bce", 0.9, 2.0, False)  # measured before these metrics existed
+    text = markdown([new, old], CompareSettings(epochs=3), "gan-eval compare")
+    header, _, *body = [line for line in text.splitlines() if line.startswith("|")]
+    assert all(line.count("|") == header.count("|") for line in body), text
+    assert "| 0.900 | 1.00 |" in text and "| 0.950 | 0.880 | 96.4% |" in text
+    assert "| 1.010 | 0.970 | 97.2% |" in text  # the floor's
+    assert "| — | — | — |" in text
