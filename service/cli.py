@@ -4,14 +4,22 @@ Flags override the ``GAN_*`` environment (every setting is in ``service.config.S
 from the environment only (``GAN_API_KEYS``), so they never show in a process list.
 
     gan-serve --model-dir models/mnist-cdcgan --host 0.0.0.0 --port 8000 --workers 2
+
+Exit status: 0 after a clean shutdown (SIGTERM or SIGINT); 2 when it refuses to start (bad settings or flags,
+a model directory or graph it cannot serve, no usable device: one line on stderr); 1 when serving fails
+(the port is taken, a worker fails to start).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging.config
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from typing import Literal, get_args, get_origin
 
 import uvicorn
 from pydantic import ValidationError
@@ -19,10 +27,19 @@ from pydantic import ValidationError
 from contracts.model_dir import ModelDirError
 from service.config import Settings
 from service.logs import log_config
-from service.main import create_app
 from service.model_repo import load_model_dir
-from service.runtime import Runtime, StartupError
-from service.workers import Supervisor, shared_metrics_dir
+
+try:
+    from service.main import create_app
+    from service.runtime import Runtime, StartupError
+    from service.workers import Supervisor, shared_metrics_dir
+except ImportError as exc:  # neither ONNX Runtime extra: service.runtime's message names them
+    if "ONNX Runtime" not in str(exc):
+        raise
+    print(f"gan-serve: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
 # flag -> setting; the flags users reach for most, the rest stay environment variables
 FLAGS = {
@@ -38,34 +55,104 @@ FLAGS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gan-serve", description=__doc__.split("\n\n")[0])
+    doc = __doc__.split("\n\n")
+    parser = argparse.ArgumentParser(
+        prog="gan-serve",
+        description=doc[0],
+        epilog=doc[-1].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for name, help_text in FLAGS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_text)
     return parser.parse_args(argv)
 
 
+def allowed_values(name: str) -> str | None:
+    """What a setting accepts, in words, from its declaration (None when there is nothing short to say)."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return None
+    annotation = field.annotation
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(value) for value in get_args(annotation))
+    if annotation is bool:
+        return "true or false"
+    if annotation in (int, float):
+        bounds = [
+            f"{symbol} {value}"
+            for meta in field.metadata
+            for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+            if (value := getattr(meta, attr, None)) is not None
+        ]
+        kind = "an integer" if annotation is int else "a number"
+        return " ".join([kind, " and ".join(bounds)]).strip()
+    return None
+
+
+def settings_problem(exc: ValidationError, flags: set[str]) -> str:
+    """pydantic's errors as one line, each naming the flag (when given) or the environment variable and what
+    it accepts."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings: its message names them
+            problems.append(message)
+            continue
+        name = str(error["loc"][0])
+        where = "--" + name.replace("_", "-") if name in flags else f"GAN_{name.upper()}"
+        allowed = allowed_values(name)
+        problems.append(f"{where} must be {allowed}" if allowed else f"{where}: {message}")
+        problems[-1] += f", got {error['input']!r}"
+    return "; ".join(" ".join(problem.split()) for problem in problems)
+
+
+def check_model(settings: Settings) -> Runtime:
+    """The model directory verified and its graphs opened by ONNX Runtime, here in the CLI, so a model the
+    service cannot run is refused in one line. With one worker the app serves this runtime; with several, each
+    worker opens its own (this one checks the graphs on the CPU, unless GAN_DEVICE=cuda asks for the GPU)."""
+    spec = load_model_dir(settings.model_dir, settings.model_variant)
+    if settings.workers > 1 and settings.device != "cuda":
+        return Runtime(spec, settings.model_copy(update={"device": "cpu"}))
+    return Runtime(spec, settings)
+
+
+@contextlib.contextmanager
+def signals_end_cleanly() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGTERM/SIGINT and then raises the signal again for the handler it
+    found: with this no-op handler in place that ends the process with status 0 instead of -15 or a
+    KeyboardInterrupt traceback."""
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def failed(reason: str) -> int:
+    print(f"gan-serve: {reason}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for name in FLAGS:  # through the environment, so worker processes see the same settings
-        if (value := getattr(args, name)) is not None:
-            os.environ[f"GAN_{name.upper()}"] = str(value)
+    given = {name: value for name in FLAGS if (value := getattr(args, name)) is not None}
+    for name, value in given.items():  # through the environment, so worker processes see the same settings
+        os.environ[f"GAN_{name.upper()}"] = str(value)
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"gan-serve: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
+        print(f"gan-serve: invalid settings: {settings_problem(exc, set(given))}", file=sys.stderr)
+        return EXIT_REFUSED
     logging.config.dictConfig(log_config(settings.log_level))
     try:
-        if settings.device == "cuda":  # here, once: a worker that fails to start cannot stop its supervisor
-            Runtime(load_model_dir(settings.model_dir, settings.model_variant), settings)
-        if settings.workers == 1:
-            app = create_app(settings)
-        else:  # each worker builds its own app from the environment; check the model once here
-            app = None
-            load_model_dir(settings.model_dir, settings.model_variant)
+        runtime = check_model(settings)
+        app = create_app(settings, lambda *_: runtime) if settings.workers == 1 else None
     except (ModelDirError, StartupError) as exc:
-        print(f"gan-serve: refusing to start: {exc}", file=sys.stderr)
-        return 2
+        print(f"gan-serve: refusing to start: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_REFUSED
+    if app is None:
+        del runtime  # each worker builds its own app and runtime from the environment
     config = uvicorn.Config(
         app if app is not None else "service.main:app_from_env",
         factory=app is None,
@@ -77,13 +164,22 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         lifespan="on",
     )
-    server = uvicorn.Server(config)
-    if settings.workers > 1:  # one /metrics over every worker (see service.workers)
-        with shared_metrics_dir() as metrics_dir:
-            Supervisor(config, sockets=[config.bind_socket()], metrics_dir=metrics_dir).run()
-        return 0
-    server.run()
-    return 0 if server.started else 1
+    try:
+        if settings.workers > 1:  # one /metrics over every worker (see service.workers)
+            with shared_metrics_dir() as metrics_dir:
+                supervisor = Supervisor(config, sockets=[config.bind_socket()], metrics_dir=metrics_dir)
+                supervisor.run()
+            if supervisor.failed_to_start is not None:
+                return failed(f"worker {supervisor.failed_to_start} failed to start (its log above says why)")
+            return EXIT_OK
+        server = uvicorn.Server(config)
+        with signals_end_cleanly():
+            server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot bind or the app cannot start
+        if exc.code in (None, 0):
+            raise
+        return failed(f"the server failed to start (exit {exc.code}; the log above says why)")
+    return EXIT_OK if server.started else failed("the server stopped before it started serving")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 from prometheus_client import multiprocess
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from service.metrics import MULTIPROC_DIR_ENV
@@ -43,14 +44,20 @@ def shared_metrics_dir() -> Iterator[str]:
 
 
 class Supervisor(Multiprocess):
-    """uvicorn's worker supervisor; a worker that leaves the pool is marked dead in the metrics directory."""
+    """uvicorn's worker supervisor; a worker that leaves the pool is marked dead in the metrics directory.
+    uvicorn stops every worker when one fails to start; ``failed_to_start`` then holds its pid, so that
+    ``gan-serve`` can exit non-zero."""
 
     def __init__(self, *args, metrics_dir: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.metrics_dir = metrics_dir
+        self.failed_to_start: int | None = None
 
     def keep_subprocess_alive(self) -> None:  # replaces dead and hung workers
         self._marking_departed(super().keep_subprocess_alive)
+        if self.failed_to_start is None and self.should_exit.is_set():
+            failed = [p.pid for p in self.processes if p.exitcode == STARTUP_FAILURE]
+            self.failed_to_start = failed[0] if failed else None
 
     def handle_signals(self) -> None:  # SIGHUP replaces every worker, SIGTTOU retires one
         self._marking_departed(super().handle_signals)
