@@ -1,6 +1,7 @@
 """Both container images build from the unmodified Dockerfiles, and the CPU image serves: ready, a 28x28
 PNG for label 7, non-root, no torch, `pip check` clean, HEALTHCHECK healthy, SIGTERM exits 0 (the GPU image is
-built and checked, not run: no GPU here). Runs ``deploy/images/build-and-smoke.sh`` with podman.
+built and checked, not run: no GPU here; the CUDA major its ONNX Runtime build links against must be its
+base's). Runs ``deploy/images/build-and-smoke.sh`` with podman.
 
 It needs root and apt (podman, runc and mmdebstrap are installed when missing) and takes a few minutes cold.
 Where the container tools cannot be installed it is skipped with the reason in the summary, never passed;
@@ -46,6 +47,8 @@ def test_images_build_and_the_cpu_image_serves(tmp_path_factory: pytest.TempPath
         "SIGTERM: exit code 0",
     ):
         assert line in output, output[-6000:]
+    cuda = r"CUDA major: onnxruntime-gpu needs libcudart\.so\.(\d+), the base image is CUDA \1\n"
+    assert re.search(cuda, output), output[-6000:]
     sizes = re.search(r"IMAGE SIZES: cpu (\d+) bytes, gpu (\d+) bytes", output)
     assert sizes, output[-2000:]
     print(f"\nimage sizes: cpu {int(sizes[1]) / 1e6:.0f} MB, gpu {int(sizes[2]) / 1e6:.0f} MB")

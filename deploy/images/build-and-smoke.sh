@@ -87,6 +87,17 @@ done
 podman run --rm --network=none --entrypoint python "$GPU_IMG" -c \
   'import onnxruntime as o; assert "CUDAExecutionProvider" in o.get_available_providers(); print("GPU image:", o.__version__, o.get_available_providers())'
 
+step "4b. the CUDA build needs the CUDA major of Dockerfile.gpu's base"
+base_major=$(sed -n 's/^FROM nvidia\/cuda:\([0-9]*\)\..*/\1/p' "$REPO/Dockerfile.gpu")
+ort_dir=$(podman run --rm --network=none --entrypoint python "$GPU_IMG" -c \
+  'import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))')
+cid=$(podman create "$GPU_IMG")
+podman cp "$cid:$ort_dir/capi/libonnxruntime_providers_cuda.so" "$WORK/providers_cuda.so"
+podman rm "$cid" >/dev/null
+needed=$(readelf -d "$WORK/providers_cuda.so" | sed -n 's/.*Shared library: \[libcudart\.so\.\([0-9]*\)\].*/\1/p')
+echo "CUDA major: onnxruntime-gpu needs libcudart.so.$needed, the base image is CUDA $base_major"
+[ -n "$needed" ] && [ "$needed" = "$base_major" ] || { echo "CUDA MAJOR MISMATCH" >&2; exit 1; }
+
 step "5. smoke test of the CPU image on 127.0.0.1:$PORT"
 trap 'podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true' EXIT
 podman run -d --name "$NAME" --network=host -e GAN_HOST=127.0.0.1 -e GAN_PORT="$PORT" "$CPU_IMG" >/dev/null
