@@ -19,15 +19,20 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-import torch
+from train.extras import EVAL, exit_for_missing_extra
 
-from evaluation.classifier import DEFAULT_CLASSIFIER_DIR
-from evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_names
-from evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
-from evaluation.report import format_table, write_report
-from evaluation.train_classifier import ClassifierTraining, train_classifier
-from train.cli import DEFAULT_THREADS  # more threads spin on a busy shared CPU (many times slower)
-from train.loop import resolve_device
+try:
+    import torch
+
+    from evaluation.classifier import DEFAULT_CLASSIFIER_DIR
+    from evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_names
+    from evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
+    from evaluation.report import format_table, write_report
+    from evaluation.train_classifier import ClassifierTraining, train_classifier
+    from train.cli import DEFAULT_THREADS  # more threads spin on a busy shared CPU (many times slower)
+    from train.loop import resolve_device
+except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
+    exit_for_missing_extra("gan-eval", exc, EVAL)
 
 EXIT_BAR_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -163,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else run_evaluate(argv)
+    except ModuleNotFoundError as exc:  # imported when needed: ONNX Runtime for a model directory
+        exit_for_missing_extra("gan-eval", exc, EVAL)
     except (
         ValueError,
         OSError,

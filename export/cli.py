@@ -9,11 +9,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from contracts.model_dir import ModelDirError
-from contracts.run_dir import RunDirError
-from export.build import ExportOptions, export_run, read_metrics
-from export.graph import DEFAULT_OPSET, ExportError
-from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, Tolerance, VerificationError
+from train.extras import EXPORT, exit_for_missing_extra
+
+try:
+    from contracts.model_dir import ModelDirError
+    from contracts.run_dir import RunDirError
+    from export.build import ExportOptions, export_run, read_metrics
+    from export.graph import DEFAULT_OPSET, ExportError
+    from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, Tolerance, VerificationError
+except ModuleNotFoundError as exc:  # a service-only install: one line naming the extras to install
+    exit_for_missing_extra("gan-export", exc, EXPORT)
 
 PROG = "gan-export"
 MIN_OPSET = 17  # ConvTranspose/Round/Clip as used here; older opsets are not tested

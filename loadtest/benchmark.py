@@ -27,13 +27,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-from pydantic import ValidationError
+from train.extras import BENCH, exit_for_missing_extra
 
-from contracts.buckets import powers_of_two
-from loadtest import components, levels, server, stats, traffic
-from loadtest.bench_report import render_markdown
-from service.config import Settings
+try:
+    import onnxruntime as ort
+    from pydantic import ValidationError
+
+    from contracts.buckets import powers_of_two
+    from loadtest import components, levels, server, stats, traffic
+    from loadtest.bench_report import render_markdown
+    from service.config import Settings
+except ModuleNotFoundError as exc:  # a service-only install: one line naming the extras to install
+    exit_for_missing_extra("gan-bench", exc, BENCH)
 
 DEFAULT_CONCURRENCY = "1,2,4,8,16,32,64,128"
 COMPOSE_AT = 64  # the concurrency the targets speak of

@@ -21,8 +21,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from loadtest import server
-from loadtest.traffic import API_KEY_ENV
+from train.extras import LOADTEST, exit_for_missing_extra, require
+
+try:
+    from loadtest import server
+    from loadtest.traffic import API_KEY_ENV
+except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
+    exit_for_missing_extra("gan-loadtest", exc, LOADTEST)
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CSV_PREFIX = "locust"
@@ -160,6 +165,7 @@ def render_summary(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    require("gan-loadtest", LOADTEST)  # locust runs in a subprocess
     args.out.mkdir(parents=True, exist_ok=True)
     target: AbstractContextManager[server.Server]
     if args.host:

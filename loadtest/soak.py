@@ -21,11 +21,16 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
+from train.extras import SOAK, exit_for_missing_extra
 
-from loadtest import server, stats, traffic
-from loadtest.checks import ModelInfo, model_info
-from loadtest.loadgen import LevelResult, run_level
+try:
+    import httpx
+
+    from loadtest import server, stats, traffic
+    from loadtest.checks import ModelInfo, model_info
+    from loadtest.loadgen import LevelResult, run_level
+except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
+    exit_for_missing_extra("gan-soak", exc, SOAK)
 
 SOAK_NPY_N = (16, 128)  # small .npy batches: large ones would dominate the image rate of the mix
 

@@ -15,13 +15,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import torch
+from train.extras import TRAIN, exit_for_missing_extra
 
-from contracts.run_dir import RunDirError
-from train.data import DataError
-from train.loop import TrainConfig, train
-from train.losses import LOSSES, VAE_LOSS
-from train.models import VARIANTS
+try:
+    import torch
+
+    from contracts.run_dir import RunDirError
+    from train.data import DataError
+    from train.loop import TrainConfig, train
+    from train.losses import LOSSES, VAE_LOSS
+    from train.models import VARIANTS
+except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
+    exit_for_missing_extra("gan-train", exc, TRAIN)
 
 PROG = "gan-train"
 # One thread: on a shared 2-core machine, two OpenMP threads spin against other jobs and a cdcgan step took

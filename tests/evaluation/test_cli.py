@@ -2,6 +2,9 @@
 
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,8 +17,27 @@ from evaluation.report import GRID_FILE, METRICS_FILE, REPORT_FILE
 from train.checkpoint import save_generator
 from train.models import Architecture, build_generator
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST_FLAGS = ["--n", "500", "--kid-subsets", "3", "--kid-subset-size", "200"]
 LATENT_DIM = 8
+
+
+def run_without(blocked: tuple[str, ...], module: str, *argv: str) -> subprocess.CompletedProcess:
+    """``module``'s ``main(argv)`` in a fresh interpreter where importing ``blocked`` fails, as in an install
+    without the extra that brings them (a meta-path finder refuses them)."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.partition('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"from {module} import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
 
 
 def template_model_dir(path, reference):
@@ -153,3 +175,11 @@ def test_out_of_range_settings_exit_2_naming_the_setting(tmp_path, reference, ca
     model_dir = template_model_dir(tmp_path / "templates", reference)
     assert main([str(model_dir), *flags]) == EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
+
+
+def test_without_torch_gan_eval_says_which_extra_to_install(tmp_path):
+    result = run_without(("torch",), "evaluation.cli", str(tmp_path))
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert result.stderr.splitlines() == [
+        "gan-eval: needs torch, not installed here: pip install 'gan-service[train]'"
+    ]

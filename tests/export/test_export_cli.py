@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,26 @@ from export.cli import build_parser, command_for, main, options_from_args, parse
 from export.graph import ImageGenerator, export_onnx
 from export.verify import Tolerance, VerificationError, check_parity, label_inputs, session
 from train.checkpoint import load_generator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_without(blocked: tuple[str, ...], module: str, *argv: str) -> subprocess.CompletedProcess:
+    """``module``'s ``main(argv)`` in a fresh interpreter where importing ``blocked`` fails, as in an install
+    without the extra that brings them (a meta-path finder refuses them)."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.partition('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"from {module} import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
 
 
 class NoisyGenerator(nn.Module):
@@ -164,3 +186,21 @@ def test_command_for_names_the_metrics_file(metrics_file: Path, tmp_path: Path) 
     command = command_for("runs/x", tmp_path / "m", options, metrics_file)
     assert command.endswith(f"--opset {options.opset} --metrics {metrics_file}")
     assert options_from_args(build_parser().parse_args(shlex.split(command)[1:])) == options
+
+
+@pytest.mark.parametrize(
+    ("blocked", "line"),
+    [
+        (("torch",), "gan-export: needs torch, not installed here: pip install 'gan-service[export]'"),
+        (
+            ("torch", "matplotlib"),  # the model card renders gan-eval's tables, which need matplotlib
+            "gan-export: needs torch, matplotlib, not installed here: "
+            "pip install 'gan-service[export,train]'",
+        ),
+    ],
+    ids=["torch", "torch-and-matplotlib"],
+)
+def test_without_torch_gan_export_says_which_extras_to_install(tmp_path: Path, blocked, line) -> None:
+    result = run_without(blocked, "export.cli", "runs/x", "--out", str(tmp_path / "m"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [line]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from train.cli import CONFIG_FLAGS, build_parser, command_for, config_from_args, main
 from train.loop import TrainConfig
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--threads",
     "1",
@@ -29,6 +32,24 @@ TINY = [
 ]
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def run_without(blocked: tuple[str, ...], module: str, *argv: str) -> subprocess.CompletedProcess:
+    """``module``'s ``main(argv)`` in a fresh interpreter where importing ``blocked`` fails, as in an install
+    without the extra that brings them (a meta-path finder refuses them)."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.partition('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"from {module} import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
 
 
 def test_cli_trains_a_run_directory(tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -120,3 +141,12 @@ def test_command_for_parses_back_to_the_same_config(config: TrainConfig, tmp_pat
 def test_command_for_writes_only_what_differs_from_the_defaults():
     command = command_for(TrainConfig(model="cvae", epochs=5, spectral_norm=False), "runs/x")
     assert command == "gan-train --model cvae --epochs 5 --no-spectral-norm --out runs/x"
+
+
+def test_without_torch_gan_train_says_which_extra_to_install(tmp_path: Path):
+    result = run_without(("torch",), "train.cli", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "gan-train: needs torch, not installed here: pip install 'gan-service[train]'"
+    ]
+    assert not (tmp_path / "run").exists()
