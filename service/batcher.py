@@ -47,6 +47,14 @@ class QueueFull(Exception):
     """No room for the job: the caller should retry later (429)."""
 
 
+class NeverFits(Exception):
+    """The job has more images than the queue holds: no retry can help (the routes refuse it first, 422)."""
+
+    def __init__(self, images: int, queue_images: int):
+        super().__init__(f"{images} images, the queue holds at most {queue_images}")
+        self.images, self.queue_images = images, queue_images
+
+
 class Unavailable(Exception):
     """The batcher is not accepting work: shutting down or failed to warm up (503)."""
 
@@ -157,13 +165,16 @@ class Batcher:
         """Images for latents ``z`` [n, latent_dim] under ``condition`` (labels [n] or label weights [n, K]).
 
         ``admit=False`` skips the queue bound (bulk streams are bounded by their own slots instead).
-        Raises ``QueueFull``, ``Unavailable`` or ``DeadlineExceeded``; cancelling the caller drops the job.
+        Raises ``QueueFull``, ``NeverFits``, ``Unavailable`` or ``DeadlineExceeded``; cancelling the caller
+        drops the job.
         """
         if not self.accepting:
             raise Unavailable(self.failed or "shutting down")
         n = len(z)
         lane = lane or (Lane.INTERACTIVE if n <= self.settings.interactive_max_images else Lane.BULK)
         if admit and self._admitted_rows + n > self.settings.max_queue_images:
+            if n > self.settings.max_queue_images:
+                raise NeverFits(n, self.settings.max_queue_images)
             self._dropped["queue_full"].inc()
             raise QueueFull(f"queue holds {self._admitted_rows} of {self.settings.max_queue_images} images")
         timeout_s = self.settings.request_timeout_s if timeout_s is None else timeout_s

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batcher import DeadlineExceeded, QueueFull, Unavailable
+from service.batcher import DeadlineExceeded, NeverFits, QueueFull, Unavailable
 
 MAX_ECHO = 200  # characters of a bad input echoed back in a 422
 CLIENT_CLOSED = 499  # nginx's "client closed request": the answer nobody reads, still counted in metrics
@@ -72,6 +72,62 @@ def check_count(loc: Sequence[str | int], count: int, most: int) -> None:
         )
 
 
+def check_images(loc: Sequence[str | int], images: int, queue_images: int) -> None:
+    """A request of more images than the queue holds could never run: refused at once (422), never a 429
+    that a client would retry forever."""
+    if images > queue_images:
+        raise invalid(loc, never_fits(images, queue_images), images, f"at most {queue_images} images")
+
+
+def never_fits(images: int, queue_images: int) -> str:
+    return (
+        f"the request makes {images} images, more than the server's queue holds ({queue_images}, "
+        "GAN_MAX_QUEUE_IMAGES): it could never run; ask for fewer images in one request"
+    )
+
+
+def query_misfits(
+    items: Sequence[tuple[str, str]], names: Sequence[str], *, body: bool = False
+) -> list[dict[str, Any]]:
+    """Errors for each query parameter not in ``names`` and each one given more than once (the route reads
+    one value: which would silently win?). ``body``: the route takes its parameters in a JSON body."""
+    allowed = (
+        "none: this route takes its parameters in a JSON body"
+        if body
+        else "each at most once, one of " + ", ".join(names)
+    )
+    found: list[dict[str, Any]] = []
+    values: dict[str, list[str]] = {}
+    for name, value in items:
+        values.setdefault(name, []).append(value)
+    for name, given in values.items():
+        if name not in names:
+            message = f"unknown query parameter {name!r}" + (" (put it in the JSON body)" if body else "")
+            found.append({"type": "extra_forbidden", "loc": ("query", name), "msg": message})
+        elif len(given) > 1:
+            message = f"query parameter {name!r} is given {len(given)} times; give it once"
+            found.append({"type": "value_error", "loc": ("query", name), "msg": message})
+        else:
+            continue
+        found[-1] |= {"input": given[0] if len(given) == 1 else given, "allowed": allowed}
+    return found
+
+
+def query_number(model: type[BaseModel], name: str, value: str, plain: str) -> dict[str, Any]:
+    """The error for a query number written so that it would be read as another (``plain``: what to write)."""
+    item = {
+        "type": "int_parsing" if "integer" in plain else "float_parsing",
+        "loc": ("query", name),
+        "msg": f"{value!r} is not {plain}: write digits only (no underscores, spaces or + sign"
+        + (", and no decimal point)" if "integer" in plain else ")"),
+        "input": value,
+    }
+    field = model.model_fields.get(name)
+    if field is not None and (allowed := _allowed(field, name)):
+        item["allowed"] = allowed
+    return item
+
+
 def query_invalid(model: type[BaseModel], exc: ValidationError) -> RequestValidationError:
     """``exc`` from validating a query string with ``model``, in the form FastAPI gives bad ``Query``
     parameters (``loc`` starts with ``"query"``, a missing one has no input) plus each field's range."""
@@ -93,7 +149,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [_describe(request, dict(error)) for error in exc.errors()]
+        errors = [_describe(request, _explain_body(request, dict(error), exc.body)) for error in exc.errors()]
         summary = "; ".join(
             f"{_name(e['loc'])}: {e['msg']}" + (f" (allowed: {e['allowed']})" if e.get("allowed") else "")
             for e in errors
@@ -104,11 +160,24 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code in {204, 304}:
             return Response(status_code=exc.status_code, headers=exc.headers)
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        message = str(exc.detail)
+        if exc.status_code == 400 and isinstance(cause := exc.__cause__, UnicodeDecodeError):
+            message = (  # FastAPI's "There was an error parsing the body" for a body JSON cannot decode
+                f"the body is not UTF-8 text, as JSON must be: {cause.reason} (byte "
+                f"{cause.object[cause.start : cause.start + 1]!r} at position {cause.start})"
+            )
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(QueueFull)
     async def _full(request: Request, exc: QueueFull) -> JSONResponse:
         return JSONResponse({"error": f"server saturated: {exc}"}, status_code=429, headers=retry)
+
+    @app.exception_handler(NeverFits)
+    async def _never_fits(request: Request, exc: NeverFits) -> JSONResponse:
+        message = never_fits(exc.images, exc.queue_images)
+        error = {"type": "value_error", "loc": ["body"], "msg": message, "input": exc.images}
+        error["allowed"] = f"at most {exc.queue_images} images"
+        return JSONResponse({"error": f"request: {message}", "detail": [error]}, status_code=422)
 
     @app.exception_handler(Unavailable)
     async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
@@ -134,15 +203,70 @@ def _name(loc: Sequence[Any]) -> str:
     return ".".join(parts) or "request"
 
 
+def _explain_body(request: Request, error: dict, body: Any) -> dict:
+    """FastAPI's errors about the body as a whole, rewritten to say what to do: "Input should be a valid
+    dictionary" for a body sent without ``Content-Type: application/json`` (then read as bytes) or one that
+    is not a JSON object, and "JSON decode error" (with the position as a field name) for invalid JSON."""
+    kind, loc = error.get("type"), tuple(error.get("loc", ()))
+    if kind == "json_invalid" and loc[:1] == ("body",):
+        position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        reason = str((error.get("ctx") or {}).get("error", "invalid JSON")).removesuffix(" at")
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+        where = f"{reason} at position {position}" if position is not None else reason
+        end = len(text.rstrip())
+        # cut short: the error is at the very end, or in a string that never closes
+        if (position is not None and position >= end) or reason.startswith("Unterminated string"):
+            message = f"the body is not complete JSON: it ends at position {end} ({where}); was it cut short?"
+        else:
+            message = f"the body is not valid JSON: {where}"
+        return {
+            "type": kind,
+            "loc": ("body",),
+            "msg": message,
+            "input": text[max(0, (position or 0) - 20) : (position or 0) + 20],
+            "ctx": {"error": reason, "position": position},
+            "allowed": "a complete JSON object",
+        }
+    if kind in {"model_attributes_type", "missing"} and loc == ("body",):
+        value = error.get("input")
+        if kind == "missing":
+            message = "the request needs a JSON object as its body, sent with Content-Type: application/json"
+        elif isinstance(value, bytes):  # FastAPI reads a body as JSON only when its Content-Type says so
+            content_type = request.headers.get("content-type")
+            got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+            message = f"the body was not read as JSON ({got}): send Content-Type: application/json"
+        else:
+            message = f"the body must be a JSON object ({{...}}), not {_json_kind(value)}"
+        return {**error, "msg": message, "allowed": "a JSON object, with Content-Type: application/json"}
+    return error
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+# strict bodies refuse coercions: say what to write instead
+_STRICT_HINTS = {
+    "int_type": "a JSON integer such as 7",
+    "bool_type": "true or false",
+    "float_type": "a JSON number such as 0.5",
+    "string_type": "a JSON string",
+}
+
+
 def _describe(request: Request, error: dict) -> dict:
     """Add ``allowed`` (the valid range or choices of the field) to one pydantic/FastAPI error."""
+    if (hint := _STRICT_HINTS.get(error.get("type", ""))) and "input" in error:
+        error["msg"] = f"{error['msg']}: write {hint}, not {_echo_text(error['input'])}"
     if "input" in error:
         error["input"] = _echo(error["input"])
     if "ctx" in error:  # may hold exception objects
         error["ctx"] = {k: v if isinstance(v, int | float | str) else str(v) for k, v in error["ctx"].items()}
-    if error.get("allowed"):
+    loc = tuple(error.get("loc", ()))
+    if error.get("allowed") or (loc and isinstance(loc[-1], int)):  # a list's bounds say nothing of an item
         return error
-    field = _field_for(request, tuple(error.get("loc", ())))
+    field = _field_for(request, loc)
     if field is not None and (allowed := _allowed(field, str(error["loc"][-1]))):
         error["allowed"] = allowed
     return error
@@ -155,6 +279,15 @@ def _echo(value: Any) -> Any:
     except (TypeError, ValueError):
         return repr(value)[:MAX_ECHO]
     return value if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
+
+
+def _echo_text(value: Any, most: int = 60) -> str:
+    """The bad input as JSON text (``"1"`` for a string, ``7.0``, ``0``), cut to ``most`` characters."""
+    try:
+        text = json.dumps(jsonable_encoder(value), allow_nan=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _field_for(request: Request, loc: tuple) -> FieldInfo | None:

@@ -65,8 +65,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
         summary=f"{'Conditional' if spec.conditional else 'Unconditional'} images from {spec.manifest.name}, "
         "dynamically batched on ONNX Runtime.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
-    )
+    )  # no max_body_size: its 413 is plain text and bypasses the request id (RequestContext limits bodies)
     protected = api_key_dependencies(settings)
     for module in (generate, interpolate, arithmetic, bulk, models):
         app.include_router(module.build_router(ctx), dependencies=protected)
@@ -76,6 +75,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
         RequestContext,
         metrics=metrics,
         access_log=settings.access_log,
+        max_body_bytes=settings.max_body_bytes,
     )
     return app
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from contracts import latents
 from service.encoding import Format
-from service.errors import check_count, check_range, invalid, labels_ignored
+from service.errors import check_count, check_images, check_range, invalid, labels_ignored
 from service.routes.common import (
     FormatField,
     ServiceContext,
@@ -22,6 +22,7 @@ from service.routes.common import (
     TruncationField,
     image_response,
     image_responses,
+    refuse_query,
 )
 from service.routes.latent_source import LatentSource, resolve
 from service.runtime import GraphKind
@@ -62,6 +63,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Render a weighted sum of mean latents under one or more labels",
     )
     async def arithmetic(request: Request, body: ArithmeticRequest) -> Response:
+        refuse_query(request)
         check_count(("body", "terms"), len(body.terms), settings.max_terms)
         for i, term in enumerate(body.terms):
             check_count(("body", "terms", i, "seeds"), len(term.seeds), settings.max_seeds_per_term)
@@ -71,6 +73,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         check_count(("body", "labels"), len(labels), settings.max_n)
         for i, label in enumerate(labels):
             check_range(("body", "labels", i), label, 0, top_label)
+        per_label = len(body.terms) + 1 if body.show_terms else 1  # the terms' means, then the result
+        check_images(("body",), len(labels) * per_label, settings.max_queue_images)
         means = np.stack([latents.mean_latent(term.seeds, spec.latent_dim) for term in body.terms])
         means = latents.truncate(means, body.truncation)
         result = latents.weighted_sum([t.weight for t in body.terms], list(means))
@@ -100,6 +104,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="One latent (one style) rendered under every label",
     )
     async def every_label(request: Request, body: EveryLabelRequest) -> Response:
+        refuse_query(request)
         if not conditional:
             raise invalid(
                 ("body",),
@@ -108,6 +113,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 None,
                 "none: a conditional model (see `conditional` in /v1/models)",
             )
+        check_images(("body",), spec.num_classes, settings.max_queue_images)
         latent = resolve(body, ("body",), spec, settings, body.truncation)
         z = np.repeat(latent[None], spec.num_classes, axis=0)
         labels = np.arange(spec.num_classes, dtype=np.int64)

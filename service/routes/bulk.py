@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
@@ -25,6 +27,7 @@ from service import encoding, label_mix
 from service.batcher import Batcher, Lane
 from service.errors import check_range, invalid, labels_ignored
 from service.routes.common import (
+    BODY_RESPONSES,
     ErrorBody,
     SeedField,
     ServiceContext,
@@ -32,6 +35,7 @@ from service.routes.common import (
     TruncationField,
     choose_seed,
     image_responses,
+    refuse_query,
 )
 from service.runtime import GraphKind
 
@@ -41,15 +45,32 @@ MAX_COUNT = 2**31 - 1  # static sanity bounds; the total is checked against max_
 MAX_WEIGHT = 1e6
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
+
+
+def _label_key(value: object) -> object:
+    """JSON object keys are strings: a label key must be one written in plain decimal digits ("3")."""
+    if isinstance(value, str):
+        if _DECIMAL.fullmatch(value) is None:
+            raise PydanticCustomError(
+                "int_parsing",
+                "'{key}' is not a label: keys are class indices in digits, such as 3",
+                {"key": value},
+            )
+        return int(value)
+    return value
+
+
+LabelKey = Annotated[int, BeforeValidator(_label_key)]
 UNLABELLED = -1  # y of every image of an unconditional model
+_DECIMAL = re.compile(r"-?[0-9]+")
 
 
 class BulkRequest(StrictBody):
     n: int | None = Field(None, ge=1, description="Number of images (balanced, or split by `weights`).")
-    counts: dict[int, Count] | None = Field(
+    counts: dict[LabelKey, Count] | None = Field(
         None, description='Exact images per label instead of `n`, e.g. {"3": 500, "8": 500}.'
     )
-    weights: dict[int, Weight] | None = Field(
+    weights: dict[LabelKey, Weight] | None = Field(
         None, description="Relative share per label (missing labels get none); needs `n`."
     )
     seed: int | None = SeedField
@@ -94,13 +115,16 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             field = "counts" if body.counts is not None else "weights"  # never both (BulkRequest)
             raise labels_ignored(spec.manifest.name, (("body", field), getattr(body, field)))
         mix = body.counts if body.counts is not None else body.weights
+        top = spec.num_classes - 1
         for label in mix or {}:
-            check_range(
-                ("body", "counts" if body.counts is not None else "weights", label),
-                label,
-                0,
-                spec.num_classes - 1,
-            )
+            if not 0 <= label <= top:
+                field = "counts" if body.counts is not None else "weights"
+                raise invalid(
+                    ("body", field, label),
+                    f"label {label} is not a label of this model (0..{top})",
+                    label,
+                    f"labels 0..{top} as the keys of {field}",
+                )
         if body.counts is not None:
             counts = np.zeros(spec.num_classes, dtype=np.int64)
             for label, count in body.counts.items():
@@ -166,13 +190,15 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 "content": {encoding.NPZ: {}},
             },
             **{code: refusals[code] for code in (401, 422, 503)},
+            **BODY_RESPONSES,
             429: {
                 "model": ErrorBody,
                 "description": "Too many bulk streams running; retry after `Retry-After`.",
             },
         },
     )
-    async def bulk(body: BulkRequest) -> StreamingResponse:
+    async def bulk(request: Request, body: BulkRequest) -> StreamingResponse:
+        refuse_query(request)
         batcher = ctx.batcher
         counts = counts_for(body)
         total = int(counts.sum())

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl
 
 import numpy as np
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -56,18 +60,80 @@ class ServiceContext:
         return batcher
 
 
-def parse_query(model: type[M], request: Request) -> M:
+class QueryParser(Generic[M]):
     """The query string validated by ``model`` in one pydantic call, for the hot route: FastAPI's injection of
-    each ``Query`` parameter costs several times that per request. Errors are the 422s FastAPI would give
-    (``loc`` ``["query", name]``, the field's allowed range)."""
-    try:
-        return model.model_validate(request.query_params)
-    except ValidationError as exc:
-        raise errors.query_invalid(model, exc) from None
+    each ``Query`` parameter costs several times that per request (and so would Starlette's ``query_params``
+    here). Errors are the 422s FastAPI would give (``loc`` ``["query", name]``, the field's allowed range);
+    beyond FastAPI, an unknown or repeated parameter is one (a misspelt ``seed`` must not silently give random
+    images), and so is a number that ``int()``/``float()`` and pydantic's lax mode would read with another
+    meaning than it shows: "7_0" as 70, "7.0" or " 7" as the int 7. Made once per route."""
+
+    def __init__(self, model: type[M]):
+        self.model = model
+        self.order = tuple(model.model_fields)
+        self.names = frozenset(self.order)
+        kinds = {name: _number_kind(field.annotation) for name, field in model.model_fields.items()}
+        self.ints = frozenset(name for name, kind in kinds.items() if kind is int)
+        self.floats = frozenset(name for name, kind in kinds.items() if kind is float)
+
+    def __call__(self, request: Request) -> M:
+        pairs = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        query = dict(pairs)
+        if len(query) != len(pairs):
+            self._refuse(pairs)
+        ints, floats, names = self.ints, self.floats, self.names
+        for name, value in pairs:  # a few set lookups and str tests; anything odd takes the slow path
+            if name in ints:
+                usual = value.isdigit() and value.isascii()
+            elif name in floats:
+                usual = "_" not in value
+            else:
+                usual = name in names
+            if not usual:
+                self._refuse(pairs)
+                break
+        try:
+            return self.model.model_validate(query)
+        except ValidationError as exc:
+            raise errors.query_invalid(self.model, exc) from None
+
+    def _refuse(self, pairs: list[tuple[str, str]]) -> None:
+        """Raise the 422 for unknown, repeated and misread parameters (a negative int passes, for pydantic
+        to refuse with its range)."""
+        found = errors.query_misfits(pairs, self.order)
+        for name, value in pairs:
+            if name in self.ints and _PLAIN_INT.fullmatch(value) is None:
+                found.append(
+                    errors.query_number(self.model, name, value, "a plain decimal integer such as 70")
+                )
+            elif name in self.floats and "_" in value:
+                found.append(
+                    errors.query_number(self.model, name, value, "a plain decimal number such as 0.5")
+                )
+        if found:
+            raise RequestValidationError(found)
+
+
+def _number_kind(annotation: Any) -> type | None:
+    """``int`` or ``float`` for a field of that type (optional or not), else None."""
+    for kind in (int, float):
+        if annotation is kind or kind in typing.get_args(annotation):
+            return kind
+    return None
+
+
+_PLAIN_INT = re.compile(r"-?[0-9]+")
+
+
+def refuse_query(request: Request) -> None:
+    """Routes that take a JSON body take no query parameter: one there (say ``?seed=5``) would be ignored."""
+    if request.scope["query_string"]:
+        pairs = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        raise RequestValidationError(errors.query_misfits(pairs, (), body=True))
 
 
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """The OpenAPI ``parameters`` of a route that reads its query with ``parse_query``, as FastAPI writes them
+    """The OpenAPI ``parameters`` of a route that reads its query with ``QueryParser``, as FastAPI writes them
     for ``Query`` parameters (an enum refers to ``components/schemas``, where the body models put it)."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     required = set(schema.get("required", ()))
@@ -85,13 +151,18 @@ SeedField = Field(
     description="Image i uses the latent of seed + i; random (and returned) when absent.",
 )
 TruncationField = Field(1.0, gt=0, le=1, description="Scales latents towards the mean: 0 < t <= 1.")
-FormatField = Field(Format.png, description="png (one image or a grid), npy (uint8 array) or json.")
+# strict=False: a strict enum takes only Format members, and JSON gives strings ("npy" still must match)
+FormatField = Field(
+    Format.png, strict=False, description="png (one image or a grid), npy (uint8 array) or json."
+)
 
 
 class StrictBody(BaseModel):
-    """Request bodies: unknown fields and NaN/infinite numbers are errors, not silently accepted."""
+    """Request bodies: unknown fields and NaN/infinite numbers are errors, not silently accepted, and so is
+    every coercion that could change meaning (strict mode): ``"7"`` or ``7.0`` for an int, ``0`` for a bool.
+    An int is still a valid float."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class ImageInfo(BaseModel):
@@ -131,23 +202,35 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     401: {"model": ErrorBody, "description": "Missing or wrong API key (when the server has GAN_API_KEYS)."},
-    422: {"model": ErrorBody, "description": "A parameter is out of range; the body names it and its range."},
+    422: {
+        "model": ErrorBody,
+        "description": "A parameter is out of range, of the wrong type, unknown or repeated, or the request "
+        "asks for more images than the server's queue holds (it could never run); the body names the "
+        "parameter and its range.",
+    },
     429: {"model": ErrorBody, "description": "Queue full; retry after `Retry-After` seconds."},
     503: {"model": ErrorBody, "description": "Not accepting work (warm-up failed or shutting down)."},
     504: {"model": ErrorBody, "description": "The request's deadline passed."},
 }
 
 
-def image_responses(spec: ModelSpec, refused: str) -> dict[int | str, dict[str, Any]]:
-    """``IMAGE_RESPONSES``; for an unconditional model the 422 also says what it refuses (``refused``, e.g.
-    "a `label`")."""
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The request body could not be read."},
+    413: {"model": ErrorBody, "description": "The request body is larger than GAN_MAX_BODY_BYTES."},
+}
+
+
+def image_responses(spec: ModelSpec, refused: str, *, body: bool = True) -> dict[int | str, dict[str, Any]]:
+    """``IMAGE_RESPONSES`` (with ``BODY_RESPONSES`` for a route that takes a JSON ``body``); for an
+    unconditional model the 422 also says what it refuses (``refused``, e.g. "a `label`")."""
+    responses = {**IMAGE_RESPONSES, **BODY_RESPONSES} if body else dict(IMAGE_RESPONSES)
     if spec.conditional:
-        return IMAGE_RESPONSES
+        return responses
     description = (
         f"{IMAGE_RESPONSES[422]['description']} The served model is unconditional (it ignores labels): "
         f"{refused}, the body says why."
     )
-    return {**IMAGE_RESPONSES, 422: {"model": ErrorBody, "description": description}}
+    return {**responses, 422: {"model": ErrorBody, "description": description}}
 
 
 async def compute(images: int, inline_max_images: int, func: Callable[..., T], *args: Any) -> T:
@@ -175,8 +258,11 @@ async def unless_disconnected(request: Request, work: Awaitable[T], check_after_
     state: dict[str, Any] = {"waiting": True, "gone": False, "watcher": None}
 
     async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
+        try:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # e.g. an unread body over max_body_bytes: nothing left to watch
+            return
         if state["waiting"]:
             state["gone"] = True
             caller.cancel()

@@ -16,6 +16,7 @@ from service.encoding import Format
 from service.errors import check_count, check_range, labels_ignored
 from service.routes.common import (
     FormatField,
+    QueryParser,
     SeedField,
     ServiceContext,
     StrictBody,
@@ -24,8 +25,8 @@ from service.routes.common import (
     compute,
     image_response,
     image_responses,
-    parse_query,
     query_parameters,
+    refuse_query,
 )
 from service.runtime import GraphKind
 
@@ -107,9 +108,11 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             columns=columns,
         )
 
+    parse_query = QueryParser(GenerateQuery)
+
     @router.post(
         "/generate",
-        responses=image_responses(spec, "a `label` is refused"),
+        responses=image_responses(spec, "a `label` is refused", body=False),
         response_class=Response,
         summary="Generate n images of one label",
         openapi_extra={"parameters": query_parameters(GenerateQuery)},
@@ -118,7 +121,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         # the hot route: its query is parsed by hand, not injected parameter by parameter
         if not conditional and "label" in request.query_params:
             raise labels_ignored(model, (("query", "label"), request.query_params["label"]))
-        query = parse_query(GenerateQuery, request)
+        query = parse_query(request)
         labels = np.full(query.n, query.label if conditional else 0, dtype=np.int64)
         return await generate_images(request, labels, query.seed, False, query.truncation, query.format)
 
@@ -129,6 +132,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Generate one image per entry of a list of labels (one grid)",
     )
     async def generate_labels(request: Request, body: LabelsRequest) -> Response:
+        refuse_query(request)
         if not conditional:
             raise labels_ignored(
                 model, (("body", "labels"), body.labels), allowed="none: use /generate without a label"

@@ -22,6 +22,7 @@ from service.routes.common import (
     TruncationField,
     image_response,
     image_responses,
+    refuse_query,
 )
 from service.routes.latent_source import LatentSource, resolve
 from service.runtime import GraphKind
@@ -71,6 +72,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Walk from one latent to another under one label (a strip of images)",
     )
     async def interpolate(request: Request, body: Body) -> Response:  # type: ignore[valid-type]
+        refuse_query(request)
         if conditional:
             check_range(("body", "label"), body.label, 0, top_label)
         elif body.label is not None:
@@ -110,6 +112,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Morph one latent from one label to another through the label embedding",
     )
     async def interpolate_labels(request: Request, body: LabelInterpolateRequest) -> Response:
+        refuse_query(request)
         if not conditional:
             raise labels_ignored(
                 model,

@@ -37,6 +37,19 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             return JSONResponse({"status": batcher.failed}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    @router.head(
+        "/healthz",
+        summary="As GET /healthz, without a body",
+        response_class=Response,
+        responses={
+            200: {"description": "Alive."},
+            503: {"description": "Warm-up failed: restart the process."},
+        },
+    )
+    async def healthz_head() -> Response:
+        batcher = ctx.lifecycle.batcher
+        return Response(status_code=503 if batcher is not None and batcher.failed else 200)
+
     @router.get(
         "/readyz",
         summary="Model loaded and every batch size warmed up (503 before, and while draining)",
