@@ -3,6 +3,10 @@
 gan-train --out runs/default                       # the default recipe (cdcgan, hinge, EMA)
 gan-train --model dcgan --loss wgan-gp --epochs 20 --out runs/wgan
 gan-train --data path/to/train-images-idx3-ubyte.gz --out runs/full
+gan-train --out runs/wgan --epochs 40              # resume: the recorded settings, 20 more epochs
+
+A resume trains with the settings the run's config.json records; flags given on the command line win, and
+only --epochs may differ from the record (other changes are refused: that would be another run).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ from train.extras import TRAIN, exit_for_missing_extra
 try:
     import torch
 
-    from contracts.run_dir import RunDirError
+    from contracts.run_dir import RunDirError, has_state, read_config
     from train.data import DataError
     from train.loop import TrainConfig, train
     from train.losses import LOSSES, VAE_LOSS
@@ -123,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def given_on_command_line(argv: list[str]) -> set[str]:
+    """The destinations of the flags ``argv`` gives: parsed with every default SUPPRESS, the namespace holds
+    nothing else."""
+    parser = build_parser()
+    for action in parser._actions:  # argparse has no public way to change every default
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def command_for(config: TrainConfig, out: str | Path, device: str | None = None) -> str:
     """The ``gan-train`` command line that trains ``config`` into ``out``: the model and every setting that
     differs from its default, from the table the parser is built from (``--device`` when given)."""
@@ -148,6 +161,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def resumed_config(out: Path, args: argparse.Namespace, given: set[str]) -> tuple[TrainConfig, list[str]]:
+    """What a resume of ``out`` trains with: the settings its config.json records, but for the flags given on
+    the command line (``train`` refuses those that make it another run). Also returns the fields given."""
+    recorded = read_config(out).get("training", {})
+    known = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{key: value for key, value in recorded.items() if key in known})
+    asked = config_from_args(args)
+    overrides = [
+        field for field in CONFIG_FLAGS if field in given or (field in ("lr_g", "lr_d") and "lr" in given)
+    ]
+    return replace(config, **{field: getattr(asked, field) for field in overrides}), overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -156,8 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     try:
+        config = config_from_args(args)
+        if has_state(args.out):
+            config, overrides = resumed_config(Path(args.out), args, given_on_command_line(argv))
+            given = ", ".join(f"{field}={getattr(config, field)}" for field in overrides)
+            print(
+                f"{PROG}: resuming {args.out} with the settings its config.json records"
+                + (f", except those given on the command line: {given}" if given else "")
+            )
         summary = train(
-            config_from_args(args),
+            config,
             args.out,
             resume=True if args.resume else None,
             progress=not args.no_progress,

@@ -183,17 +183,40 @@ def run_config(training: ResolvedTraining, data: LabelledImages, split: Split, a
     }
 
 
+SAME_RUN_KEYS = ("model", "loss", "latent_dim", "num_classes", "image_shape", "architecture", "data", "split")
+
+
+def run_differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
+    """Field → (recorded, asked for), each field once, for every way ``new`` is another run than ``old`` (the
+    number of epochs may differ). The training settings are compared by name; what derives from them and the
+    data (architecture, data, split: ``key`` or ``key.subkey``) only when no setting differs, where it says
+    that the data changed."""
+    old_training = old.get("training", {})
+    found = {
+        key: (old_training.get(key), value)
+        for key, value in new["training"].items()
+        if key != "epochs" and old_training.get(key) != value
+    }
+    if found:
+        return found
+    for key in SAME_RUN_KEYS:
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            for sub in dict.fromkeys([*before, *after]):
+                if before.get(sub) != after.get(sub):
+                    found[f"{key}.{sub}"] = (before.get(sub), after.get(sub))
+        elif before != after:
+            found[key] = (before, after)
+    return found
+
+
 def _check_same_run(out: Path, old: dict, new: dict) -> None:
     """A resumed run must be the same run; only the number of epochs may grow."""
-    keys = ("model", "loss", "latent_dim", "num_classes", "image_shape", "architecture", "data", "split")
-    differing = [k for k in keys if old.get(k) != new.get(k)]
-    old_training = {k: v for k, v in old.get("training", {}).items() if k != "epochs"}
-    new_training = {k: v for k, v in new["training"].items() if k != "epochs"}
-    differing += [k for k in new_training if old_training.get(k) != new_training[k]]
-    if differing:
+    if differing := run_differences(old, new):
+        changes = ", ".join(f"{key} {before!r} → {after!r}" for key, (before, after) in differing.items())
         raise run_dir.RunDirError(
-            f"{out / run_dir.CONFIG_FILE} records a different run (differs in: {', '.join(differing)}); "
-            "resume with the same settings or choose another --out"
+            f"{out / run_dir.CONFIG_FILE} records a different run (differs in: {changes}); resume with the "
+            "recorded settings or choose another --out"
         )
 
 

@@ -150,3 +150,35 @@ def test_without_torch_gan_train_says_which_extra_to_install(tmp_path: Path):
         "gan-train: needs torch, not installed here: pip install 'gan-service[train]'"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_keeps_the_recorded_settings(tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    out = tmp_path / "run"
+    first = ["--out", str(out), "--data", str(tiny_npz), *TINY, "--lr", "1e-3", "--sample-columns", "2"]
+    assert main([*first, "--no-progress"]) == 0
+    recorded = json.loads((out / "config.json").read_text())["training"]
+    capsys.readouterr()
+
+    # only --epochs given: every other setting is the recorded one, not the default recipe's
+    assert main(["--out", str(out), "--epochs", "2", "--threads", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming" in printed and "config.json records" in printed
+    assert "except those given on the command line: epochs=2" in printed
+    assert "2 epochs, 12 steps" in printed
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training == {**recorded, "epochs": 2}
+
+    # no flags at all: the recorded 2 epochs, not the default 393, so there is nothing left to train
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(out), "--threads", "1", "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "has trained 2 epochs already; pass --epochs above 2" in err
+    assert json.loads((out / "config.json").read_text())["training"] == training  # not rewritten
+
+    # an explicit change of another setting is still refused, naming the field once with both values
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(out), "--epochs", "3", "--batch-size", "16", "--lr", "2e-3", "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "differs in: batch_size 8 → 16, lr_g 0.001 → 0.002, lr_d 0.001 → 0.002)" in err

@@ -87,6 +87,9 @@ def test_resume_with_other_settings_is_refused(tiny_config: TrainConfig, tmp_pat
     train(tiny_config, tmp_path, progress=False)
     with pytest.raises(RunDirError, match=r"differs in: .*lr_g"):
         train(replace(tiny_config, epochs=2, lr_g=1e-3), tmp_path, progress=False)
+    with pytest.raises(RunDirError) as refused:  # each field once, with the recorded and the asked-for value
+        train(replace(tiny_config, epochs=2, loss="lsgan", width=8), tmp_path, progress=False)
+    assert "differs in: loss 'hinge' → 'lsgan', width 4 → 8)" in str(refused.value)
     with pytest.raises(RunDirError, match="already holds a run"):
         train(tiny_config, tmp_path, resume=False, progress=False)
     with pytest.raises(RunDirError, match="has trained 1 epochs already"):
