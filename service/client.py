@@ -7,25 +7,37 @@
 An unconditional model (``conditional`` false in ``models()``) takes no label: ``generate(n=16)``,
 ``interpolate(1, 2)``, ``bulk(n)`` (whose ``y`` is -1 for every image).
 
-Requests answered 429/503 are retried after ``Retry-After`` (up to ``retries`` times); other errors raise
-``ServiceError`` with the server's message.
+Transient failures are retried, up to ``retries`` times: answers 429, 502, 503 and 504, and connection
+errors (refused, reset, closed before an answer, connect timeout). Each wait is a jittered exponential
+backoff (``backoff`` × 2^attempt, at most ``max_backoff``, times a random factor in [0.5, 1]) on top of the
+answer's ``Retry-After``, which is honoured up to ``max_retry_after`` seconds. A retry is the same request:
+where the server would choose a seed, the client chooses it before the first attempt, so a retried request
+returns the images the first would have. A read timeout is not retried (the server may still be working:
+its own deadline answers 504); other errors raise ``ServiceError`` with the server's message.
 """
 
 from __future__ import annotations
 
+import email.utils
 import io
 import json
+import random
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-RETRYABLE = {429, 503}
+from contracts.latents import MAX_SEED
+
+RETRYABLE = {429, 502, 503, 504}
+# failures before any answer: the request can safely be sent again (a ReadTimeout is not among them)
+RETRYABLE_ERRORS = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout, httpx.PoolTimeout)
 REQUEST_ID = "X-Request-ID"
 
 
@@ -62,11 +74,22 @@ class GanClient:
         api_key_header: str = "X-API-Key",
         timeout: float = 60.0,
         retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 10.0,
+        max_retry_after: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
+        """``rng`` (backoff jitter and the seeds the client chooses) and ``sleep`` are for tests."""
+        if retries < 0 or backoff < 0 or max_backoff < 0 or max_retry_after < 0:
+            raise ValueError("retries, backoff, max_backoff and max_retry_after must be >= 0")
         headers = {api_key_header: api_key} if api_key else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
-        self.retries = retries
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.max_retry_after = max_retry_after
+        self._rng = rng or random.Random()
+        self._sleep = sleep
 
     def close(self) -> None:
         self._http.close()
@@ -89,6 +112,7 @@ class GanClient:
         format: str = "npy",
     ) -> Result:
         """``label`` None: for an unconditional model (a conditional one requires it)."""
+        seed = self._seed(seed, n)
         params = {"label": label, "n": n, "truncation": truncation, "format": format, "seed": seed}
         return self._images("/generate", params={k: v for k, v in params.items() if v is not None})
 
@@ -102,9 +126,10 @@ class GanClient:
         format: str = "npy",
         columns: int | None = None,
     ) -> Result:
+        labels = list(labels)
         body = {
-            "labels": list(labels),
-            "seed": seed,
+            "labels": labels,
+            "seed": self._seed(seed, 1 if same_latent else len(labels)),
             "same_latent": same_latent,
             "truncation": truncation,
             "format": format,
@@ -196,30 +221,25 @@ class GanClient:
         """``(x, y)``: uint8 images and int64 labels (-1 for every image of an unconditional model). The
         ``.npz`` is streamed to ``path`` (kept) or to a temporary file, so the download never sits in memory
         twice."""
+        total = n if n is not None else sum(counts.values()) if counts is not None else 1
         body = {
             "n": n,
             "counts": _keys(counts),
             "weights": _keys(weights),
-            "seed": seed,
+            "seed": self._seed(seed, max(1, total)),
             "truncation": truncation,
             "shuffle": shuffle,
         }
         body = {k: v for k, v in body.items() if v is not None}
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(path) if path is not None else Path(tmp) / "bulk.npz"
-            for attempt in range(self.retries + 1):
-                with self._http.stream("POST", "/v1/bulk", json=body) as response:
-                    if response.status_code in RETRYABLE and attempt < self.retries:
-                        response.read()
-                        time.sleep(_retry_after(response))
-                        continue
-                    if response.status_code != 200:
-                        response.read()
-                        raise _error(response)
-                    with target.open("wb") as out:
-                        for block in response.iter_bytes():
-                            out.write(block)
-                    break
+
+            def download(response: httpx.Response) -> None:  # a broken stream is retried from the start
+                with target.open("wb") as out:
+                    for block in response.iter_bytes():
+                        out.write(block)
+
+            self._send("POST", "/v1/bulk", download, json=body)
             with np.load(target, allow_pickle=False) as archive:
                 return archive["x"], archive["y"]
 
@@ -263,15 +283,42 @@ class GanClient:
         )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self._send(method, path, lambda response: response.read(), **kwargs)
+
+    def _send(
+        self, method: str, path: str, consume: Callable[[httpx.Response], object], **kwargs: Any
+    ) -> httpx.Response:
+        """The answer to one request, retried as the module says; ``consume`` reads a 2xx/3xx body (a
+        connection lost while it reads is retried too)."""
         for attempt in range(self.retries + 1):
-            response = self._http.request(method, path, **kwargs)
-            if response.status_code in RETRYABLE and attempt < self.retries:
-                time.sleep(_retry_after(response))
-                continue
-            if response.status_code >= 400:
-                raise _error(response)
-            return response
+            last = attempt == self.retries
+            try:
+                with self._http.stream(method, path, **kwargs) as response:
+                    if response.status_code in RETRYABLE and not last:
+                        response.read()
+                        self._sleep(self.delay(attempt, retry_after(response)))
+                        continue
+                    if response.status_code >= 400:
+                        response.read()
+                        raise _error(response)
+                    consume(response)
+                    return response
+            except RETRYABLE_ERRORS:
+                if last:
+                    raise
+                self._sleep(self.delay(attempt, None))
         raise AssertionError("unreachable")
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry ``attempt + 1``: ``Retry-After`` (at most ``max_retry_after``), plus
+        a backoff doubling with each attempt (at most ``max_backoff``), jittered so clients spread out."""
+        backoff = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + 0.5 * self._rng.random())
+        return min(retry_after or 0.0, self.max_retry_after) + backoff
+
+    def _seed(self, seed: int | None, count: int) -> int:
+        """The request's seed, or one chosen here (leaving room for ``count`` consecutive seeds), so that a
+        retry asks for the same images."""
+        return seed if seed is not None else self._rng.randrange(max(1, MAX_SEED - count + 2))
 
 
 def _source(value: int | Sequence[float]) -> dict:
@@ -282,11 +329,22 @@ def _keys(mix: Mapping[int, float] | None) -> dict[str, float] | None:
     return {str(k): v for k, v in mix.items()} if mix is not None else None
 
 
-def _retry_after(response: httpx.Response) -> float:
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (given as seconds or as an HTTP date), or None when absent or unreadable."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
     try:
-        return max(0.0, float(response.headers.get("Retry-After", "1")))
+        return max(0.0, float(value))
     except ValueError:
-        return 1.0
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error(response: httpx.Response) -> ServiceError:

@@ -10,7 +10,9 @@ ahead on a background thread.
     for x, y in DataLoader(dataset, batch_size=None):  # x float32 [256, 1, 28, 28] in [0, 1], y int64 [256]
         ...
 
-An unconditional model takes no ``weights``; its ``y`` is -1 for every image.
+An unconditional model takes no ``weights``; its ``y`` is -1 for every image. Transient failures (429, 502,
+503, 504, lost connections) are retried as ``service.client`` describes (``retries``, ``backoff``,
+``max_retry_after``); every batch has its seed, so a retried batch is the same batch.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class SyntheticBatches(IterableDataset):
         scale: Scale = "unit",
         api_key: str | None = None,
         timeout: float = 120.0,
+        retries: int = 5,
+        backoff: float = 0.1,
+        max_retry_after: float = 30.0,
     ):
         """``num_batches=None`` streams forever; ``weights`` (label → share) defaults to balanced;
         ``scale``: ``unit`` float in [0, 1], ``symmetric`` float in [-1, 1] (the trainer's), or ``uint8``."""
@@ -54,6 +59,7 @@ class SyntheticBatches(IterableDataset):
         self.base_url, self.batch_size, self.num_batches = base_url, batch_size, num_batches
         self.weights, self.seed, self.truncation = weights, seed, truncation
         self.prefetch, self.scale, self.api_key, self.timeout = prefetch, scale, api_key, timeout
+        self.retries, self.backoff, self.max_retry_after = retries, backoff, max_retry_after
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -69,7 +75,7 @@ class SyntheticBatches(IterableDataset):
             else iter(range(worker, self.num_batches, workers))
         )
         with (
-            GanClient(self.base_url, api_key=self.api_key, timeout=self.timeout) as client,
+            self.client() as client,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-prefetch") as pool,
         ):
             pending: deque[Future[tuple[np.ndarray, np.ndarray]]] = deque()
@@ -83,6 +89,16 @@ class SyntheticBatches(IterableDataset):
             finally:
                 for future in pending:
                     future.cancel()
+
+    def client(self) -> GanClient:
+        return GanClient(
+            self.base_url,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            retries=self.retries,
+            backoff=self.backoff,
+            max_retry_after=self.max_retry_after,
+        )
 
     def batch_seed(self, index: int) -> int:
         return (self.seed + index * self.batch_size) % (MAX_SEED + 1)
