@@ -123,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="epochs between checkpoints, sample grids and loss plots; the last epoch always (1)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is none when stderr is not a terminal)",
+    )
     return p
 
 

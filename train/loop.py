@@ -8,6 +8,7 @@ which variant it is training beyond "adversarial or VAE".
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -364,7 +365,11 @@ def _train(
     grid_z, grid_labels = grid_z.to(device), grid_labels.to(device)
     saved = ema.module if ema is not None else generator
 
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, mininterval=2.0, unit="step")
+    # a bar only on a terminal: in a log file or pipe its redraws are \r fragments (the epoch lines stay)
+    on_terminal = getattr(sys.stderr, "isatty", lambda: False)()
+    bar = tqdm(
+        total=total_steps, initial=step, disable=not (progress and on_terminal), mininterval=2.0, unit="step"
+    )
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         generator.train()

@@ -112,3 +112,13 @@ def test_stabiliser_options_train_and_reload(tiny_config: TrainConfig, tmp_path:
     assert all(config["training"][k] == v for k, v in options.items())
     with torch.no_grad():
         assert torch.isfinite(generator(torch.randn(2, tiny_config.latent_dim), torch.tensor([0, 3]))).all()
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(
+    tiny_config: TrainConfig, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """Captured output is not a terminal: no bar redraws (\r fragments) in it, the epoch lines still."""
+    train(replace(tiny_config, epochs=2), tmp_path, progress=True)
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "\r" not in captured.out
+    assert [line.split(":")[0] for line in captured.out.splitlines()] == ["epoch 1/2", "epoch 2/2"]
