@@ -9,7 +9,7 @@
 
 The load generator runs in this process on the same cores; its CPU is reported for every level.
 
-    gan-bench                                  # a few minutes; results in reports/bench/
+    gan-bench                                  # a few minutes; results in ./gan-reports/bench/
     gan-bench --level-seconds 5 --concurrency 1,8,64
 """
 
@@ -36,6 +36,7 @@ try:
     from contracts.buckets import powers_of_two
     from loadtest import components, levels, server, stats, traffic
     from loadtest.bench_report import render_markdown
+    from loadtest.reports import REPORTS_DIR, Help, port, where
     from service.config import Settings
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extras to install
     exit_for_missing_extra("gan-bench", exc, BENCH)
@@ -49,11 +50,23 @@ TARGET_BULK_SHARE = 0.7
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = Settings()
-    p = argparse.ArgumentParser(prog="gan-bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="gan-bench", description=__doc__.split("\n\n")[0], formatter_class=Help)
     p.add_argument(
         "--model-dir", type=Path, default=defaults.model_dir, help="model directory (GAN_MODEL_DIR)"
     )
-    p.add_argument("--out", type=Path, default=Path("reports/bench"), help="where bench.json and bench.md go")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPORTS_DIR / "bench",
+        help="where bench.json and bench.md go (a relative path is under the current directory)",
+    )
+    p.add_argument(
+        "--port",
+        type=port,
+        default=None,
+        help="first of three consecutive ports for the servers it starts: the service with batching on, "
+        "with it off, the trivial app (default: free ports)",
+    )
     p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help="comma-separated client counts")
     p.add_argument("--compose-at", type=int, default=COMPOSE_AT, help="concurrency of the composed limit")
     p.add_argument("--level-seconds", type=float, default=3.0, help="measuring window per level")
@@ -76,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra service setting for both runs, e.g. --env intra_op_threads=1 (GAN_ prefix optional)",
     )
     p.add_argument("--log-dir", type=Path, default=None, help="server logs (default: a temporary directory)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents and the load")
     p.add_argument("--note", default="", help="a line for the top of the report (e.g. what else ran)")
     args = p.parse_args(argv)
     try:
@@ -88,6 +101,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.extra) - set(Settings.model_fields))
     if unknown:
         p.error(f"--env: no service setting {unknown} (see service/config.py)")
+    if {"host", "port"} & set(args.extra):
+        p.error("--env: the servers run on the loopback interface; pin their ports with --port")
+    if args.port and args.port > 65535 - 2:
+        p.error(f"--port: {args.port} leaves no room for the two ports after it")
     try:
         effective = Settings(**args.extra)  # checked by the service's own rules
     except ValidationError as exc:
@@ -303,6 +320,11 @@ def cpu_view(
 # --- the run
 
 
+def server_ports(first: int | None) -> tuple[int | None, int | None, int | None]:
+    """``--port``'s three ports: the service with batching on, with it off, the trivial app (None: free)."""
+    return (None, None, None) if first is None else (first, first + 1, first + 2)
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="gan-bench-"))
     report: dict[str, Any] = {
@@ -325,10 +347,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
     print(f"servers: batching on (max_batch={args.max_batch}), off (max_batch=1), trivial route ...")
     with contextlib.ExitStack() as stack:
-        on_srv = stack.enter_context(server.service(report["service_settings"], log_dir / "service-on.log"))
+        on_port, off_port, trivial_port = server_ports(args.port)
+        on_log, off_log = log_dir / "service-on.log", log_dir / "service-off.log"
+        on_srv = stack.enter_context(server.service(report["service_settings"], on_log, port=on_port))
         info = levels.model_info_of(on_srv.url)
-        off_srv = stack.enter_context(server.service({**base, "max_batch": 1}, log_dir / "service-off.log"))
-        trivial_srv = stack.enter_context(server.trivial_app(log_dir / "trivial.log", info.image_shape))
+        off_srv = stack.enter_context(server.service({**base, "max_batch": 1}, off_log, port=off_port))
+        trivial_srv = stack.enter_context(
+            server.trivial_app(log_dir / "trivial.log", info.image_shape, port=trivial_port)
+        )
         # each level runs on both services back to back, so both see the same neighbours on a shared machine
         on, off = [], []
         # the framework ceiling right after the level the limit is composed at (or the last level)
@@ -367,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "bench.md").write_text(markdown)
     print()
     print(markdown)
-    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
+    print(f"gan-bench: wrote bench.json and bench.md to {where(args.out)}")
     return 0
 
 

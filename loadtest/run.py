@@ -2,7 +2,7 @@
 on a free port, ``GAN_*`` settings from the environment) or against ``--host``. Writes locust's CSV and HTML
 reports plus ``summary.md``/``summary.json`` (req/s, p50/p95/p99 per endpoint, failures) into ``--out``.
 
-    gan-loadtest --run-time 60s --users 30
+    gan-loadtest --run-time 60s --users 30                  # reports in ./gan-reports/loadtest
     gan-loadtest --host http://10.0.0.5:8000 --run-time 5m --out reports/loadtest/prod
 """
 
@@ -25,6 +25,7 @@ from train.extras import LOADTEST, exit_for_missing_extra, require
 
 try:
     from loadtest import server
+    from loadtest.reports import PORT_HELP, REPORTS_DIR, Help, port, where
     from loadtest.traffic import API_KEY_ENV
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-loadtest", exc, LOADTEST)
@@ -48,13 +49,21 @@ def duration_seconds(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="gan-loadtest", description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default=None, help="base URL of a running service (default: start one)")
-    p.add_argument("--run-time", default="60s", help="how long to load, e.g. 30s, 2m (default 60s)")
-    p.add_argument("--users", type=int, default=20, help="concurrent locust users (default 20)")
-    p.add_argument("--spawn-rate", type=float, default=10.0, help="users started per second (default 10)")
-    p.add_argument("--out", type=Path, default=Path("reports/loadtest"), help="report directory")
-    p.add_argument("--locustfile", type=Path, default=LOCUSTFILE, help="locust file (default: ours)")
+    p = argparse.ArgumentParser(
+        prog="gan-loadtest", description=__doc__.split("\n\n")[0], formatter_class=Help
+    )
+    p.add_argument("--host", default=None, help="base URL of a running service (default: start gan-serve)")
+    p.add_argument("--port", type=port, default=None, help=PORT_HELP)
+    p.add_argument("--run-time", default="60s", help="how long to load, e.g. 30s, 2m")
+    p.add_argument("--users", type=int, default=20, help="concurrent locust users")
+    p.add_argument("--spawn-rate", type=float, default=10.0, help="users started per second")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPORTS_DIR / "loadtest",
+        help="report directory (a relative path is under the current directory)",
+    )
+    p.add_argument("--locustfile", type=Path, default=LOCUSTFILE, help="locust file")
     p.add_argument(
         "--api-key", default=None, help=f"for a --host that needs one: sent as X-API-Key (or ${API_KEY_ENV})"
     )
@@ -67,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--users must be >= 1 and --spawn-rate > 0")
     if not args.locustfile.is_file():
         p.error(f"--locustfile {args.locustfile} not found")
+    if args.host and args.port:
+        p.error("--port is the port of the server gan-loadtest starts; with --host, the URL names it")
     return args
 
 
@@ -171,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.host:
         target = server.external(args.host)
     else:
-        target = server.service({}, Path(tempfile.mkdtemp(prefix="gan-loadtest-")) / "service.log")
+        log = Path(tempfile.mkdtemp(prefix="gan-loadtest-")) / "service.log"
+        target = server.service({}, log, port=args.port)
     env = {**os.environ, API_KEY_ENV: args.api_key} if args.api_key else None
     try:
         with target as srv:
@@ -196,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (args.out / "summary.md").write_text(render_summary(summary))
     print(render_summary(summary))
+    print(f"gan-loadtest: reports in {where(args.out)}")
     failed = sum(r["failures"] for r in summary["endpoints"])
     return 1 if failed else 0
 

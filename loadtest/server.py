@@ -100,12 +100,15 @@ def _spawn(cmd: list[str], env: Mapping[str, str], url: str, ready_path: str, lo
 
 
 @contextmanager
-def service(settings: Mapping[str, str | int | float], log: Path) -> Iterator[Server]:
-    """``gan-serve`` with ``GAN_*`` overrides (e.g. ``{"max_batch": 1}``) on a free port; waits for /readyz.
+def service(
+    settings: Mapping[str, str | int | float], log: Path, port: int | None = None
+) -> Iterator[Server]:
+    """``gan-serve`` with ``GAN_*`` overrides (e.g. ``{"max_batch": 1}``) on ``port`` (None: a free one);
+    waits for /readyz.
 
     The SIGTERM drain is off (``GAN_DRAIN_S=0``) and so are API keys (``GAN_API_KEYS``), unless given: it
     is a private server on a loopback port, stopped at the end."""
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "GAN_HOST": "127.0.0.1",
@@ -120,10 +123,12 @@ def service(settings: Mapping[str, str | int | float], log: Path) -> Iterator[Se
 
 
 @contextmanager
-def trivial_app(log: Path, image_shape: tuple[int, int, int], workers: int = 1) -> Iterator[Server]:
+def trivial_app(
+    log: Path, image_shape: tuple[int, int, int], workers: int = 1, port: int | None = None
+) -> Iterator[Server]:
     """The framework ceiling: ``loadtest.trivial_app`` (answering PNGs of ``image_shape``) under the service's
-    uvicorn setup."""
-    port = free_port()
+    uvicorn setup, on ``port`` (None: a free one)."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "loadtest.trivial_app", "--port", str(port), "--workers", str(workers)]
     env = {**os.environ, "TRIVIAL_IMAGE_SHAPE": ",".join(str(v) for v in image_shape)}
     with _spawn(cmd, env, f"http://127.0.0.1:{port}", "/healthz", log) as server:

@@ -3,6 +3,7 @@ over time (before/after and per interval), error counts, and the server's ``/met
 the client saw (requests per endpoint and status, images delivered).
 
     gan-soak --minutes 10                        # starts gan-serve, measures the peak, soaks at 70 % of it
+                                                 # report in ./gan-reports/soak.md
     gan-soak --minutes 2 --report reports/soak.md
     gan-soak --host http://127.0.0.1:8000 --rate 200 --minutes 30   # external server: no RSS figures
 """
@@ -29,6 +30,7 @@ try:
     from loadtest import server, stats, traffic
     from loadtest.checks import ModelInfo, model_info
     from loadtest.loadgen import LevelResult, run_level
+    from loadtest.reports import PORT_HELP, REPORTS_DIR, Help, port, where
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-soak", exc, SOAK)
 
@@ -54,20 +56,26 @@ MIB = 1 << 20
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="gan-soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="gan-soak", description=__doc__.split("\n\n")[0], formatter_class=Help)
     p.add_argument("--host", default=None, help="base URL of a running service (default: start gan-serve)")
-    p.add_argument("--minutes", type=float, default=10.0, help="soak duration (default 10)")
+    p.add_argument("--port", type=port, default=None, help=PORT_HELP)
+    p.add_argument("--minutes", type=float, default=10.0, help="soak duration")
     p.add_argument("--rate", type=float, default=None, help="requests/s (default: --fraction of the peak)")
-    p.add_argument("--fraction", type=float, default=0.7, help="share of the measured peak (default 0.7)")
+    p.add_argument("--fraction", type=float, default=0.7, help="share of the measured peak")
     p.add_argument("--peak-seconds", type=float, default=10.0, help="closed-loop run that measures the peak")
     p.add_argument("--concurrency", type=int, default=64, help="clients (peak run, and the soak's cap)")
     p.add_argument("--interval-seconds", type=float, default=15.0, help="one RSS sample and stats row each")
     p.add_argument(
-        "--report", type=Path, default=Path("reports/soak.md"), help="markdown; JSON lies next to it"
+        "--report",
+        type=Path,
+        default=REPORTS_DIR / "soak.md",
+        help="markdown; JSON lies next to it (a relative path is under the current directory)",
     )
     p.add_argument("--note", default="", help="a line to put at the top of the report")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the request mix")
     args = p.parse_args(argv)
+    if args.host and args.port:
+        p.error("--port is the port of the server gan-soak starts; with --host, the URL names it")
     if args.minutes <= 0 or args.interval_seconds <= 0 or args.peak_seconds <= 0:
         p.error("--minutes, --interval-seconds and --peak-seconds must be > 0")
     if not 0 < args.fraction <= 1 or (args.rate is not None and args.rate <= 0) or args.concurrency < 1:
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     target: AbstractContextManager[server.Server] = (
         server.external(args.host)
         if args.host
-        else server.service({}, Path(tempfile.mkdtemp(prefix="gan-soak-")) / "service.log")
+        else server.service({}, Path(tempfile.mkdtemp(prefix="gan-soak-")) / "service.log", port=args.port)
     )
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     try:
@@ -263,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args.report.write_text(render(report))
     args.report.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(render(report))
+    print(f"gan-soak: wrote {where(args.report)} and {args.report.with_suffix('.json').name} beside it")
     mismatch = any(r["client"] != r["server"] for r in report["requests"])
     return 1 if report["errors"]["client"] or mismatch else 0
 

@@ -1,8 +1,12 @@
 """The load-test entry points: in an install without the `loadtest` extra each says in one line what to
-install."""
+install; reports go under ./gan-reports by default (never the repository's reports/), the servers they
+start can be pinned to a port, and --help shows the defaults."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_DIR = REPO_ROOT / "models" / "mnist-cdcgan"
 
 
 def run_without(blocked: tuple[str, ...], module: str, *argv: str) -> subprocess.CompletedProcess:
@@ -45,3 +50,83 @@ def test_without_the_loadtest_extra_each_entry_says_what_to_install(tmp_path: Pa
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [f"{line}: pip install 'gan-service[loadtest]'"]
     assert not (tmp_path / "out").exists()
+
+
+# --- where reports go, --port, --help
+
+
+def test_reports_go_under_gan_reports_in_the_current_directory_by_default():
+    from loadtest import benchmark, run, soak
+
+    assert run.parse_args([]).out == Path("gan-reports/loadtest")
+    assert soak.parse_args([]).report == Path("gan-reports/soak.md")
+    assert benchmark.parse_args(["--model-dir", str(MODEL_DIR)]).out == Path("gan-reports/bench")
+
+
+@pytest.mark.parametrize(
+    ("module", "default"),
+    [("run", "gan-reports/loadtest"), ("benchmark", "gan-reports/bench"), ("soak", "gan-reports/soak.md")],
+)
+def test_help_shows_the_defaults_and_the_port_flag(
+    module: str, default: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("COLUMNS", "500")  # argparse wraps help to the terminal's width, at hyphens too
+    parse_args = importlib.import_module(f"loadtest.{module}").parse_args
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert f"(default: {default})" in text and "--port PORT" in text
+    assert "(default: None)" not in text and "(default: )" not in text
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        ("run", ["--host", "http://127.0.0.1:1", "--port", "9000"], "with --host, the URL names it"),
+        ("soak", ["--host", "http://127.0.0.1:1", "--port", "9000"], "with --host, the URL names it"),
+        ("run", ["--port", "70000"], "must be in [1, 65535]"),
+        ("benchmark", ["--model-dir", str(MODEL_DIR), "--env", "port=9000"], "pin their ports with --port"),
+        (
+            "benchmark",
+            ["--model-dir", str(MODEL_DIR), "--port", "65534"],
+            "no room for the two ports after it",
+        ),
+    ],
+)
+def test_port_flag_errors(module: str, argv: list[str], message: str, capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"loadtest.{module}").parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_ports_are_consecutive_from_the_given_one():
+    from loadtest.benchmark import server_ports
+
+    assert server_ports(8100) == (8100, 8101, 8102)
+    assert server_ports(None) == (None, None, None)
+
+
+def test_gan_loadtest_serves_on_the_pinned_port_and_says_where_the_reports_are(tmp_path: Path):
+    from loadtest.server import free_port
+
+    port, out = free_port(), tmp_path / "report"
+    argv = ["--port", str(port), "--run-time", "2s", "--users", "2", "--spawn-rate", "2", "--out", str(out)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "GAN_MODEL_DIR": str(MODEL_DIR),
+        "GAN_ACCESS_LOG": "false",
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "loadtest.run", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["host"] == f"http://127.0.0.1:{port}"
+    assert f"gan-loadtest: reports in {out}" in completed.stdout

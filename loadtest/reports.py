@@ -1,0 +1,34 @@
+"""What the load-test commands share on their command line: where reports go by default and a ``--help`` that
+shows every default.
+
+Reports go under ``./gan-reports/`` in the current directory unless ``--out``/``--report`` says otherwise, so
+a run never overwrites the measurements committed under the repository's ``reports/``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPORTS_DIR = Path("gan-reports")
+PORT_HELP = "port of the server it starts (default: a free port)"
+
+
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in ``--help``, but where there is none (None or empty: the help says why)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default in ("", []):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in [1, 65535], got {value}")
+    return value
+
+
+def where(path: Path) -> str:
+    """A report's location as printed at the end of a run: absolute, so it can be found from anywhere."""
+    return str(path.resolve())
