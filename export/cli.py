@@ -14,6 +14,7 @@ from train.extras import EXPORT, exit_for_missing_extra
 try:
     from contracts.model_dir import ModelDirError
     from contracts.run_dir import RunDirError
+    from evaluation.report import format_table
     from export.build import ExportOptions, export_run, read_metrics
     from export.graph import DEFAULT_OPSET, ExportError
     from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, Tolerance, VerificationError
@@ -226,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     print(summary(manifest, args.out))
+    if (
+        args.evaluate
+    ):  # what gan-eval prints: the metrics beside the real floor, then the product bar's verdict
+        print()
+        print(format_table(manifest["metrics"]))
+        for note in manifest["metrics"].get("notes", []):
+            print(f"note: {note}")
     return 0
 
 

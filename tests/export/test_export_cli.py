@@ -204,3 +204,21 @@ def test_without_torch_gan_export_says_which_extras_to_install(tmp_path: Path, b
     result = run_without(blocked, "export.cli", "runs/x", "--out", str(tmp_path / "m"))
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [line]
+
+
+def test_evaluate_prints_the_metrics_and_the_product_bar_verdict(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """gan-eval's own output of the shipped model stands in for the evaluation (slow) of the tiny run."""
+    shipped = json.loads((REPO_ROOT / "models" / "mnist-cdcgan" / "manifest.json").read_text())["metrics"]
+    monkeypatch.setattr(export.build, "_evaluate", lambda staging, out_dir, options: shipped)
+    out = tmp_path / "evaluated"
+    assert main([str(run_dir), "--out", str(out), "--no-label-morph", "--evaluate"]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["metrics"] == shipped
+    table = printed[printed.index("metric ") :].splitlines()
+    assert table[0].split() == ["metric", "model", "real", "floor"]
+    assert "label accuracy          99.25%          98.90%" in printed
+    assert "product bar: FAIL" in printed
+    assert "  [FAIL] fid_ratio = 2.2254  (rule: <= 2.0 (model FID / real-floor FID))" in printed
+    assert "  [ok] label_accuracy = 0.9925  (rule: >= 0.99)" in printed
