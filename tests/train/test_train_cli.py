@@ -7,6 +7,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
@@ -182,3 +183,15 @@ def test_a_resume_keeps_the_recorded_settings(tiny_npz: Path, tmp_path: Path, ca
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "differs in: batch_size 8 → 16, lr_g 0.001 → 0.002, lr_d 0.001 → 0.002)" in err
+
+
+def test_readme_pipeline_says_how_to_reach_the_commands():
+    """README's pipeline commands are console scripts of the venv: not found unless it is activated."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## The pipeline") :]
+    section = section[: section.index("\n## ", 1)]
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    block = section[section.index("```bash") : section.index("```", section.index("```bash") + 3)]
+    commands = {word for line in block.splitlines()[1:] for word in line.split() if word.startswith("gan-")}
+    assert commands and commands <= set(scripts)
+    assert "`. .venv/bin/activate`" in section and "`.venv/bin/gan-train`" in section
