@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 from prometheus_client import multiprocess
-from uvicorn.config import STARTUP_FAILURE
+from uvicorn.main import STARTUP_FAILURE  # 3; also in uvicorn.config from later versions
 from uvicorn.supervisors import Multiprocess
 
 from service.metrics import MULTIPROC_DIR_ENV
