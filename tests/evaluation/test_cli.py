@@ -2,9 +2,6 @@
 
 import hashlib
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,30 +11,12 @@ from onnx import TensorProto, helper, numpy_helper
 from contracts.run_dir import write_config
 from evaluation.cli import EXIT_BAD_INPUT, EXIT_BAR_FAILED, main
 from evaluation.report import GRID_FILE, METRICS_FILE, REPORT_FILE
+from tests.cli_support import run_without
 from train.checkpoint import save_generator
 from train.models import Architecture, build_generator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST_FLAGS = ["--n", "500", "--kid-subsets", "3", "--kid-subset-size", "200"]
 LATENT_DIM = 8
-
-
-def run_without(blocked: tuple[str, ...], module: str, *argv: str) -> subprocess.CompletedProcess:
-    """``module``'s ``main(argv)`` in a fresh interpreter where importing ``blocked`` fails, as in an install
-    without the extra that brings them (a meta-path finder refuses them)."""
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        f"        if name.partition('.')[0] in {blocked!r}:\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        f"from {module} import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
-    )
 
 
 def template_model_dir(path, reference):

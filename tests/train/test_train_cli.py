@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from tests.cli_support import run_without
 from train.cli import CONFIG_FLAGS, build_parser, command_for, config_from_args, main
 from train.loop import TrainConfig
 
@@ -33,24 +32,6 @@ TINY = [
 ]
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def run_without(blocked: tuple[str, ...], module: str, *argv: str) -> subprocess.CompletedProcess:
-    """``module``'s ``main(argv)`` in a fresh interpreter where importing ``blocked`` fails, as in an install
-    without the extra that brings them (a meta-path finder refuses them)."""
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        f"        if name.partition('.')[0] in {blocked!r}:\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        f"from {module} import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
-    )
 
 
 def test_cli_trains_a_run_directory(tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
