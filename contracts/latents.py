@@ -10,12 +10,21 @@ Truncation scales a latent towards the mean of the prior (the origin): ``z * t``
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 MAX_SEED = 2**32 - 1
 _PARALLEL_EPS = 1e-6
+
+
+def choose_seed(seed: int | None, count: int = 1, rng: random.Random | None = None) -> int:
+    """``seed``, or a random one that leaves room for ``count`` consecutive seeds. Seeds are not secrets:
+    ``random`` (seeded from the OS at start and after a fork) spares a system call per request."""
+    if seed is not None:
+        return seed
+    return (rng or random).randrange(max(1, MAX_SEED - count + 2))
 
 
 def latent_for_seed(seed: int, latent_dim: int) -> np.ndarray:

@@ -192,14 +192,6 @@ def verified_graph(directory: str | Path, entry: GraphEntry, where: str = "file"
     return path
 
 
-def load_model_dir(directory: str | Path, *, complete: bool = False) -> Manifest:
-    """Read the manifest and sha256-verify every graph it names."""
-    manifest = read_manifest(directory, complete=complete)
-    for where, entry in manifest.graph_entries():
-        verified_graph(directory, entry, where)
-    return manifest
-
-
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Manifest:
     """Validate a complete manifest and write it as given (field order kept)."""
     text = json.dumps(manifest, indent=2) + "\n"

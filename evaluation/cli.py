@@ -104,8 +104,6 @@ def run_evaluate(argv: list[str]) -> int:
     evaluation = evaluate_path(args.path, settings, bar, args.classifier)  # type: ignore[arg-type]
     out = write_report(evaluation, args.out or args.path / "eval", shlex.join(["gan-eval", *argv]))
     print(format_table(evaluation.result))
-    for note in evaluation.result["notes"]:
-        print(f"note: {note}")
     print(f"wrote {out}/metrics.json, report.md, samples.png")
     return EXIT_BAR_FAILED if args.check and not evaluation.result["product_bar"]["passed"] else 0
 

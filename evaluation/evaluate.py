@@ -50,7 +50,7 @@ class EvaluationError(ValueError):
 @dataclass(frozen=True)
 class EvalSettings:
     n: int | None = None  # images to generate; None: as many as the training split has
-    seed: int = 0  # latent seed: image i uses service.latents.request_latents(seed, n)[i]
+    seed: int = 0  # latent seed: image i uses contracts.latents.request_latents(seed, n)[i]
     truncation: float = 1.0
     kid_subsets: int = 100
     kid_subset_size: int = 1000

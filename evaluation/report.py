@@ -69,14 +69,15 @@ def table_rows(result: dict) -> list[tuple[str, str, str]]:
 
 
 def format_table(result: dict) -> str:
-    """Plain-text table for the terminal, ending with the product bar's verdict."""
+    """Plain-text table for the terminal, ending with the product bar's verdict and any notes."""
     rows = [("metric", "model", "real floor"), *table_rows(result)]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     cas = result.get("cas")
     gap = [f"CAS gap: {cas['gap_points']:.2f} points (trained on real minus on generated)"] if cas else []
-    return "\n".join([*lines, *gap, "", *verdict_lines(result)])
+    notes = [f"note: {note}" for note in result.get("notes", [])]
+    return "\n".join([*lines, *gap, "", *verdict_lines(result), *notes])
 
 
 def verdict_lines(result: dict) -> list[str]:

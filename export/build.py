@@ -148,7 +148,7 @@ def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOpt
         "runtime": f"onnxruntime {ort.__version__} {PROVIDER}",
         "reference": f"torch {torch.__version__} (CPU, float32, eval mode)",
         "exporter": "torch.onnx.export(dynamo=True, optimize=True)",
-        "inputs": "z = service.latents for seeds 0..N-1; label = arange(N) % num_classes",
+        "inputs": "z = contracts.latents for seeds 0..N-1; label = arange(N) % num_classes",
         "float_checked_on": "the same graph with the generator's float output as a second output, "
         "removed before saving",
         **model.float_report,

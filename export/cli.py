@@ -232,8 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     ):  # what gan-eval prints: the metrics beside the real floor, then the product bar's verdict
         print()
         print(format_table(manifest["metrics"]))
-        for note in manifest["metrics"].get("notes", []):
-            print(f"note: {note}")
     return 0
 
 

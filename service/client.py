@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from contracts.latents import MAX_SEED
+from contracts.latents import choose_seed
 
 RETRYABLE = {429, 502, 503, 504}
 # failures before any answer: the request can safely be sent again (a ReadTimeout is not among them)
@@ -318,7 +318,7 @@ class GanClient:
     def _seed(self, seed: int | None, count: int) -> int:
         """The request's seed, or one chosen here (leaving room for ``count`` consecutive seeds), so that a
         retry asks for the same images."""
-        return seed if seed is not None else self._rng.randrange(max(1, MAX_SEED - count + 2))
+        return choose_seed(seed, count, self._rng)
 
 
 def _source(value: int | Sequence[float]) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
@@ -23,17 +22,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from contracts import latents
+from contracts.latents import choose_seed
 from service import encoding, label_mix
 from service.batcher import Batcher, Lane
 from service.errors import check_range, invalid, labels_ignored
 from service.routes.common import (
     BODY_RESPONSES,
+    PLAIN_INT,
     ErrorBody,
     SeedField,
     ServiceContext,
     StrictBody,
     TruncationField,
-    choose_seed,
     image_responses,
     refuse_query,
 )
@@ -50,7 +50,7 @@ Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
 def _label_key(value: object) -> object:
     """JSON object keys are strings: a label key must be one written in plain decimal digits ("3")."""
     if isinstance(value, str):
-        if _DECIMAL.fullmatch(value) is None:
+        if PLAIN_INT.fullmatch(value) is None:
             raise PydanticCustomError(
                 "int_parsing",
                 "'{key}' is not a label: keys are class indices in digits, such as 3",
@@ -62,7 +62,6 @@ def _label_key(value: object) -> object:
 
 LabelKey = Annotated[int, BeforeValidator(_label_key)]
 UNLABELLED = -1  # y of every image of an unconditional model
-_DECIMAL = re.compile(r"-?[0-9]+")
 
 
 class BulkRequest(StrictBody):

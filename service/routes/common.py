@@ -9,7 +9,6 @@ measurable share of a small one); the batcher, made later by the lifespan, is re
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import typing
 from collections.abc import Awaitable, Callable
@@ -102,7 +101,7 @@ class QueryParser(Generic[M]):
         to refuse with its range)."""
         found = errors.query_misfits(pairs, self.order)
         for name, value in pairs:
-            if name in self.ints and _PLAIN_INT.fullmatch(value) is None:
+            if name in self.ints and PLAIN_INT.fullmatch(value) is None:
                 found.append(
                     errors.query_number(self.model, name, value, "a plain decimal integer such as 70")
                 )
@@ -122,7 +121,7 @@ def _number_kind(annotation: Any) -> type | None:
     return None
 
 
-_PLAIN_INT = re.compile(r"-?[0-9]+")
+PLAIN_INT = re.compile(r"-?[0-9]+")  # what a query or JSON key may write for an int
 
 
 def refuse_query(request: Request) -> None:
@@ -239,12 +238,6 @@ async def compute(images: int, inline_max_images: int, func: Callable[..., T], *
     if images <= inline_max_images:
         return func(*args)
     return await run_in_threadpool(func, *args)
-
-
-def choose_seed(seed: int | None, count: int = 1) -> int:
-    """The request's seed, or a random one that leaves room for ``count`` consecutive seeds. Seeds are not
-    secrets: ``random`` (seeded from the OS at start and after a fork) spares a system call per request."""
-    return seed if seed is not None else random.randrange(MAX_SEED - count + 2)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T], check_after_s: float) -> T:

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from contracts import latents
+from contracts.latents import choose_seed
 from service.encoding import Format
 from service.errors import check_count, check_range, labels_ignored
 from service.routes.common import (
@@ -21,7 +22,6 @@ from service.routes.common import (
     ServiceContext,
     StrictBody,
     TruncationField,
-    choose_seed,
     compute,
     image_response,
     image_responses,
