@@ -18,7 +18,7 @@ from service.config import Settings
 from service.metrics import Metrics
 from service.middleware import RequestContext
 from service.model_repo import ModelSpec, load_model_dir
-from service.routes import arithmetic, bulk, generate, interpolate, models, ops
+from service.routes import arithmetic, bulk, generate, inference_protocol, interpolate, models, ops
 from service.routes.common import ServiceContext
 from service.runtime import Runtime
 from service.shutdown import install_sigterm_drain
@@ -69,7 +69,11 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     protected = api_key_dependencies(settings)
     for module in (generate, interpolate, arithmetic, bulk, models):
         app.include_router(module.build_router(ctx), dependencies=protected)
-    app.include_router(ops.build_router(ctx), dependencies=[] if settings.public_ops else protected)
+    ops_dependencies = [] if settings.public_ops else protected
+    app.include_router(ops.build_router(ctx), dependencies=ops_dependencies)
+    # the Open Inference Protocol (KServe v2): health as the operations routes, models and infer as the images
+    app.include_router(inference_protocol.build_health_router(ctx), dependencies=ops_dependencies)
+    app.include_router(inference_protocol.build_router(ctx), dependencies=protected)
     errors.install(app, settings.retry_after_s)
     app.add_middleware(
         RequestContext,
