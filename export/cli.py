@@ -17,6 +17,7 @@ try:
     from evaluation.report import format_table
     from export.build import ExportOptions, export_run, read_metrics
     from export.graph import DEFAULT_OPSET, ExportError
+    from export.triton import TritonOptions, write_triton_repo
     from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, Tolerance, VerificationError
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extras to install
     exit_for_missing_extra("gan-export", exc, EXPORT)
@@ -147,6 +148,15 @@ ARGUMENTS: tuple[Argument, ...] = (
         "never",
     ),
     Argument("--overwrite", {"action": "store_true", "help": "replace --out if it exists"}, "never"),
+    Argument(
+        "--triton-repo",
+        {
+            "type": Path,
+            "help": "also write a Triton model repository entry: DIR/NAME/config.pbtxt and "
+            "DIR/NAME/1/model.onnx (other Triton options: python -m export.triton)",
+        },
+        "never",
+    ),
 )
 
 
@@ -216,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from_args(args)
         options = replace(options, command=command_for(args.run_dir, args.out, options, args.metrics))
         manifest = export_run(args.run_dir, args.out, options)
+        if args.triton_repo:
+            write_triton_repo(args.out, args.triton_repo, TritonOptions(overwrite=args.overwrite))
     except (
         RunDirError,
         ExportError,
