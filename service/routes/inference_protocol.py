@@ -6,7 +6,8 @@ perf tooling) can call this service like a Triton server.
   ``/readyz`` (live until warm-up fails; ready once warmed up, not while draining).
 - ``GET /v2/models/{name}[/versions/{version}]`` (model metadata) and ``.../ready``.
 - ``POST /v2/models/{name}[/versions/{version}]/infer``: inputs ``z`` FP32 [N, latent_dim] and ``label``
-  INT64 [N] (names from the manifest) → output ``image`` UINT8 [N, H, W, C]. Tensor data as JSON (flat or
+  INT64 [N] (or [N, 1], as a Triton model repository of the same graph takes it: ``export.triton``; names
+  from the manifest) → output ``image`` UINT8 [N, H, W, C]. Tensor data as JSON (flat or
   nested row-major) or by the binary tensor data extension (``Inference-Header-Content-Length``,
   ``binary_data_size`` on inputs, ``binary_data`` on outputs, ``binary_data_output`` on the request).
 
@@ -80,6 +81,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     height, width, channels = spec.image_shape
     inputs = {latent: ("FP32", [-1, spec.latent_dim]), label: ("INT64", [-1])}
     outputs = {output: ("UINT8", [-1, height, width, channels])}
+    also = {label: [-1, 1]}  # Triton batches a [N] input as [N, 1]: one client request fits both servers
     metadata = {
         "name": name,
         "versions": [version],
@@ -115,8 +117,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         try:
             check_model(model, model_version)
             body = await request.body()
-            header, tensors = _read_request(body, request.headers.get(HEADER_LENGTH), inputs)
-            z, labels = tensors[latent], tensors[label]
+            header, tensors = _read_request(body, request.headers.get(HEADER_LENGTH), inputs, also)
+            z, labels = tensors[latent], tensors[label].reshape(-1)
             n = len(z)
             if len(labels) != n:
                 raise ProtocolError(
@@ -163,10 +165,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
 
 def _read_request(
-    body: bytes, header_length: str | None, inputs: dict[str, tuple[str, list[int]]]
+    body: bytes,
+    header_length: str | None,
+    inputs: dict[str, tuple[str, list[int]]],
+    also: dict[str, list[int]],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The request's JSON header and its input tensors, checked against ``inputs`` (name → datatype, shape
-    with -1 for the batch axis)."""
+    with -1 for the batch axis; ``also``: another shape an input may have)."""
     if header_length is not None:
         try:
             length = int(header_length)
@@ -203,13 +208,10 @@ def _read_request(
                 f"input {tensor_name!r} has datatype {item.get('datatype')!r}, expected {datatype!r}"
             )
         got = item.get("shape")
-        if (
-            not isinstance(got, list)
-            or len(got) != len(shape)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in got)
-            or any(want != -1 and d != want for d, want in zip(got, shape, strict=True))
-        ):
-            raise ProtocolError(f"input {tensor_name!r} has shape {got!r}, expected {_show(shape)}")
+        shapes = [shape, *([also[tensor_name]] if tensor_name in also else [])]
+        if not isinstance(got, list) or not any(_fits(got, allowed) for allowed in shapes):
+            expected = " or ".join(_show(allowed) for allowed in shapes)
+            raise ProtocolError(f"input {tensor_name!r} has shape {got!r}, expected {expected}")
         dtype = DATATYPES[datatype]
         count = int(np.prod(got))
         parameters = item.get("parameters") or {}
@@ -322,6 +324,15 @@ def _response(answer: dict[str, Any], results: dict[str, np.ndarray], wanted: di
         b"".join([text, *chunks]),
         media_type="application/octet-stream",
         headers={HEADER_LENGTH: str(len(text))},
+    )
+
+
+def _fits(got: list[Any], shape: list[int]) -> bool:
+    """``got`` (a request's shape) is a shape of natural numbers matching ``shape`` (-1: any size)."""
+    return (
+        len(got) == len(shape)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in got)
+        and all(want in (-1, d) for d, want in zip(got, shape, strict=True))
     )
 
 

@@ -112,6 +112,34 @@ def test_v2_infer_default_outputs_and_several_labels(client) -> None:
     np.testing.assert_array_equal(first, again)
 
 
+def test_v2_infer_takes_labels_as_triton_batches_them(client) -> None:
+    """label [N, 1], as a Triton model repository of the same graph (export.triton) takes it."""
+    z = request_latents(11, 2, MANIFEST.latent_dim)
+    labels = np.array([4, 9], dtype=np.int64)
+    flat = client.infer(NAME, _inputs(z, labels, True)).as_numpy(OUTPUT)
+    column = client.infer(NAME, _inputs(z, labels.reshape(2, 1), False)).as_numpy(OUTPUT)
+    np.testing.assert_array_equal(flat, column)
+    message = _refused(client, _inputs(z, labels.reshape(1, 2), True))
+    assert repr(LABEL) in message and "[N, 1]" in message
+
+
+def test_v2_routes_solve_no_dependency() -> None:
+    """As every route of the service: the context is closed over, never injected."""
+    from service.metrics import Metrics
+    from service.model_repo import load_model_dir
+    from service.routes import inference_protocol
+    from service.routes.common import ServiceContext
+
+    settings = make_settings()
+    ctx = ServiceContext(load_model_dir(MODEL_DIR), settings, Metrics(settings.max_batch))
+    routes = [
+        *inference_protocol.build_router(ctx).routes,
+        *inference_protocol.build_health_router(ctx).routes,
+    ]
+    assert len(routes) == 9
+    assert [route.path for route in routes if route.dependant.dependencies] == []
+
+
 def _refused(client, inputs: list, model: str = NAME) -> str:
     with pytest.raises(InferenceServerException) as caught:
         client.infer(model, inputs)
