@@ -107,6 +107,33 @@ class Settings(BaseSettings):
     )
     max_bulk_streams: int = Field(4, ge=1, le=1024, description="Concurrent bulk streams; more get 429.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        le=16 << 20,
+        description=(
+            "Most bytes of a request line and headers; a client sending more gets 431 and its connection "
+            "is closed (enforced by gan-serve's HTTP protocol)."
+        ),
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Most seconds a client may take to send a request's line and headers, from its connection "
+            "(or the first byte of its next request); then it gets 408 and its connection is closed."
+        ),
+    )
+    bulk_stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "A bulk stream its client does not read for this long is ended (cut short, so the client "
+            "cannot load it as a valid archive), its slot freed, and it is logged and counted as 408."
+        ),
+    )
     grid_padding: int = Field(2, ge=0, le=64, description="Pixels between images of a PNG grid.")
     inline_max_images: int = Field(
         4,
@@ -124,6 +151,9 @@ class Settings(BaseSettings):
     )
     api_key_header: str = Field("X-API-Key", description="Header carrying the API key.")
     public_ops: bool = Field(True, description="/healthz, /readyz and /metrics answer without an API key.")
+    public_docs: bool = Field(
+        True, description="/docs, /redoc and /openapi.json answer without an API key (when keys are set)."
+    )
 
     # --- process
     host: str = Field("127.0.0.1", description="Interface gan-serve binds.")

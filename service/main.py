@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from service import errors
-from service.auth import api_key_dependencies
+from service.auth import ApiKeyGate, api_key_dependencies
 from service.batcher import Batcher
 from service.config import Settings
 from service.metrics import Metrics
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     app.include_router(inference_protocol.build_health_router(ctx), dependencies=ops_dependencies)
     app.include_router(inference_protocol.build_router(ctx), dependencies=protected)
     errors.install(app, settings.retry_after_s)
+    if settings.api_keys:  # inside RequestContext: a 401 still gets its request id, metrics and log line
+        app.add_middleware(ApiKeyGate, settings=settings)
     app.add_middleware(
         RequestContext,
         metrics=metrics,

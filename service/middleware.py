@@ -1,14 +1,22 @@
 """Per-request plumbing as plain ASGI (no response buffering, no extra task): a request id on every answer,
 per-endpoint metrics, one JSON access-log line, and the body size limit (413 in the service's JSON, with the
-request id, when a route reads a body over ``max_body_bytes``)."""
+request id, when a route reads a body over ``max_body_bytes``).
+
+A request whose client went away before its answer was complete is logged and counted as 499, never as the
+status of an answer nobody received. Under ``gan-serve`` the server tells each request when its connection is
+lost (``ClientConnection`` in the scope's extensions, see ``service.cli``): a request whose answer has not
+started is then cancelled at once, which drops its queued work. Under another server, the routes' own
+disconnect watch (``unless_disconnected``) is what remains."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 import re
 import time
+from collections.abc import Callable
 
 from prometheus_client.metrics import MetricWrapperBase
 from starlette.datastructures import MutableHeaders
@@ -27,6 +35,42 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count()
 access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+CLIENT_EXTENSION = "gan.client"  # scope["extensions"] key of the request's ClientConnection
+STALLED = 408  # status logged and counted for a stream its client stopped reading (see StreamStalled)
+
+
+class ClientConnection:
+    """What the server (``service.cli``'s protocol) tells the app about one request's connection: whether the
+    client went away before the answer was complete (``gone``, with one callback), and how to cut it."""
+
+    __slots__ = ("_abort", "_callback", "gone")
+
+    def __init__(self, abort: Callable[[], None]):
+        self.gone = False
+        self._callback: Callable[[], None] | None = None
+        self._abort = abort
+
+    def when_gone(self, callback: Callable[[], None] | None) -> None:
+        self._callback = callback
+
+    def lost(self) -> None:
+        """Called by the server when the connection is lost before this request's answer was complete."""
+        if not self.gone:
+            self.gone = True
+            callback, self._callback = self._callback, None
+            if callback is not None:
+                callback()
+
+    def abort(self) -> None:
+        """Close the connection at once, discarding what is buffered for it."""
+        self._abort()
+
+
+class StreamStalled(Exception):
+    """Raised by a streamed response whose client stopped reading: the stream was cut short, its connection
+    aborted (the client sees an incomplete body), and the request is counted as ``STALLED``."""
 
 
 class BodyTooLarge(HTTPException):
@@ -82,11 +126,24 @@ class RequestContext:
         incoming_id = incoming.decode("latin-1")
         request_id = incoming_id if _SAFE_ID.match(incoming_id) else f"{_ID_PREFIX}{next(_id_counter):016x}"
         started = time.perf_counter()
-        status, sent = CLIENT_CLOSED, 0
+        status, sent, answering, cancelled = CLIENT_CLOSED, 0, False, False
+        extensions = scope.get("extensions")
+        client: ClientConnection | None = extensions.get(CLIENT_EXTENSION) if extensions else None
+        task = asyncio.current_task() if client is not None else None
+        if client is not None:
+
+            def gone() -> None:  # the connection was lost: work for an answer not yet started is dropped
+                nonlocal cancelled
+                if not answering and task is not None:
+                    cancelled = True
+                    task.cancel()
+
+            client.when_gone(gone)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, answering
             if message["type"] == "http.response.start":
+                answering = True
                 status = message["status"]
                 MutableHeaders(scope=message)[REQUEST_ID] = request_id
             elif message["type"] == "http.response.body":
@@ -95,10 +152,20 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if not cancelled or task is None or task.uncancel() > 0:  # also (or only) the server's
+                raise
+            status = CLIENT_CLOSED
+        except StreamStalled:
+            status = STALLED
         except Exception:
             status = 500
             raise
         finally:
+            if client is not None:
+                client.when_gone(None)
+                if client.gone and status != STALLED:  # nobody received (all of) this answer
+                    status = CLIENT_CLOSED
             self._record(scope, request_id, status, sent, time.perf_counter() - started)
 
     def _record(self, scope: Scope, request_id: str, status: int, sent: int, seconds: float) -> None:

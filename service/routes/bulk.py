@@ -19,13 +19,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from contracts import latents
 from contracts.latents import choose_seed
 from service import encoding, label_mix
 from service.batcher import Batcher, Lane
 from service.errors import check_range, invalid, labels_ignored
+from service.middleware import CLIENT_EXTENSION, StreamStalled
 from service.routes.common import (
     BODY_RESPONSES,
     PLAIN_INT,
@@ -86,19 +87,46 @@ class BulkRequest(StrictBody):
 
 
 class _BulkResponse(StreamingResponse):
-    """A streamed response that always releases its bulk slot and stops its producer, however it ends."""
+    """A streamed response that always releases its bulk slot and stops its producer, however it ends.
 
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kwargs):
+    A client that stops reading holds its slot only ``stall_s`` (``GAN_BULK_STALL_TIMEOUT_S``): a write that
+    waits that long for the client to take the bytes before it ends the stream. Its connection is then
+    aborted (under gan-serve; under another server, closed by the server when the app fails), so the client
+    gets a body cut short, which is no valid archive (a chunked body without its last chunk, a zip without
+    its central directory), and ``StreamStalled`` has the request counted as 408."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], stall_s: float, **kwargs):
         super().__init__(content, **kwargs)
         self._release = release
+        self._stall_s = stall_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stalled = False
+
+        async def send_or_stall(message: Message) -> None:
+            nonlocal stalled
+            try:
+                async with asyncio.timeout(self._stall_s):
+                    await send(message)
+            except TimeoutError:
+                stalled = True
+                raise
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_or_stall)
+        except BaseException:
+            if not stalled:
+                raise
         finally:
             with contextlib.suppress(Exception):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
             self._release()
+        if stalled:
+            extensions = scope.get("extensions") or {}
+            if (client := extensions.get(CLIENT_EXTENSION)) is not None:
+                client.abort()
+            log.warning("bulk stream not read for %s s: ended, its slot freed", self._stall_s)
+            raise StreamStalled(f"the client read nothing for {self._stall_s} s")
 
 
 def build_router(ctx: ServiceContext) -> APIRouter:
@@ -223,6 +251,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         return _BulkResponse(
             content,
             release,
+            settings.bulk_stall_timeout_s,
             media_type=encoding.NPZ,
             headers={
                 "X-Seed": str(seed),
