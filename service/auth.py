@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
+from service.middleware import NO_KEY
 
 
 class _KeyCheck(APIKeyHeader):
@@ -99,6 +100,7 @@ class ApiKeyGate:
             return
 
         answering = False
+        scope[NO_KEY] = True
 
         async def no_body_without_key() -> Message:
             if answering:  # a public route's answer watching for a disconnect: no body is read any more

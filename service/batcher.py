@@ -191,6 +191,15 @@ class Batcher:
         finally:
             deadline.cancel()
 
+    def queue_full(self) -> str | None:
+        """Why any admitted request would be refused now (``QueueFull``'s message, and the refusal counted),
+        or None: lets a request be refused before it is parsed or computes anything (see
+        ``service.middleware.QueueDoor``); a request that passes is still checked by ``generate``."""
+        if self.accepting and self._admitted_rows >= self.settings.max_queue_images:
+            self._dropped["queue_full"].inc()
+            return f"queue holds {self._admitted_rows} of {self.settings.max_queue_images} images"
+        return None
+
     def acquire_stream(self) -> Callable[[], None]:
         """Take one of ``max_bulk_streams`` slots for a bulk stream (or raise ``QueueFull``); returns the
         (idempotent) release."""

@@ -16,7 +16,7 @@ from service.auth import ApiKeyGate, api_key_dependencies
 from service.batcher import Batcher
 from service.config import Settings
 from service.metrics import Metrics
-from service.middleware import RequestContext
+from service.middleware import QueueDoor, RequestContext
 from service.model_repo import ModelSpec, load_model_dir
 from service.routes import arithmetic, bulk, generate, inference_protocol, interpolate, models, ops
 from service.routes.common import ServiceContext
@@ -26,6 +26,11 @@ from service.shutdown import install_sigterm_drain
 log = logging.getLogger(__name__)
 
 RuntimeFactory = Callable[[ModelSpec, Settings], Runtime]
+# the image routes whose work the batcher admits to its bounded queue (429 when full: see QueueDoor)
+ADMITTED_PATHS = frozenset(
+    {"/generate", "/v1/generate", "/v1/interpolate", "/v1/interpolate/labels"}
+    | {"/v1/arithmetic", "/v1/every-label"}
+)
 
 
 def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory = Runtime) -> FastAPI:
@@ -75,6 +80,12 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     app.include_router(inference_protocol.build_health_router(ctx), dependencies=ops_dependencies)
     app.include_router(inference_protocol.build_router(ctx), dependencies=protected)
     errors.install(app, settings.retry_after_s)
+    app.add_middleware(  # innermost: behind the API key gate
+        QueueDoor,
+        queue_full=lambda: ctx.lifecycle.batcher.queue_full() if ctx.lifecycle.batcher else None,
+        paths=ADMITTED_PATHS,
+        retry_after_s=settings.retry_after_s,
+    )
     if settings.api_keys:  # inside RequestContext: a 401 still gets its request id, metrics and log line
         app.add_middleware(ApiKeyGate, settings=settings)
     app.add_middleware(

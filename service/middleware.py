@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import re
@@ -38,6 +39,8 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 CLIENT_EXTENSION = "gan.client"  # scope["extensions"] key of the request's ClientConnection
+NO_KEY = "gan.no_key"  # scope key set by service.auth.ApiKeyGate on a request without a valid key
+ENDPOINT_KEY = "gan.endpoint"  # scope key naming the endpoint of a request answered before routing
 STALLED = 408  # status logged and counted for a stream its client stopped reading (see StreamStalled)
 
 
@@ -71,6 +74,45 @@ class ClientConnection:
 class StreamStalled(Exception):
     """Raised by a streamed response whose client stopped reading: the stream was cut short, its connection
     aborted (the client sees an incomplete body), and the request is counted as ``STALLED``."""
+
+
+class QueueDoor:
+    """ASGI: while the batcher's queue is full, a request to an image route whose work would be admitted to
+    it (``paths``, POST) is refused with the route's 429 at once, before its body is read, its input parsed or
+    its latents computed, and without queueing behind that work (on the event loop or in the thread pool)
+    of the requests in front of it. It would be refused anyway: the route's own check (in
+    ``Batcher.generate``) refuses any request of at least one image then. So in a burst far larger than the
+    queue, refusals cost the server little and come back at once; a refused request that was also invalid
+    gets 429 rather than its 422."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        queue_full: Callable[[], str | None],
+        paths: frozenset[str],
+        retry_after_s: int,
+    ):
+        self.app = app
+        self.queue_full = queue_full
+        self.paths = paths
+        self.headers = [(b"content-type", b"application/json"), (b"retry-after", str(retry_after_s).encode())]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] in self.paths
+            and scope["method"] == "POST"
+            and NO_KEY not in scope  # a request without its API key gets its 401 first
+        ):
+            reason = self.queue_full()
+            if reason is not None:
+                body = json.dumps({"error": f"server saturated: {reason}"}).encode()
+                scope[ENDPOINT_KEY] = scope["path"]  # the route's label in the metrics and the log
+                headers = [*self.headers, (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 429, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):
@@ -170,7 +212,7 @@ class RequestContext:
 
     def _record(self, scope: Scope, request_id: str, status: int, sent: int, seconds: float) -> None:
         route = scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"
+        endpoint = getattr(route, "path", None) or scope.get(ENDPOINT_KEY) or "unmatched"
         method = scope["method"]
         key = (endpoint, method, status)
         if (children := self._children.get(key)) is None:  # label lookups once per endpoint/method/status

@@ -253,3 +253,73 @@ def test_docs_follow_public_docs():
             assert httpx.get(url + path).status_code == 401, path
             assert httpx.get(url + path, headers={"X-API-Key": "k1"}).status_code == 200, path
         assert httpx.get(url + "/healthz").status_code == 200
+
+
+# --- 5. refusals under overload
+
+
+def test_a_full_queue_refuses_at_once_without_waiting_for_work_in_front(monkeypatch):
+    """The refusal comes back while the running batch is still held, and before any work of its own: its
+    latents are never computed (here they would block until the test ends)."""
+    import contracts.latents
+
+    computed: list[int] = []
+    latent_gate = threading.Event()
+    request_latents = contracts.latents.request_latents
+
+    def watched_latents(seed, *args, **kwargs):
+        computed.append(seed)
+        if seed == 999:  # the request that must be refused: its latent work would wait for the gate
+            latent_gate.wait(timeout=WAIT_S)
+        return request_latents(seed, *args, **kwargs)
+
+    monkeypatch.setattr(contracts.latents, "request_latents", watched_latents)
+    settings = make_settings(max_queue_images=1024)
+    runtimes: list[GatedRuntime] = []
+
+    def factory(spec, s):
+        runtimes.append(GatedRuntime(spec, s))
+        return runtimes[-1]
+
+    with serve_bounded(settings, factory) as (url, _):
+        runtime = runtimes[0]
+        runtime.warm, runtime.gate = True, threading.Event()
+        answers: dict[str, httpx.Response] = {}
+
+        def post(name: str, **params: int) -> threading.Thread:
+            thread = threading.Thread(
+                target=lambda: answers.__setitem__(
+                    name, httpx.post(url + "/generate", params=params, timeout=WAIT_S)
+                )
+            )
+            thread.start()
+            return thread
+
+        threads = [post("running", label=1, seed=1)]
+        try:
+            assert runtime.entered.wait(timeout=WAIT_S)
+            threads.append(post("queued", label=2, seed=2, n=1024))  # fills the queue
+            eventually(
+                lambda: (
+                    sum(metric(url, "gan_queue_depth_images", lane=lane) for lane in ("interactive", "bulk"))
+                    == 1024
+                ),
+                "the queue never filled",
+            )
+            refused = httpx.post(url + "/generate", params={"label": 3, "seed": 999, "n": 8}, timeout=WAIT_S)
+            held = not runtime.gate.is_set()
+            body = httpx.post(url + "/v1/generate", json={"labels": [4, 5], "seed": 999}, timeout=WAIT_S)
+            text = httpx.get(url + "/metrics").text
+        finally:
+            runtime.gate.set()
+            latent_gate.set()
+            for thread in threads:
+                thread.join(timeout=WAIT_S)
+    assert refused.status_code == 429 and body.status_code == 429, (refused.text, body.text)
+    assert refused.headers["Retry-After"] == "1" and "X-Request-ID" in refused.headers
+    assert refused.json()["error"].startswith("server saturated: queue holds 1024 of 1024 images")
+    assert metric_value(text, "gan_http_requests_total", endpoint="/generate", status="429") == 1
+    assert metric_value(text, "gan_http_requests_total", endpoint="/v1/generate", status="429") == 1
+    assert held  # refused while the batch in front still ran
+    assert 999 not in computed  # and before computing anything of its own
+    assert answers["running"].status_code == 200 and answers["queued"].status_code == 200
