@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import uvicorn
 
-from service.cli import ServerConfig, server_options
 from service.config import Settings
 from service.logs import ACCESS_LOGGER
 from service.main import create_app
 from service.runtime import Runtime
+from service.server import ServerConfig, server_options
 from tests.service.service_support import (
     GatedRuntime,
     free_port,
@@ -38,7 +38,7 @@ WAIT_S = 60.0  # only ever reached when the behaviour under test is missing
 
 @contextlib.contextmanager
 def serve_bounded(settings: Settings, runtime_factory=Runtime) -> Iterator[tuple[str, int]]:
-    """The app on uvicorn in a thread, with gan-serve's protocol and limits (``service.cli.server_options``);
+    """The app on uvicorn in a thread, with gan-serve's protocol and limits (``server_options``);
     yields its base URL and port."""
     port = free_port()
     config = ServerConfig(

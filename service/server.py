@@ -1,0 +1,117 @@
+"""uvicorn's HTTP server with bounded clients: a cap on header bytes and on the time to send them (uvicorn has
+neither with httptools), and each request told when its client has gone (uvicorn's ``send`` silently does
+nothing then), so the app can count it as 499 and drop its queued work. Used by ``gan-serve``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.config import Settings
+from service.middleware import CLIENT_EXTENSION, ClientConnection
+
+
+class ServerConfig(uvicorn.Config):
+    """uvicorn's Config carrying the header timeout to ``BoundedHttpProtocol`` (pickled to worker processes
+    with the rest of the config)."""
+
+    def __init__(self, *args, header_timeout_s: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounded clients, and each request told when its client goes away.
+
+    uvicorn bounds neither the headers' size on httptools (``h11_max_incomplete_event_size`` is h11's only)
+    nor the time a client takes to send them (``timeout_keep_alive`` runs only between requests). Here: the
+    bytes received while a request line and headers are incomplete are counted after each read, and past
+    ``h11_max_incomplete_event_size`` (``GAN_MAX_HEADER_BYTES``) the client gets 431 and is disconnected (so
+    the most buffered is that plus one read); a timer from the connection (or the first byte of a further
+    request) to the end of its headers gives 408 and disconnects after ``header_timeout_s``
+    (``GAN_HEADER_TIMEOUT_S``). Each request's scope carries a ``ClientConnection`` (see
+    ``service.middleware``): told when the connection is lost before its answer is complete, and able to
+    abort it."""
+
+    def __init__(self, config: uvicorn.Config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self.max_header_bytes = config.h11_max_incomplete_event_size or 65536
+        self.header_timeout_s = getattr(config, "header_timeout_s", None)
+        self.in_headers = True
+        self.header_bytes = 0
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        cycles = [self.cycle, *(cycle for cycle, _ in self.pipeline)]
+        super().connection_lost(exc)
+        for cycle in cycles:
+            client = getattr(cycle, "gan_client", None)
+            if client is not None and not cycle.response_complete:
+                client.lost()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.in_headers and self.parser is not None and not self.transport.is_closing():
+            self.header_bytes += len(data)
+            if self.header_bytes > self.max_header_bytes:
+                self._refuse(431, "Request Header Fields Too Large", "request headers too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_headers, self.header_bytes = True, 0
+        self._start_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self.in_headers = False
+        self._stop_header_timer()
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # a request started (not an upgrade)
+            client = ClientConnection(self.transport.abort)
+            cycle.gan_client = client  # type: ignore[attr-defined]
+            self.scope["extensions"] = {CLIENT_EXTENSION: client}  # type: ignore[typeddict-unknown-key]
+
+    def _start_header_timer(self) -> None:
+        if self.header_timeout_s and self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self.header_timer = None
+        if self.in_headers and not self.transport.is_closing():
+            self._refuse(408, "Request Timeout", "request headers not received in time")
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        """Answer ``status`` and close, or only close while an earlier request's answer is still going."""
+        self._stop_header_timer()
+        self.in_headers = False
+        if self.cycle is None or self.cycle.response_complete:
+            body = message.encode("ascii")
+            self.transport.write(
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode("ascii")
+                + body
+            )
+            self.transport.close()
+        else:
+            self.transport.abort()
+
+
+def server_options(settings: Settings) -> dict[str, object]:
+    """The ``ServerConfig`` keywords that bound clients (``BoundedHttpProtocol``)."""
+    return {
+        "http": BoundedHttpProtocol,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "header_timeout_s": settings.header_timeout_s,
+    }
