@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     app.add_middleware(  # innermost: behind the API key gate
         QueueDoor,
         queue_full=lambda: ctx.lifecycle.batcher.queue_full() if ctx.lifecycle.batcher else None,
-        paths=ADMITTED_PATHS,
+        paths=ADMITTED_PATHS | inference_protocol.infer_paths(spec),
         retry_after_s=settings.retry_after_s,
     )
     if settings.api_keys:  # inside RequestContext: a 401 still gets its request id, metrics and log line

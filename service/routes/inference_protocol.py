@@ -28,6 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.batcher import NeverFits
+from service.model_repo import ModelSpec
 from service.routes.common import ServiceContext, compute, unless_disconnected
 from service.routes.ops import readiness
 from service.runtime import GraphKind
@@ -156,7 +157,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         results = {output: images}
         return await compute(len(images), settings.inline_max_images, _response, answer, results, wanted)
 
-    paths = ("/v2/models/{model}", "/v2/models/{model}/versions/{model_version}")
+    paths = ("/v2/models/{model}", "/v2/models/{model}/versions/{model_version}")  # also infer_paths below
     for path in paths:
         router.add_api_route(path, model_metadata, methods=["GET"])
         router.add_api_route(path + "/ready", model_ready, methods=["GET"])
@@ -338,3 +339,9 @@ def _fits(got: list[Any], shape: list[int]) -> bool:
 
 def _show(shape: list[int]) -> str:
     return "[" + ", ".join("N" if d == -1 else str(d) for d in shape) + "]"
+
+
+def infer_paths(spec: ModelSpec) -> frozenset[str]:
+    """The served model's infer paths, which add to the queue like the image routes (``QueueDoor``)."""
+    name, version = spec.manifest.name, spec.manifest.version
+    return frozenset({f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{version}/infer"})

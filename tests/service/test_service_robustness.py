@@ -309,6 +309,7 @@ def test_a_full_queue_refuses_at_once_without_waiting_for_work_in_front(monkeypa
             refused = httpx.post(url + "/generate", params={"label": 3, "seed": 999, "n": 8}, timeout=WAIT_S)
             held = not runtime.gate.is_set()
             body = httpx.post(url + "/v1/generate", json={"labels": [4, 5], "seed": 999}, timeout=WAIT_S)
+            v2 = httpx.post(url + "/v2/models/mnist-cdcgan/infer", json={"inputs": []}, timeout=WAIT_S)
             text = httpx.get(url + "/metrics").text
         finally:
             runtime.gate.set()
@@ -316,6 +317,7 @@ def test_a_full_queue_refuses_at_once_without_waiting_for_work_in_front(monkeypa
             for thread in threads:
                 thread.join(timeout=WAIT_S)
     assert refused.status_code == 429 and body.status_code == 429, (refused.text, body.text)
+    assert v2.status_code == 429 and v2.json()["error"].startswith("server saturated"), v2.text  # not its 400
     assert refused.headers["Retry-After"] == "1" and "X-Request-ID" in refused.headers
     assert refused.json()["error"].startswith("server saturated: queue holds 1024 of 1024 images")
     assert metric_value(text, "gan_http_requests_total", endpoint="/generate", status="429") == 1
