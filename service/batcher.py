@@ -2,12 +2,15 @@
 
 Requests become *jobs* (latents + conditions). Jobs wait in two FIFO lanes, interactive ahead of bulk, bounded
 in images. One loop on the event loop assembles batches of at most ``max_batch`` rows; a job larger than the
-room left is split across batches. A job that arrives while the inference thread is idle runs at once; only
-jobs that arrived while a batch was running (the service is under load) wait, at most ``max_wait_ms`` after
-the oldest of them arrived, for their batch to fill. A batch is padded to the next bucket size (every bucket
-is warmed up before the service is ready) and runs on the single inference thread, so the event loop stays
-free. Rows are sliced back into their jobs' outputs. A row's pixels do not depend on its neighbours (the
-runtime is deterministic per row), so batching never changes results.
+room left is split across batches. Interactive work goes ahead of bulk, but while bulk work waits, at least
+one batch in every ``bulk_min_share`` takes bulk rows first (up to ``max_batch``, the room left going to
+interactive work), so a bulk stream progresses by at least ``max_batch`` images every ``bulk_min_share``
+batches however busy the interactive lane is. A job that arrives while the inference thread is idle runs at
+once; only jobs that arrived while a batch was running (the service is under load) wait, at most
+``max_wait_ms`` after the oldest of them arrived, for their batch to fill. A batch is padded to the next
+bucket size (every bucket is warmed up before the service is ready) and runs on the single inference thread,
+so the event loop stays free. Rows are sliced back into their jobs' outputs. A row's pixels do not depend on
+its neighbours (the runtime is deterministic per row), so batching never changes results.
 
 Every single-image request passes through here, so the per-job path stays lean: one future and one deadline
 timer per job, Prometheus children looked up once.
@@ -117,6 +120,7 @@ class Batcher:
         self._waiting: dict[Lane, int] = dict.fromkeys(Lane, 0)  # rows not yet in a batch
         self._admitted_rows = 0  # waiting rows of admitted jobs
         self._streams = 0
+        self._bulk_skipped = 0  # batches taken, while bulk work waited, since the last that put bulk first
         self._in_flight = False  # a batch is in the inference thread
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -301,11 +305,20 @@ class Batcher:
             await self._run(self._take_batch())
 
     def _take_batch(self) -> list[_Slice]:
-        """Up to ``max_batch`` rows of one graph kind: interactive jobs first, then bulk, each lane FIFO."""
-        heads = [lane[0] for lane in (self._lanes[Lane.INTERACTIVE], self._lanes[Lane.BULK]) if lane]
+        """Up to ``max_batch`` rows of one graph kind, each lane FIFO: interactive jobs first, then bulk; but
+        when bulk work has waited through ``bulk_min_share - 1`` batches since it last went first, bulk."""
+        order = (Lane.INTERACTIVE, Lane.BULK)
+        if self._lanes[Lane.BULK]:
+            if self._bulk_skipped + 1 >= self.settings.bulk_min_share:
+                order, self._bulk_skipped = (Lane.BULK, Lane.INTERACTIVE), 0
+            else:
+                self._bulk_skipped += 1
+        else:
+            self._bulk_skipped = 0
+        heads = [lane[0] for lane in (self._lanes[order[0]], self._lanes[order[1]]) if lane]
         kind = heads[0].kind
         room, batch = self.settings.max_batch, []
-        for lane in (Lane.INTERACTIVE, Lane.BULK):
+        for lane in order:
             queue = self._lanes[lane]
             for job in list(queue):
                 if room == 0:

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
             "single image is answered in well under this time, and the watch costs more than the image."
         ),
     )
+    bulk_min_share: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description=(
+            "While bulk work waits, at least one batch in every this many takes bulk rows first (up to "
+            "max_batch), so bulk progresses under any interactive load; 1: bulk always first."
+        ),
+    )
     retry_after_s: int = Field(1, ge=1, le=3600, description="`Retry-After` seconds sent with 429/503.")
 
     # --- request bounds
