@@ -102,11 +102,22 @@ class GatedRuntime(Runtime):
 
 
 @contextlib.contextmanager
-def serve_in_thread(settings: Settings, runtime_factory=Runtime) -> Iterator[str]:
-    """A real uvicorn server on a free port, in a thread of this process; yields its base URL."""
+def serve_in_thread(
+    settings: Settings,
+    runtime_factory=Runtime,
+    config_class: type[uvicorn.Config] = uvicorn.Config,
+    **options,
+) -> Iterator[str]:
+    """A real uvicorn server on a free port, in a thread of this process; yields its base URL.
+    ``config_class`` and ``options`` go to uvicorn (gan-serve's ``ServerConfig``, ``server_options``)."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, runtime_factory), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    config = config_class(
+        create_app(settings, runtime_factory),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -16,17 +16,16 @@ from collections.abc import Callable, Iterator
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from service.config import Settings
 from service.logs import ACCESS_LOGGER
-from service.main import create_app
 from service.runtime import Runtime
 from service.server import ServerConfig, server_options
 from tests.service.service_support import (
     GatedRuntime,
     free_port,
     make_settings,
+    serve_in_thread,
     start_server,
     stop_server,
     wait_ready,
@@ -40,25 +39,8 @@ WAIT_S = 60.0  # only ever reached when the behaviour under test is missing
 def serve_bounded(settings: Settings, runtime_factory=Runtime) -> Iterator[tuple[str, int]]:
     """The app on uvicorn in a thread, with gan-serve's protocol and limits (``server_options``);
     yields its base URL and port."""
-    port = free_port()
-    config = ServerConfig(
-        create_app(settings, runtime_factory),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        **server_options(settings),  # type: ignore[arg-type]
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(lambda path: httpx.get(url + path))
-        yield url, port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(settings, runtime_factory, ServerConfig, **server_options(settings)) as url:
+        yield url, int(url.rsplit(":", 1)[1])
 
 
 def eventually(condition: Callable[[], bool], what: str) -> None:
