@@ -1,5 +1,6 @@
 """Error answers: every bad input is a 4xx naming the field and its allowed range, overload is 429/503 with
-``Retry-After``, a missed deadline is 504. Routes raise; the handlers here write the JSON bodies."""
+``Retry-After``, a missed deadline is 504 (with ``Retry-After`` too). Routes raise; the handlers here write
+the JSON bodies."""
 
 from __future__ import annotations
 
@@ -185,7 +186,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(DeadlineExceeded)
     async def _deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
-        return JSONResponse({"error": f"deadline exceeded: {exc}"}, status_code=504)
+        return JSONResponse({"error": f"deadline exceeded: {exc}"}, status_code=504, headers=retry)
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:

@@ -42,6 +42,7 @@ CLIENT_EXTENSION = "gan.client"  # scope["extensions"] key of the request's Clie
 NO_KEY = "gan.no_key"  # scope key set by service.auth.ApiKeyGate on a request without a valid key
 ENDPOINT_KEY = "gan.endpoint"  # scope key naming the endpoint of a request answered before routing
 STALLED = 408  # status logged and counted for a stream its client stopped reading (see StreamStalled)
+DEADLINE = 504  # status logged and counted for a stream that missed its deadline part-way (StreamTimedOut)
 
 
 class ClientConnection:
@@ -71,9 +72,24 @@ class ClientConnection:
         self._abort()
 
 
-class StreamStalled(Exception):
-    """Raised by a streamed response whose client stopped reading: the stream was cut short, its connection
-    aborted (the client sees an incomplete body), and the request is counted as ``STALLED``."""
+class StreamCutShort(Exception):
+    """Raised by a streamed response that ended before its body was complete: its connection was aborted (the
+    client sees an incomplete body, which it can tell from a complete one) and the request is logged and
+    counted as ``status``, not as the 200 its status line said."""
+
+    status = 500
+
+
+class StreamStalled(StreamCutShort):
+    """The stream's client stopped reading (``GAN_BULK_STALL_TIMEOUT_S``): counted as ``STALLED``."""
+
+    status = STALLED
+
+
+class StreamTimedOut(StreamCutShort):
+    """A part of the stream missed its deadline after the answer had started: counted as ``DEADLINE``."""
+
+    status = DEADLINE
 
 
 class QueueDoor:
@@ -168,7 +184,7 @@ class RequestContext:
         incoming_id = incoming.decode("latin-1")
         request_id = incoming_id if _SAFE_ID.match(incoming_id) else f"{_ID_PREFIX}{next(_id_counter):016x}"
         started = time.perf_counter()
-        status, sent, answering, cancelled = CLIENT_CLOSED, 0, False, False
+        status, sent, answering, cancelled, cut_short = CLIENT_CLOSED, 0, False, False, False
         extensions = scope.get("extensions")
         client: ClientConnection | None = extensions.get(CLIENT_EXTENSION) if extensions else None
         task = asyncio.current_task() if client is not None else None
@@ -198,15 +214,15 @@ class RequestContext:
             if not cancelled or task is None or task.uncancel() > 0:  # also (or only) the server's
                 raise
             status = CLIENT_CLOSED
-        except StreamStalled:
-            status = STALLED
+        except StreamCutShort as exc:  # already logged by the response; the server closes the connection
+            status, cut_short = exc.status, True
         except Exception:
             status = 500
             raise
         finally:
             if client is not None:
                 client.when_gone(None)
-                if client.gone and status != STALLED:  # nobody received (all of) this answer
+                if client.gone and not cut_short:  # nobody received (all of) this answer
                     status = CLIENT_CLOSED
             self._record(scope, request_id, status, sent, time.perf_counter() - started)
 

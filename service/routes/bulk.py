@@ -24,9 +24,9 @@ from starlette.types import Message, Receive, Scope, Send
 from contracts import latents
 from contracts.latents import choose_seed
 from service import encoding, label_mix
-from service.batcher import Batcher, Lane
+from service.batcher import Batcher, DeadlineExceeded, Lane
 from service.errors import check_range, invalid, labels_ignored
-from service.middleware import CLIENT_EXTENSION, StreamStalled
+from service.middleware import CLIENT_EXTENSION, StreamCutShort, StreamStalled, StreamTimedOut
 from service.routes.common import (
     BODY_RESPONSES,
     PLAIN_INT,
@@ -89,14 +89,19 @@ class BulkRequest(StrictBody):
 class _BulkResponse(StreamingResponse):
     """A streamed response that always releases its bulk slot and stops its producer, however it ends.
 
-    A client that stops reading holds its slot only ``stall_s`` (``GAN_BULK_STALL_TIMEOUT_S``): a write that
-    waits that long for the client to take the bytes before it ends the stream. Its connection is then
-    aborted (under gan-serve; under another server, closed by the server when the app fails), so the client
-    gets a body cut short, which is no valid archive (a chunked body without its last chunk, a zip without
-    its central directory), and ``StreamStalled`` has the request counted as 408."""
+    The status line waits for the first chunk: a request whose first chunk misses its deadline still gets its
+    own answer, 504 with ``Retry-After`` (and any other failure before it, its own status). Once the answer
+    has started, a stream that cannot be completed is cut short: its connection is aborted (under gan-serve;
+    under another server, closed by the server when the app fails), so the client gets a body cut short,
+    which is no valid archive (a chunked body without its last chunk, a zip without its central directory).
+    The request is then logged and counted by the exception it raises: ``StreamTimedOut`` (504) when a chunk
+    missed its deadline (``GAN_REQUEST_TIMEOUT_S``, counted from when the chunk was queued), and
+    ``StreamStalled`` (408) when the client stopped reading: a write that waits ``stall_s``
+    (``GAN_BULK_STALL_TIMEOUT_S``) for the client to take the bytes ends the stream and frees its slot."""
 
     def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], stall_s: float, **kwargs):
         super().__init__(content, **kwargs)
+        self._source = content
         self._release = release
         self._stall_s = stall_s
 
@@ -112,21 +117,41 @@ class _BulkResponse(StreamingResponse):
                 stalled = True
                 raise
 
+        started = False
         try:
+            first = await anext(self._source)  # before the status line: a failure still gets its own answer
+            started = True
+            self.body_iterator = _after(first, self._source)
             await super().__call__(scope, receive, send_or_stall)
+        except DeadlineExceeded as exc:
+            if not started:
+                log.warning("bulk stream's first chunk missed its deadline: answered 504")
+                raise
+            ended: StreamCutShort = StreamTimedOut(f"a chunk missed its deadline: {exc}")
+            log.warning("bulk stream ended part-way: %s", ended)
         except BaseException:
             if not stalled:
                 raise
+            ended = StreamStalled(f"the client read nothing for {self._stall_s} s")
+            log.warning("bulk stream not read for %s s: ended, its slot freed", self._stall_s)
+        else:
+            return
         finally:
             with contextlib.suppress(Exception):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                await self._source.aclose()  # type: ignore[attr-defined]
             self._release()
-        if stalled:
-            extensions = scope.get("extensions") or {}
-            if (client := extensions.get(CLIENT_EXTENSION)) is not None:
-                client.abort()
-            log.warning("bulk stream not read for %s s: ended, its slot freed", self._stall_s)
-            raise StreamStalled(f"the client read nothing for {self._stall_s} s")
+        extensions = scope.get("extensions") or {}
+        if (client := extensions.get(CLIENT_EXTENSION)) is not None:
+            client.abort()
+        raise ended
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def build_router(ctx: ServiceContext) -> APIRouter:
@@ -221,6 +246,11 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             429: {
                 "model": ErrorBody,
                 "description": "Too many bulk streams running; retry after `Retry-After`.",
+            },
+            504: {
+                "model": ErrorBody,
+                "description": "The first chunk missed its deadline; retry after `Retry-After`. A later "
+                "chunk that misses it ends the stream cut short (no valid archive), counted as 504.",
             },
         },
     )
