@@ -4,6 +4,7 @@ gan-train --out runs/default                       # the default recipe (cdcgan,
 gan-train --model dcgan --loss wgan-gp --epochs 20 --out runs/wgan
 gan-train --data path/to/train-images-idx3-ubyte.gz --out runs/full
 gan-train --out runs/wgan --epochs 40              # resume: the recorded settings, 20 more epochs
+gan-train --nproc 2 --out runs/ddp                 # 2 processes (DDP) sharing the global --batch-size
 
 A resume trains with the settings the run's config.json records; flags given on the command line win, and
 only --epochs may differ from the record (other changes are refused: that would be another run).
@@ -26,6 +27,7 @@ try:
 
     from contracts.run_dir import RunDirError, has_state, read_config
     from train.data import DataError
+    from train.distributed import World, environment_world, launch, recorded_world_size, under_launcher
     from train.loop import TrainConfig, train
     from train.losses import LOSSES, VAE_LOSS
     from train.models import VARIANTS
@@ -124,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs between checkpoints, sample grids and loss plots; the last epoch always (1)",
     )
     p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="training processes on this machine, launched with torchrun (DDP: gloo on the CPU, one GPU\n"
+        "each with NCCL); --batch-size is the global batch, split evenly over them (1)",
+    )
+    p.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (there is none when stderr is not a terminal)",
@@ -178,6 +187,20 @@ def resumed_config(out: Path, args: argparse.Namespace, given: set[str]) -> tupl
     return replace(config, **{field: getattr(asked, field) for field in overrides}), overrides
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N``: the workers learn their number from torchrun, whose own parser would
+    take ``--nproc`` for an ambiguous abbreviation of its ``--nproc-per-node``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -185,26 +208,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    world = environment_world()
+    if args.nproc is not None and (args.nproc < 1 or (under_launcher() and args.nproc != world.size)):
+        parser.error(
+            f"--nproc must be at least 1 (under torchrun: its world size, {world.size}), not {args.nproc}"
+        )
+    nproc = args.nproc or world.size
+    launching = nproc > 1 and not under_launcher()  # this process starts the workers and trains nothing
     try:
         config = config_from_args(args)
         if has_state(args.out):
             config, overrides = resumed_config(Path(args.out), args, given_on_command_line(argv))
             given = ", ".join(f"{field}={getattr(config, field)}" for field in overrides)
-            print(
-                f"{PROG}: resuming {args.out} with the settings its config.json records"
-                + (f", except those given on the command line: {given}" if given else "")
-            )
+            if world.is_main and not launching:
+                print(
+                    f"{PROG}: resuming {args.out} with the settings its config.json records"
+                    + (f", except those given on the command line: {given}" if given else "")
+                )
+            recorded = recorded_world_size(read_config(args.out))
+            if recorded != nproc:
+                raise RunDirError(
+                    f"{args.out} was trained by {recorded} process(es) and a seed names a run only at one "
+                    f"world size: resume it with --nproc {recorded}, or train another --out"
+                )
+        if launching:
+            config.resolve()
+            World(size=nproc).per_rank_batch(config.batch_size)
+            return launch(nproc, "train.cli", without_nproc(argv))
         summary = train(
             config,
             args.out,
             resume=True if args.resume else None,
             progress=not args.no_progress,
-            command=shlex.join([PROG, *argv]),
+            command=shlex.join([PROG, *(["--nproc", str(nproc)] if nproc > 1 else []), *without_nproc(argv)]),
             device=args.device,
             checkpoint_every=args.checkpoint_every,
         )
     except (DataError, RunDirError, ValueError) as exc:
         parser.exit(2, f"{PROG}: error: {exc}\n")
+    if not world.is_main:
+        return 0
     print(
         f"{summary.out}: {summary.epochs} epochs, {summary.steps} steps, "
         f"{summary.train_seconds / 60:.1f} min of training"

@@ -33,6 +33,7 @@ from train.data import (
     to_model_range,
     to_uint8,
 )
+from train.distributed import WORLD_SIZE_KEY, World, joined, recorded_world_size, unwrap
 from train.losses import DEFAULT_LOSS, AdversarialLoss, build_loss
 from train.models import (
     DEFAULT_VARIANT,
@@ -191,13 +192,15 @@ def run_differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
     """Field → (recorded, asked for), each field once, for every way ``new`` is another run than ``old`` (the
     number of epochs may differ). The training settings are compared by name; what derives from them and the
     data (architecture, data, split: ``key`` or ``key.subkey``) only when no setting differs, where it says
-    that the data changed."""
+    that the data changed. The number of processes is part of the run (runs that record none had one)."""
     old_training = old.get("training", {})
     found = {
         key: (old_training.get(key), value)
         for key, value in new["training"].items()
         if key != "epochs" and old_training.get(key) != value
     }
+    if recorded_world_size(old) != recorded_world_size(new):
+        found[WORLD_SIZE_KEY] = (recorded_world_size(old), recorded_world_size(new))
     if found:
         return found
     for key in SAME_RUN_KEYS:
@@ -247,6 +250,7 @@ def train(
     results on a GPU still differ from the CPU's in the last bits of the arithmetic.
     ``checkpoint_every``: epochs between state, generator, sample grid and loss plot (and always the last);
     a resume goes on from the last checkpoint.
+    Under torchrun (``train.distributed``) every process calls this; rank 0 alone writes ``out``.
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
@@ -257,9 +261,11 @@ def train(
     )
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(
-            training, Path(out), resume, progress, command, resolve_device(device), checkpoint_every
-        )
+        resolved = resolve_device(device)
+        with joined(resolved) as world:
+            world.per_rank_batch(cfg.batch_size)
+            on = world.device(resolved)
+            return _train(training, Path(out), resume, progress, command, on, checkpoint_every, world)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
@@ -295,6 +301,7 @@ def _train(
     command: str | None,
     device: torch.device,
     checkpoint_every: int,
+    world: World,
 ) -> RunSummary:
     cfg = training.config
     torch.manual_seed(cfg.seed)
@@ -312,13 +319,15 @@ def _train(
     if isinstance(training.objective, VAESettings):
         encoder = build_encoder(cfg.model, arch).to(device)
         opt_encoder = torch.optim.Adam(encoder.parameters(), lr=cfg.lr_d, betas=betas)
-        objective = VAEObjective(generator, encoder, opt_g, opt_encoder, training.objective)
+        objective = VAEObjective(
+            world.wrap(generator, device), world.wrap(encoder, device), opt_g, opt_encoder, training.objective
+        )
     else:
         critic = build_critic(cfg.model, arch).to(device)
         opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=betas)
         objective = GANObjective(
-            generator,
-            critic,
+            world.wrap(generator, device),
+            world.wrap(critic, device),
             training.objective,
             opt_g,
             opt_d,
@@ -329,10 +338,15 @@ def _train(
     ema = make_ema(generator, cfg.ema_decay) if cfg.ema_decay > 0 else None
     shuffle = torch.Generator().manual_seed(cfg.seed)
 
-    state_modules = objective.state_modules()
+    state_modules = {name: unwrap(part) for name, part in objective.state_modules().items()}
     if ema is not None:
         state_modules["ema"] = ema
-    config = {**run_config(training, data, split, arch), "command": command, "device": describe(device)}
+    config = {
+        **run_config(training, data, split, arch),
+        WORLD_SIZE_KEY: world.size,
+        "command": command,
+        "device": describe(device) if not world.distributed else f"{world.size} × {describe(device)}",
+    }
     log = JsonlLog(out / run_dir.LOG_FILE)
     start_epoch, step, train_seconds = 0, 0, 0.0
     if run_dir.has_state(out) and resume is not False:
@@ -347,13 +361,16 @@ def _train(
             raise run_dir.RunDirError(
                 f"{out} has trained {start_epoch} epochs already; pass --epochs above {start_epoch} to go on"
             )
-        log.truncate_after(step)
+        if world.is_main:
+            log.truncate_after(step)
     elif resume:
         raise run_dir.RunDirError(f"nothing to resume in {out}: no {run_dir.STATE_FILE}")
     elif run_dir.has_state(out):
         raise run_dir.RunDirError(f"{out} already holds a run; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    run_dir.write_config(out, config)
+    world.barrier()  # every rank has read the run directory before rank 0 writes to it
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        run_dir.write_config(out, config)
 
     n = len(labels)
     steps_per_epoch = max(1, n // cfg.batch_size)
@@ -368,12 +385,18 @@ def _train(
     # a bar only on a terminal: in a log file or pipe its redraws are \r fragments (the epoch lines stay)
     on_terminal = getattr(sys.stderr, "isatty", lambda: False)()
     bar = tqdm(
-        total=total_steps, initial=step, disable=not (progress and on_terminal), mininterval=2.0, unit="step"
+        total=total_steps,
+        initial=step,
+        disable=not (progress and on_terminal and world.is_main),
+        mininterval=2.0,
+        unit="step",
     )
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         generator.train()
+        world.reseed(cfg.seed, epoch, shuffle)
         order = torch.randperm(n, generator=shuffle)[: steps_per_epoch * batch].view(steps_per_epoch, batch)
+        order = world.shard(order)
         sums: dict[str, list[float]] = {}
         for index in order.to(device):
             result = objective.step(images[index], labels[index], step, step / total_steps)
@@ -384,12 +407,16 @@ def _train(
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0:
-                log.write({"event": "step", "epoch": epoch + 1, "step": step, **result.stats})
-                bar.set_postfix({k: f"{v:.3f}" for k, v in result.stats.items()}, refresh=False)
+                stats = world.mean(result.stats, device)
+                if world.is_main:
+                    log.write({"event": "step", "epoch": epoch + 1, "step": step, **stats})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()}, refresh=False)
         train_seconds += time.perf_counter() - epoch_start
 
-        means = {k: float(np.mean(v)) for k, v in sums.items()}
+        means = world.mean({k: float(np.mean(v)) for k, v in sums.items()}, device)
         meta = {"epoch": epoch + 1, "step": step, "train_seconds": train_seconds}
+        if not world.is_main:
+            continue
         log.write({"event": "epoch", **meta, **means})
         if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             with torch.no_grad():
@@ -403,4 +430,5 @@ def _train(
             plot_losses(out / run_dir.LOSSES_PLOT, log.read(), PLOTTED)
         bar.write(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
     bar.close()
+    world.barrier()  # no rank returns before rank 0 has written the last checkpoint
     return RunSummary(out, cfg.epochs, step, train_seconds, start_epoch)
