@@ -12,6 +12,12 @@ bucket size (every bucket is warmed up before the service is ready) and runs on 
 so the event loop stays free. Rows are sliced back into their jobs' outputs. A row's pixels do not depend on
 its neighbours (the runtime is deterministic per row), so batching never changes results.
 
+The per-image work beside the model runs on the inference thread too, not on the event loop: a job may give
+its latents as ``SeededLatents`` (drawn there, row by row, as the batch is assembled) and an ``encode``
+function (run there on the job's images once its last rows are out, e.g. PNG encoding), so for a small
+request the loop only parses, queues and writes. (reports/bench/NOTES.md: the loop was the bottleneck, and
+latents + PNG were a fifth of its work.)
+
 Every single-image request passes through here, so the per-job path stays lean: one future and one deadline
 timer per job, Prometheus children looked up once.
 """
@@ -28,9 +34,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
+from contracts.latents import latent_for_seed
 from service.config import Settings
 from service.metrics import Metrics
 from service.runtime import GraphKind, Runtime
@@ -66,22 +74,49 @@ class DeadlineExceeded(Exception):
     """The job's deadline passed before its images were ready (504)."""
 
 
+@dataclass(frozen=True, slots=True)
+class SeededLatents:
+    """The latents of seeds ``seed, seed + 1, ...`` (``n`` of them) times ``truncation``, drawn by the
+    inference thread as their rows join a batch: the same values as ``contracts.latents.request_latents``."""
+
+    seed: int
+    n: int
+    latent_dim: int
+    truncation: float = 1.0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def fill(self, out: np.ndarray, start: int) -> None:
+        """Rows ``start ..`` of these latents into ``out`` (one row per row of ``out``)."""
+        for i in range(len(out)):
+            out[i] = latent_for_seed(self.seed + start + i, self.latent_dim)
+        if self.truncation != 1.0:  # elementwise in float32, as contracts.latents.truncate
+            out *= np.float32(self.truncation)
+
+
+Encode = Callable[[np.ndarray], Any]
+
+
 @dataclass(eq=False)
 class _Job:
     kind: GraphKind
-    z: np.ndarray
+    z: np.ndarray | SeededLatents
     condition: np.ndarray
     lane: Lane
     admitted: bool  # counts against max_queue_images
     under_load: bool  # a batch was running when the job arrived: it may wait for company
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]
+    encode: Encode | None = None  # run on the inference thread on the job's images; its result is the answer
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # the caller gave up or its deadline passed
     next_row: int = 0  # rows handed to batches so far
     done_rows: int = 0
     started: float | None = None
     compute_s: float = 0.0
-    out: np.ndarray | None = None
+    out: np.ndarray | None = None  # written by the inference thread only
+    encoded: Any = None  # encode's result, or the exception it raised
+    encode_failed: bool = False
 
     @property
     def n(self) -> int:
@@ -165,8 +200,11 @@ class Batcher:
         lane: Lane | None = None,
         admit: bool = True,
         timeout_s: float | None = None,
-    ) -> np.ndarray:
-        """Images for latents ``z`` [n, latent_dim] under ``condition`` (labels [n] or label weights [n, K]).
+        encode: Encode | None = None,
+    ) -> Any:
+        """Images for latents ``z`` [n, latent_dim] (or ``SeededLatents``, drawn on the inference thread)
+        under ``condition`` (labels [n] or label weights [n, K]); with ``encode``, ``encode(images)`` run on
+        the inference thread (keep it to small jobs: it delays the next batch).
 
         ``admit=False`` skips the queue bound (bulk streams are bounded by their own slots instead).
         Raises ``QueueFull``, ``NeverFits``, ``Unavailable`` or ``DeadlineExceeded``; cancelling the caller
@@ -184,7 +222,7 @@ class Batcher:
         timeout_s = self.settings.request_timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        job = _Job(kind, z, condition, lane, admitted=admit, under_load=self._in_flight, future=future)
+        job = _Job(kind, z, condition, lane, admit, self._in_flight, future, encode)
         self._enqueue(job)
         deadline = loop.call_later(timeout_s, self._time_out, job, timeout_s)
         try:
@@ -337,19 +375,13 @@ class Batcher:
     async def _run(self, batch: list[_Slice]) -> None:
         rows = sum(s.stop - s.start for s in batch)
         size = self.buckets[bisect.bisect_left(self.buckets, rows)]
-        kind = batch[0].job.kind
-        z, condition = self._empty_batch(kind, size)
         started = time.monotonic()
         for s in batch:
-            z[s.offset : s.offset + s.stop - s.start] = s.job.z[s.start : s.stop]
-            condition[s.offset : s.offset + s.stop - s.start] = s.job.condition[s.start : s.stop]
             if s.job.started is None:
                 s.job.started = started
         self._in_flight = True
         try:
-            images = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.runtime.run, kind, z, condition
-            )
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, size, batch)
         except Exception as exc:
             log.exception("inference failed for a batch of %d", rows)
             for s in batch:
@@ -362,19 +394,47 @@ class Batcher:
         self.metrics.batch_padding.inc(size - rows)
         self.metrics.batch_seconds.observe(elapsed)
         for s in batch:
-            self._deliver(s, images, elapsed)
+            self._deliver(s, elapsed)
 
-    def _deliver(self, s: _Slice, images: np.ndarray, elapsed: float) -> None:
+    def _infer(self, size: int, batch: list[_Slice]) -> None:
+        """On the inference thread: assemble the batch (drawing seeded latents), run it, copy each slice into
+        its job's output, and encode every job whose last rows these were. Batches run one after another on
+        this one thread, so a job's earlier rows are in its output when its last slice arrives."""
+        kind = batch[0].job.kind
+        z, condition = self._empty_batch(kind, size)
+        for s in batch:
+            rows = slice(s.offset, s.offset + s.stop - s.start)
+            if isinstance(s.job.z, SeededLatents):
+                s.job.z.fill(z[rows], s.start)
+            else:
+                z[rows] = s.job.z[s.start : s.stop]
+            condition[rows] = s.job.condition[s.start : s.stop]
+        images = self.runtime.run(kind, z, condition)
+        for s in batch:
+            job = s.job
+            if job.abandoned:  # the caller gave up or its deadline passed: its rows are discarded
+                continue
+            if job.out is None:
+                job.out = np.empty((job.n, *images.shape[1:]), dtype=images.dtype)
+            job.out[s.start : s.stop] = images[s.offset : s.offset + s.stop - s.start]
+            if job.encode is not None and s.stop == job.n:
+                try:
+                    job.encoded = job.encode(job.out)
+                except Exception as exc:  # this job's answer fails, not the batch
+                    job.encoded, job.encode_failed = exc, True
+
+    def _deliver(self, s: _Slice, elapsed: float) -> None:
         job = s.job
         if job.finished:  # abandoned or expired meanwhile: its rows are discarded
             return
-        if job.out is None:
-            job.out = np.empty((job.n, *images.shape[1:]), dtype=images.dtype)
-        job.out[s.start : s.stop] = images[s.offset : s.offset + s.stop - s.start]
         job.done_rows += s.stop - s.start
         job.compute_s += elapsed
         if job.delivered:
-            job.future.set_result(job.out)
+            if job.encode_failed:
+                log.error("encoding a job of %d images failed", job.n, exc_info=job.encoded)
+                self._fail(job, job.encoded)
+                return
+            job.future.set_result(job.out if job.encode is None else job.encoded)
             lane = job.lane
             self._images[lane].inc(job.n)
             self._queue_wait[lane].observe((job.started or job.enqueued) - job.enqueued)

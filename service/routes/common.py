@@ -9,6 +9,7 @@ measurable share of a small one); the batcher, made later by the lifespan, is re
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import typing
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from contracts.latents import MAX_SEED
 from service import encoding, errors
-from service.batcher import Batcher
+from service.batcher import Batcher, SeededLatents
 from service.config import Settings
 from service.encoding import Format
 from service.metrics import Metrics
@@ -281,7 +282,7 @@ async def image_response(
     ctx: ServiceContext,
     request: Request,
     kind: GraphKind,
-    z: np.ndarray,
+    z: np.ndarray | SeededLatents,
     condition: np.ndarray,
     fmt: Format,
     *,
@@ -292,28 +293,35 @@ async def image_response(
 ) -> Response:
     """The images of ``z`` under ``condition`` (labels or label weights) rendered in ``fmt``; the queued work
     is dropped if the client goes away first. ``infos`` (each image's seed/label/latent) is called for json
-    only. Encoding runs on the event loop for at most ``inline_max_images`` images, else in a thread."""
+    only. For at most ``inline_max_images`` images the answer is encoded on the inference thread beside the
+    batch (the event loop only writes it), else in the thread pool."""
     settings = ctx.settings
-    work = ctx.batcher.generate(kind, z, condition)
-    images = await unless_disconnected(request, work, settings.disconnect_check_ms / 1000)
-    padding, inline_max_images = settings.grid_padding, settings.inline_max_images
+    n, padding = len(condition), settings.grid_padding
+    render = _renderer(fmt, columns, padding)
+    beside = n <= settings.inline_max_images
+    work = ctx.batcher.generate(kind, z, condition, encode=render if beside else None)
+    result = await unless_disconnected(request, work, settings.disconnect_check_ms / 1000)
+    body = result if beside else await run_in_threadpool(render, result)
     headers = {"X-Seed": str(seed)} if seed is not None else {}
-    n = len(images)
-    if fmt is Format.png:
-        body = await compute(n, inline_max_images, encoding.png_response, images, columns, padding)
-        return Response(body, media_type=encoding.PNG, headers=headers)
-    if fmt is Format.npy:
-        body = await compute(n, inline_max_images, encoding.npy_bytes, images)
-        return Response(body, media_type=encoding.NPY, headers=headers)
-    pngs = await compute(n, inline_max_images, lambda: [encoding.b64_png(image) for image in images])
+    if fmt is not Format.json:
+        return Response(body, media_type=encoding.PNG if fmt is Format.png else encoding.NPY, headers=headers)
     payload = ImagesJSON(
         seed=seed,
         truncation=truncation,
-        count=len(images),
-        image_shape=tuple(images.shape[1:]),
+        count=n,
+        image_shape=body[0],
         images=[
             ImageInfo(index=i, png=png, **info)
-            for i, (info, png) in enumerate(zip(infos(), pngs, strict=True))
+            for i, (info, png) in enumerate(zip(infos(), body[1], strict=True))
         ],
     )
     return Response(payload.model_dump_json(exclude_none=True), media_type=encoding.JSON, headers=headers)
+
+
+def _renderer(fmt: Format, columns: int | None, padding: int) -> Callable[[np.ndarray], Any]:
+    """``images → body`` for ``fmt`` (json: the image shape and each image's base64 PNG)."""
+    if fmt is Format.png:
+        return functools.partial(encoding.png_response, columns=columns, padding=padding)
+    if fmt is Format.npy:
+        return encoding.npy_bytes
+    return lambda images: (tuple(images.shape[1:]), [encoding.b64_png(image) for image in images])

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from contracts import latents
 from contracts.latents import choose_seed
+from service.batcher import SeededLatents
 from service.encoding import Format
 from service.errors import check_count, check_range, labels_ignored
 from service.routes.common import (
@@ -80,15 +81,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         n = len(labels)
         count = 1 if same_latent else n
         seed = choose_seed(seed, count)
-        z = await compute(
-            count,
-            settings.inline_max_images,
-            latents.request_latents,
-            seed,
-            count,
-            spec.latent_dim,
-            truncation,
-        )
+        z: np.ndarray | SeededLatents
+        if fmt is not Format.json and not same_latent and n <= settings.inline_max_images:
+            z = SeededLatents(seed, n, spec.latent_dim, truncation)  # drawn on the inference thread
+        else:  # json answers carry the latents; large requests draw them in the thread pool
+            draw, dim = latents.request_latents, spec.latent_dim
+            z = await compute(count, settings.inline_max_images, draw, seed, count, dim, truncation)
         if same_latent:
             z = np.repeat(z, n, axis=0)
         seeds = [seed] * n if same_latent else range(seed, seed + n)

@@ -15,7 +15,8 @@ from service_support import MODEL_DIR, GatedRuntime, make_settings
 from test_service_ops import metric_value
 
 from contracts import latents
-from service.batcher import Batcher, DeadlineExceeded, Lane, QueueFull, Unavailable
+from service import encoding
+from service.batcher import Batcher, DeadlineExceeded, Lane, QueueFull, SeededLatents, Unavailable
 from service.config import Settings
 from service.metrics import Metrics
 from service.model_repo import load_model_dir
@@ -78,6 +79,49 @@ def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
 
     seen, graphs = asyncio.run(scenario())
     assert sorted(seen) == sorted((kind, size) for kind in graphs for size in (1, 2, 4, 8, 16, 32))
+
+
+def test_seeded_latents_and_encoding_on_the_inference_thread_give_the_same_bytes():
+    """Latents drawn row by row as batches form (a job split across three batches, truncated, beside small
+    jobs) and answers encoded on the inference thread equal the route's old path: latents drawn first, images
+    encoded after; an encoder that raises fails its own job only."""
+
+    def broken(images: np.ndarray) -> bytes:
+        raise ValueError("no encoding")
+
+    async def scenario():
+        batcher, runtime = await started_batcher(max_batch=8)
+        blocker = await hold_inference(batcher, runtime)
+        big = SeededLatents(500, 20, SPEC.latent_dim, 0.7)
+        labels = np.arange(20, dtype=np.int64) % SPEC.num_classes
+        tasks = [
+            asyncio.create_task(batcher.generate(GraphKind.MAIN, big, labels)),
+            asyncio.create_task(
+                batcher.generate(
+                    GraphKind.MAIN,
+                    SeededLatents(9, 1, SPEC.latent_dim),
+                    np.array([3]),
+                    encode=encoding.png_response,
+                )
+            ),
+            asyncio.create_task(
+                batcher.generate(GraphKind.MAIN, *job(10, 2, 4), encode=encoding.png_response)
+            ),
+            asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(11, 1, 5), encode=broken)),
+        ]
+        runtime.gate.set()
+        await blocker
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.close()
+        return results, labels
+
+    (images, one, two, failed), labels = asyncio.run(scenario())
+    reference = Runtime(SPEC, make_settings())
+    z = latents.request_latents(500, 20, SPEC.latent_dim, 0.7)
+    np.testing.assert_array_equal(images, reference.run(GraphKind.MAIN, z, labels))
+    assert one == encoding.png_bytes(reference.run(GraphKind.MAIN, *job(9, 1, 3))[0])  # one image: no grid
+    assert two == encoding.png_response(reference.run(GraphKind.MAIN, *job(10, 2, 4)))
+    assert isinstance(failed, ValueError)
 
 
 def test_large_job_is_split_padded_and_identical_to_one_call():
