@@ -139,3 +139,12 @@ def trivial_app(
 def external(url: str, ready_path: str = "/readyz") -> Iterator[Server]:
     wait_ready(url, ready_path, None, READY_TIMEOUT_S, None)
     yield Server(url.rstrip("/"), None)
+
+
+@contextmanager
+def naive(log: Path, model_dir: Path, port: int | None = None) -> Iterator[Server]:
+    """The naive peer (``loadtest.naive_server``: a sync FastAPI route, one batch-1 ORT call per request)."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "loadtest.naive_server", "--model-dir", str(model_dir), "--port", str(port)]
+    with _spawn(cmd, os.environ, f"http://127.0.0.1:{port}", "/healthz", log) as server:
+        yield server

@@ -1,12 +1,15 @@
-"""gan-bench's composition on a hand-made run (the limit uses the batch sizes the batcher formed, the sweep
-of the service's thread setting, and the framework ceiling), its markdown, and its flag errors."""
+"""gan-bench's composition on a hand-made run (the limit uses the model at max_batch on the sweep of the
+service's thread setting, one PNG and the framework ceiling; the batch sizes formed are reported beside), the
+ratios to the naive peer, its markdown, its flag errors, and the naive peer itself."""
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 
+from contracts import latents
 from loadtest import benchmark
 from loadtest.bench_report import render_markdown
 from loadtest.run import duration_seconds
@@ -66,6 +69,10 @@ def report() -> dict:
             "placeholder": False,
         },
         "service_settings": {"max_batch": 8},
+        "peers": {
+            "naive": [{**level(64, 300.0, 100.0, {}, 0.0), "rps": 400.0}, {**level(8, 500.0, 9.0, {}, 0.0)}],
+            "frameworks": [{"name": "Ray Serve", "status": "not installed"}],
+        },
         "ort": {"cpu": {"0": sweep0, "1": sweep1}, "gpu": {"available": False, "note": "no GPU available"}},
         "encoding": {
             "png_ms_per_image": 0.1,
@@ -79,7 +86,10 @@ def report() -> dict:
         },
         # two batches of 8 (16 images) and two of 1: (2 * 4 ms + 2 * 1 ms) / 18 images
         "service": {
-            "batching_on": [level(64, 600.0, 200.0, {"1": 2.0, "8": 2.0}, 18.0)],
+            "batching_on": [
+                level(8, 400.0, 20.0, {"8": 50.0}, 400.0),
+                level(64, 600.0, 200.0, {"1": 2.0, "8": 2.0}, 18.0),
+            ],
             "batching_off": [level(64, 300.0, 400.0, {"1": 300.0}, 300.0)],
         },
         "bulk": {
@@ -89,20 +99,24 @@ def report() -> dict:
     }
 
 
-def test_compose_uses_formed_batches_and_the_service_thread_setting() -> None:
+def test_compose_uses_the_model_at_max_batch_and_the_service_thread_setting() -> None:
     args = argparse.Namespace(compose_at=64, max_batch=8)
     data = report()
     composed = benchmark.compose(data, args)
-    model_s = (2 * 0.004 + 2 * 0.001) / 18
-    expected = 1 / (1 / 2000 + model_s + 0.0001 + 0.00005)
+    model_s = 0.004 / 8  # one batch of max_batch=8 takes 4 ms
+    expected = 1 / (1 / 2000 + model_s + 0.0001)  # framework + model + one PNG; latents are not in it
     assert composed["limit"]["model_s"] == pytest.approx(model_s)
+    assert composed["model_s_at_formed_batches"] == pytest.approx((2 * 0.004 + 2 * 0.001) / 18)
     assert composed["limit"]["rps"] == pytest.approx(expected)
     assert composed["share_of_limit"] == pytest.approx(600 / expected)
     assert composed["batching_ratio"] == pytest.approx(2.0)
-    assert composed["targets"]["single_p99_ms"]["met"] is True
-    assert composed["targets"]["bulk_share_of_peak_ort"]["measured"] == pytest.approx(0.75)
-    # in CPU time: 0.25 ms framework + (2 * 8 ms + 2 * 2 ms) / 18 images + 0.1 ms PNG + 0.05 ms latent
-    cpu_parts_ms = 0.25 + 20 / 18 + 0.1 + 0.05
+    targets = composed["targets"]
+    assert targets["single_p99_ms"] == {"target": 100.0, "measured": 200.0, "met": False}
+    assert targets["bulk_share_of_peak_ort"]["measured"] == pytest.approx(0.75)
+    assert targets["vs_naive_at_64"] == {"target": 1.5, "measured": 1.5, "met": True}
+    assert targets["vs_naive_at_8"] == {"target": 1.0, "measured": 0.8, "met": False}
+    # in CPU time: 0.25 ms framework + 8 ms / 8 images + 0.1 ms PNG
+    cpu_parts_ms = 0.25 + 8 / 8 + 0.1
     assert composed["cpu"]["parts"]["seconds_per_request"] * 1000 == pytest.approx(cpu_parts_ms)
     assert composed["cpu"]["parts_share_of_service"] == pytest.approx(cpu_parts_ms / 2.0)
 
@@ -118,6 +132,10 @@ def test_markdown_carries_the_figures() -> None:
     assert "other processes on this machine used 0.25 of its 2 cores" in text
     assert "| 64 | 600.0 |" in text  # the level row
     assert "2,000.0 req/s at 64 clients" in text  # the framework ceiling
+    assert "| 64 | gan-serve (dynamic batching) | 600.0 | 100.0 | 200.0 | 2.000 | 1.50× | 0 |" in text
+    assert "| 64 | naive FastAPI (sync route, batch-1 ORT) | 400.0 |" in text
+    assert "| 64 | Ray Serve | not installed |" in text
+    assert "| single-image req/s at 8 clients ≥ 1.0 × the naive peer's | 0.80× | **no** |" in text
     assert "placeholder" not in text
 
 
@@ -175,3 +193,31 @@ def test_a_cuda_service_is_measured_against_the_gpu_sweep():
     assert label == "CPU, intra_op_threads=0" and sweep["1"]["ms_per_batch"] == 1.0
     _, label = reference_sweep(_sweeps_report("cuda", gpu_available=False))
     assert label.startswith("CPU")
+
+
+def test_the_naive_peer_answers_the_services_bytes_and_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same model, same seed rule, same PNG: the peers differ in serving, not in the work per answer."""
+    from fastapi.testclient import TestClient
+
+    from loadtest import naive_server
+    from service.config import Settings
+    from service.encoding import png_bytes
+    from service.model_repo import load_model_dir
+    from service.runtime import GraphKind, Runtime
+
+    model_dir = Settings().model_dir
+    monkeypatch.setenv(naive_server.MODEL_DIR_ENV, str(model_dir))
+    spec = load_model_dir(model_dir)
+    with TestClient(naive_server.create_app()) as client:
+        answer = client.post("/generate", params={"label": 3, "seed": 11})
+        assert client.post("/generate", params={"label": spec.num_classes}).status_code == 422
+    assert answer.status_code == 200 and answer.headers["X-Seed"] == "11"
+    z = latents.request_latents(11, 1, spec.latent_dim)
+    image = Runtime(spec, Settings(model_dir=model_dir)).run(GraphKind.MAIN, z, np.array([3], dtype=np.int64))
+    assert answer.content == png_bytes(image[0])
+
+
+def test_framework_peers_say_whether_they_are_installed() -> None:
+    peers = benchmark.framework_peers()
+    assert [p["name"] for p in peers] == ["Ray Serve", "LitServe", "BentoML"]
+    assert all(p["status"] in ("not installed", "installed; no adapter in gan-bench yet") for p in peers)
