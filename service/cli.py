@@ -27,11 +27,10 @@ from pydantic import ValidationError
 from contracts.model_dir import ModelDirError
 from service.config import Settings
 from service.logs import log_config
-from service.model_repo import load_model_dir
 
 try:
-    from service.main import create_app
-    from service.runtime import Runtime, StartupError
+    from service.main import create_app, load_spec, open_runtime
+    from service.runtime import InferenceRuntime, Runtime, StartupError
     from service.server import ServerConfig, server_options
     from service.workers import Supervisor, shared_metrics_dir
 except ImportError as exc:  # neither ONNX Runtime extra: service.runtime's message names them
@@ -107,14 +106,15 @@ def settings_problem(exc: ValidationError, flags: set[str]) -> str:
     return "; ".join(" ".join(problem.split()) for problem in problems)
 
 
-def check_model(settings: Settings) -> Runtime:
-    """The model directory verified and its graphs opened by ONNX Runtime, here in the CLI, so a model the
-    service cannot run is refused in one line. With one worker the app serves this runtime; with several, each
-    worker opens its own (this one checks the graphs on the CPU, unless GAN_DEVICE=cuda asks for the GPU)."""
-    spec = load_model_dir(settings.model_dir, settings.model_variant)
-    if settings.workers > 1 and settings.device != "cuda":
+def check_model(settings: Settings) -> InferenceRuntime:
+    """The model directory verified and its graphs opened by ONNX Runtime (or, with GAN_INFERENCE_URL, the
+    remote backend's model checked against the manifest), here in the CLI, so a model the service cannot run
+    is refused in one line. With one worker the app serves this runtime; with several, each worker opens its
+    own (this one checks the graphs on the CPU, unless GAN_DEVICE=cuda asks for the GPU)."""
+    spec = load_spec(settings)
+    if settings.workers > 1 and settings.device != "cuda" and not settings.inference_url:
         return Runtime(spec, settings.model_copy(update={"device": "cpu"}))
-    return Runtime(spec, settings)
+    return open_runtime(spec, settings)
 
 
 @contextlib.contextmanager
@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelDirError, StartupError) as exc:
         print(f"gan-serve: refusing to start: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_REFUSED
-    if app is None:
-        del runtime  # each worker builds its own app and runtime from the environment
+    if app is None:  # each worker builds its own app and runtime from the environment
+        if runtime is not None:  # (None: a test skipped the check)
+            runtime.close()
+        del runtime
     config = ServerConfig(
         app if app is not None else "service.main:app_from_env",
         factory=app is None,

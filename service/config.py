@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -40,6 +41,39 @@ class Settings(BaseSettings):
     )
     inter_op_threads: int = Field(
         0, ge=0, le=256, description="ORT threads across operators (0: ORT default)."
+    )
+
+    # --- remote inference backend (two tiers: this process batches and encodes, another runs the model)
+    inference_url: str | None = Field(
+        None,
+        description=(
+            "Base URL of an Open Inference Protocol (KServe v2) server (Triton, KServe, another gan-serve) "
+            "that runs the model instead of a local ONNX Runtime session; only manifest.json is read here."
+        ),
+    )
+    inference_model: str | None = Field(
+        None, description="The model's name on the inference backend (default: the manifest's name)."
+    )
+    inference_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Most seconds one call to the backend may take; then 503 and not ready until it answers.",
+    )
+    inference_connect_timeout_s: float = Field(
+        2.0, gt=0, le=600, description="Most seconds to open a connection to the backend."
+    )
+    inference_probe_s: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="Seconds between checks of the backend's model readiness (readiness follows them).",
+    )
+    inference_start_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="At start, most seconds to wait for the backend's model to answer and be ready.",
     )
 
     # --- dynamic batching
@@ -179,6 +213,17 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="Most seconds to finish in-flight requests."
     )
+
+    @field_validator("inference_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http:// or https:// URL such as http://triton:8000, got {value!r}")
+        return value
 
     @field_validator("batch_buckets", mode="before")
     @classmethod

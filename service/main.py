@@ -1,5 +1,6 @@
 """The FastAPI app: ``create_app(settings)`` checks the model directory at once (a bad model never starts),
-and its lifespan opens the ONNX Runtime sessions, starts the batcher (which warms up every batch size before
+and its lifespan opens the runtime (ONNX Runtime sessions, or with ``GAN_INFERENCE_URL`` a client of a remote
+Open Inference Protocol backend: ``open_runtime``), starts the batcher (which warms up every batch size before
 ``/readyz`` turns 200) and, on shutdown, finishes queued work before releasing them."""
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from service.config import Settings
 from service.metrics import Metrics
 from service.middleware import QueueDoor, RequestContext
 from service.model_repo import ModelSpec, load_model_dir
+from service.remote_runtime import RemoteRuntime
 from service.routes import arithmetic, bulk, generate, inference_protocol, interpolate, models, ops
 from service.routes.common import ServiceContext
-from service.runtime import Runtime
+from service.runtime import InferenceRuntime, Runtime
 from service.shutdown import install_sigterm_drain
 
 log = logging.getLogger(__name__)
 
-RuntimeFactory = Callable[[ModelSpec, Settings], Runtime]
+RuntimeFactory = Callable[[ModelSpec, Settings], InferenceRuntime]
 # the image routes whose work the batcher admits to its bounded queue (429 when full: see QueueDoor)
 ADMITTED_PATHS = frozenset(
     {"/generate", "/v1/generate", "/v1/interpolate", "/v1/interpolate/labels"}
@@ -33,21 +35,31 @@ ADMITTED_PATHS = frozenset(
 )
 
 
-def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory = Runtime) -> FastAPI:
+def open_runtime(spec: ModelSpec, settings: Settings) -> InferenceRuntime:
+    """A remote backend's client when ``GAN_INFERENCE_URL`` is set, else local ONNX Runtime sessions; raises
+    ``StartupError`` (or ``ModelDirError``) when it cannot serve the manifest's model."""
+    return RemoteRuntime(spec, settings) if settings.inference_url else Runtime(spec, settings)
+
+
+def load_spec(settings: Settings) -> ModelSpec:
+    """The model directory to serve; with a remote backend its manifest.json only (no graph file here)."""
+    return load_model_dir(settings.model_dir, settings.model_variant, local=settings.inference_url is None)
+
+
+def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory = open_runtime) -> FastAPI:
     settings = settings or Settings()
-    spec = load_model_dir(settings.model_dir, settings.model_variant)
+    spec = load_spec(settings)
     metrics = Metrics(settings.max_batch)
     ctx = ServiceContext(spec, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = runtime_factory(spec, settings)
+        threads = runtime.intra_op_threads
         metrics.model_info.labels(
-            spec.manifest.name, spec.manifest.version, runtime.providers[0], str(runtime.intra_op_threads)
+            spec.manifest.name, spec.manifest.version, runtime.providers[0], str(threads or "-")
         ).set(1)
-        log.info(
-            "ONNX Runtime providers %s, %d intra-op threads", runtime.providers, runtime.intra_op_threads
-        )
+        log.info("runtime %s, intra-op threads: %s", runtime.providers, threads or "-")
         batcher = Batcher(runtime, settings, metrics)
         batcher.start()
         ctx.lifecycle.batcher = batcher
@@ -59,6 +71,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
             ctx.lifecycle.draining = True
             metrics.ready.set(0)
             await batcher.close()
+            runtime.close()
             metrics.retire()
             log.info("stopped: queued work finished")
 

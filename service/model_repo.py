@@ -55,8 +55,9 @@ class ModelSpec:
         return self.manifest.conditional
 
 
-def load_model_dir(directory: str | Path, variant: str | None = None) -> ModelSpec:
-    """Read and check a model directory; raises ``ModelDirError``: an unverified file is never served."""
+def load_model_dir(directory: str | Path, variant: str | None = None, *, local: bool = True) -> ModelSpec:
+    """Read and check a model directory; raises ``ModelDirError``: an unverified file is never served.
+    ``local=False``: only manifest.json is read (a remote backend runs the graph; no label morph then)."""
     directory = Path(directory).resolve()
     manifest = read_manifest(directory)
     try:
@@ -65,14 +66,14 @@ def load_model_dir(directory: str | Path, variant: str | None = None) -> ModelSp
         raise ModelDirError(f"{directory / MANIFEST_FILE}: {exc.args[0]}") from exc
     where = "file" if variant is None else f"variants.{variant}"
     main = Graph(
-        verified_graph(directory, entry, where),
+        verified_graph(directory, entry, where) if local else directory / entry.file,
         entry.sha256,
         manifest.inputs["latent"],
         manifest.inputs["label"],
         manifest.output.name,
     )
     morph = None
-    if (morph_entry := manifest.extra_graphs.get(LABEL_MORPH)) is not None:
+    if local and (morph_entry := manifest.extra_graphs.get(LABEL_MORPH)) is not None:
         inputs = morph_entry.inputs or {}
         morph = Graph(
             verified_graph(directory, morph_entry, f"extra_graphs.{LABEL_MORPH}"),

@@ -1,5 +1,7 @@
 """ONNX Runtime sessions for a model directory: the last hop from a request to the model.
 
+The batcher talks to an ``InferenceRuntime``: this module's ``Runtime`` (local sessions) or
+``service.remote_runtime.RemoteRuntime`` (an Open Inference Protocol backend, ``GAN_INFERENCE_URL``).
 Not thread-safe by design: the batcher calls ``run`` from its single inference thread only.
 """
 
@@ -11,6 +13,7 @@ import os
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -43,6 +46,26 @@ class StartupError(RuntimeError):
 class GraphKind(StrEnum):
     MAIN = "main"  # (z, int64 label) -> image
     LABEL_MORPH = "label_morph"  # (z, float32 label weights) -> image
+
+
+class InferenceRuntime(Protocol):
+    """What the batcher, the routes and the metrics need of a runtime, local or remote."""
+
+    spec: ModelSpec
+    providers: list[str]  # what really runs the graphs, as /v1/models and gan_model_info report it
+    intra_op_threads: int | None  # None: not this process's to say (a remote backend)
+
+    @property
+    def graphs(self) -> tuple[GraphKind, ...]: ...
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the runtime cannot serve now (readiness is false meanwhile), or None."""
+        ...
+
+    def run(self, kind: GraphKind, z: np.ndarray, condition: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 def installed_runtimes() -> list[str]:
@@ -132,6 +155,13 @@ class Runtime:
     @property
     def graphs(self) -> tuple[GraphKind, ...]:
         return tuple(self._graphs)
+
+    @property
+    def unavailable(self) -> str | None:
+        return None  # a loaded session stays loaded
+
+    def close(self) -> None:
+        pass  # the sessions go with the object
 
     def run(self, kind: GraphKind, z: np.ndarray, condition: np.ndarray) -> np.ndarray:
         """``z`` float32 [N, latent_dim], ``condition`` int64 labels [N] or float32 label weights [N, K]

@@ -122,8 +122,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             )
         if spec.label_morph is None:
             raise NotSupported(
-                f"model {spec.manifest.name!r} does not support label interpolation: its manifest has no "
-                "extra_graphs.label_morph graph (z, label_weights) -> image"
+                f"model {spec.manifest.name!r} does not support label interpolation: "
+                + (
+                    "its remote inference backend (GAN_INFERENCE_URL) serves the main graph only"
+                    if settings.inference_url
+                    else "its manifest has no extra_graphs.label_morph graph (z, label_weights) -> image"
+                )
             )
         check_range(("body", "start_label"), body.start_label, 0, top_label)
         check_range(("body", "end_label"), body.end_label, 0, top_label)

@@ -18,6 +18,8 @@ def readiness(lifecycle: Lifecycle) -> tuple[bool, str]:
         return False, "starting"
     if batcher.failed:
         return False, batcher.failed
+    if (why := batcher.runtime.unavailable) is not None:  # a remote inference backend down or slow
+        return False, why
     return (True, "ready") if batcher.ready else (False, "warming up")
 
 

@@ -7,19 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 from service_support import (
     LIVE_SETTINGS,
     MODEL_DIR,
     GatedRuntime,
     build_unconditional_model,
-    free_port,
     make_settings,
+    running_server,
     serve_in_process,
-    start_server,
-    stop_server,
-    wait_ready,
 )
 
 from service.config import Settings
@@ -62,14 +58,8 @@ def gated() -> Callable[[ModelSpec, Settings], GatedRuntime]:
 @pytest.fixture(scope="session")
 def live_server() -> Iterator[str]:
     """One `gan-serve` subprocess for the tests that need a real server; yields its base URL."""
-    port = free_port()
-    process = start_server(port, drain_s=0, **LIVE_SETTINGS)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(lambda path: httpx.get(url + path))
+    with running_server(drain_s=0, **LIVE_SETTINGS) as (url, _):
         yield url
-    finally:
-        stop_server(process)
 
 
 @pytest.fixture

@@ -153,3 +153,16 @@ def stop_server(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def running_server(port: int | None = None, **env: object) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``start_server`` until ready, stopped on exit; yields its base URL and process."""
+    port = port or free_port()
+    process = start_server(port, **env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(lambda path: httpx.get(url + path))
+        yield url, process
+    finally:
+        stop_server(process)

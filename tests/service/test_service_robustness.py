@@ -25,10 +25,8 @@ from tests.service.service_support import (
     GatedRuntime,
     free_port,
     make_settings,
+    running_server,
     serve_in_thread,
-    start_server,
-    stop_server,
-    wait_ready,
 )
 from tests.service.test_service_ops import metric_value
 
@@ -118,13 +116,8 @@ def test_client_gone_before_its_answer_is_499_and_its_queued_work_is_dropped(cap
 @pytest.fixture(scope="module")
 def gan_serve():
     port = free_port()
-    process = start_server(port, max_header_bytes=4096, header_timeout_s=1.0)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(lambda path: httpx.get(url + path))
+    with running_server(port, max_header_bytes=4096, header_timeout_s=1.0) as (url, _):
         yield url, port
-    finally:
-        stop_server(process)
 
 
 def test_headers_over_max_header_bytes_get_431_and_the_connection_closes(gan_serve):
