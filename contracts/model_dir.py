@@ -20,6 +20,7 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 FP16_FILE = "model.fp16.onnx"
 LABEL_MORPH_FILE = "label_morph.onnx"
+ENCODER_FILE = "encoder.onnx"
 SAMPLES_FILE = "samples.png"
 CARD_FILE = "README.md"
 
@@ -29,6 +30,10 @@ LABEL_WEIGHTS_INPUT = "label_weights"
 IMAGE_OUTPUT = "image"
 OUTPUT_SPEC = {"name": IMAGE_OUTPUT, "dtype": "uint8", "layout": "NHWC", "range": [0, 255]}
 LABEL_MORPH = "label_morph"  # the key of the optional label-mixing graph in ``extra_graphs``
+# The optional encoder (GAN inversion): inputs image uint8 [N, H, W, C] and label int64 [N], output latent
+# float32 [N, latent_dim]. Its manifest entry is ``encoder`` (absent: the model cannot project images).
+IMAGE_INPUT = "image"
+LATENT_OUTPUT = "latent"
 
 # Written by gan-export beside the fields every reader needs; ``read_manifest(complete=True)`` requires them.
 EXPORT_FIELDS = (
@@ -93,6 +98,7 @@ class Manifest(BaseModel):
     output: Output
     variants: dict[str, GraphEntry] = Field(default_factory=dict)
     extra_graphs: dict[str, GraphEntry] = Field(default_factory=dict)
+    encoder: GraphEntry | None = None  # {"file", "sha256", "inputs": {"image", "label"}, "output", ...}
     # Written by gan-export (EXPORT_FIELDS); optional for a reader.
     normalisation: dict[str, Any] | None = None
     opset: int | None = Field(None, ge=1)
@@ -126,6 +132,8 @@ class Manifest(BaseModel):
         morph = self.extra_graphs.get(LABEL_MORPH)
         if morph is not None and not {"latent", "label_weights"} <= set(morph.inputs or {}):
             raise ValueError('extra_graphs.label_morph.inputs must name "latent" and "label_weights"')
+        if self.encoder is not None and not {"image", "label"} <= set(self.encoder.inputs or {}):
+            raise ValueError('encoder.inputs must name "image" and "label"')
         return self
 
     def graph(self, variant: str | None = None) -> GraphEntry:
@@ -143,6 +151,8 @@ class Manifest(BaseModel):
             yield f"variants.{key}", entry
         for key, entry in self.extra_graphs.items():
             yield f"extra_graphs.{key}", entry
+        if self.encoder is not None:
+            yield "encoder", self.encoder
 
 
 def parse_manifest(text: str | bytes, where: str | Path, *, complete: bool = False) -> Manifest:

@@ -5,6 +5,7 @@
     gan-eval runs/full --classifier models/full-classifier --part test   # data with a test split (mnist)
     gan-eval train-classifier --out models/mnist-classifier
     gan-eval compare --epochs 5 --out reports                # every variant, one budget, one table
+    gan-eval projection models/mnist-cdcgan --out reports    # the encoder on held-out real digits
 
 Prints metric | model | real floor, the product bar's verdict, and writes metrics.json, report.md and
 samples.png to --out (default PATH/eval). Exit status: 0 done, 1 product bar failed (with --check),
@@ -158,7 +159,14 @@ def run_compare(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train-classifier": run_train_classifier, "compare": run_compare}
+def run_projection(argv: list[str]) -> int:
+    from evaluation.projection import main as projection  # needs ONNX Runtime: imported when asked for
+
+    torch.set_num_threads(DEFAULT_THREADS)
+    return projection(argv)
+
+
+COMMANDS = {"train-classifier": run_train_classifier, "compare": run_compare, "projection": run_projection}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,12 +77,18 @@ def supports_label_morph(generator: nn.Module) -> bool:
 
 
 def export_onnx(
-    module: nn.Module, example: tuple[torch.Tensor, torch.Tensor], input_names: tuple[str, str], opset: int
+    module: nn.Module,
+    example: tuple[torch.Tensor, torch.Tensor],
+    input_names: tuple[str, str],
+    opset: int,
+    output_names: tuple[str, ...] | None = None,
 ) -> onnx.ModelProto:
-    """Export ``module`` (eval mode) with a dynamic batch axis on every input and output; the debug float
-    output, if the module has one, is named ``DEBUG_OUTPUT``."""
+    """Export ``module`` (eval mode) with a dynamic batch axis on every input and output; the outputs are
+    named ``output_names``, by default ``IMAGE_OUTPUT`` (then ``DEBUG_OUTPUT`` for a module's debug float
+    output)."""
     module = module.eval()
-    output_names = [IMAGE_OUTPUT, DEBUG_OUTPUT] if getattr(module, "debug", False) else [IMAGE_OUTPUT]
+    if output_names is None:
+        output_names = (IMAGE_OUTPUT, DEBUG_OUTPUT) if getattr(module, "debug", False) else (IMAGE_OUTPUT,)
     batch = torch.export.Dim("N")
     try:
         with warnings.catch_warnings(), _quiet("torch.onnx"):
@@ -94,7 +100,7 @@ def export_onnx(
                 example,
                 None,
                 input_names=list(input_names),
-                output_names=output_names,
+                output_names=list(output_names),
                 dynamic_shapes={input_names[0]: {0: batch}, input_names[1]: {0: batch}},
                 opset_version=opset,
                 dynamo=True,

@@ -13,6 +13,7 @@ import onnx
 
 from contracts.model_dir import (
     LABEL_MORPH,
+    LATENT_OUTPUT,
     GraphEntry,
     Manifest,
     ModelDirError,
@@ -43,6 +44,9 @@ def verify_model_dir(model_dir: str | Path) -> Manifest:
                 inputs["latent"]: ("float32", [None, manifest.latent_dim]),
                 inputs["label_weights"]: ("float32", [None, manifest.num_classes]),
             }
+        elif where == "encoder":
+            _check_encoder(model_dir, entry, manifest)
+            continue
         elif where.startswith("extra_graphs."):  # a graph this exporter does not write: present and intact
             verified_graph(model_dir, entry, where)
             continue
@@ -71,8 +75,26 @@ def graph_signature(model: onnx.ModelProto) -> dict[str, dict[str, tuple[str, li
     }
 
 
+def _check_encoder(model_dir: Path, entry: GraphEntry, manifest: Manifest) -> None:
+    """``encoder``: image uint8 [N, H, W, C] + label int64 [N] → latent float32 [N, latent_dim]."""
+    inputs = entry.inputs or {}
+    output = (entry.model_extra or {}).get("output", LATENT_OUTPUT)
+    expected = {
+        inputs["image"]: ("uint8", [None, *manifest.image_shape]),
+        inputs["label"]: ("int64", [None]),
+    }
+    _check_graph(
+        model_dir, "encoder", entry, expected, manifest, {output: ("float32", [None, manifest.latent_dim])}
+    )
+
+
 def _check_graph(
-    model_dir: Path, where: str, entry: GraphEntry, expected_inputs: Expected, manifest: Manifest
+    model_dir: Path,
+    where: str,
+    entry: GraphEntry,
+    expected_inputs: Expected,
+    manifest: Manifest,
+    expected_outputs: Expected | None = None,
 ) -> None:
     path = verified_graph(model_dir, entry, where)
     try:
@@ -82,7 +104,8 @@ def _check_graph(
         raise ModelDirError(f"{path}: not a valid ONNX model ({exc})") from exc
     signature = graph_signature(model)
     height, width, channels = manifest.image_shape
-    expected_outputs = {manifest.output.name: ("uint8", [None, height, width, channels])}
+    if expected_outputs is None:
+        expected_outputs = {manifest.output.name: ("uint8", [None, height, width, channels])}
     _compare(path, "input", signature["inputs"], expected_inputs)
     _compare(path, "output", signature["outputs"], expected_outputs)
 

@@ -456,6 +456,8 @@ class Batcher:
 
     def _empty_batch(self, kind: GraphKind, size: int) -> tuple[np.ndarray, np.ndarray]:
         spec = self.runtime.spec
+        if kind is GraphKind.ENCODER:  # (images, labels) in, latents out
+            return np.zeros((size, *spec.image_shape), dtype=np.uint8), np.zeros(size, dtype=np.int64)
         z = np.zeros((size, spec.latent_dim), dtype=np.float32)
         if kind is GraphKind.LABEL_MORPH:
             condition = np.zeros((size, spec.num_classes), dtype=np.float32)

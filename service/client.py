@@ -2,6 +2,8 @@
 
     with GanClient("http://localhost:8000") as client:
         digits = client.generate(7, n=16, seed=1).array()          # uint8 [16, 28, 28]
+        found = client.project("digit.png")                          # latent, label, reconstruction
+        restyled = client.edit("digit.png").array()                  # the same handwriting as 0..9
         x, y = client.bulk(n=10_000, weights={3: 1, 8: 1}, seed=0)  # labelled synthetic data
 
 An unconditional model (``conditional`` false in ``models()``) takes no label: ``generate(n=16)``,
@@ -18,6 +20,7 @@ its own deadline answers 504); other errors raise ``ServiceError`` with the serv
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import io
 import json
@@ -39,6 +42,7 @@ RETRYABLE = {429, 502, 503, 504}
 # failures before any answer: the request can safely be sent again (a ReadTimeout is not among them)
 RETRYABLE_ERRORS = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout, httpx.PoolTimeout)
 REQUEST_ID = "X-Request-ID"
+ImageInput = bytes | np.ndarray | str | Path  # PNG or .npy bytes, a path to such a file, or a uint8 array
 
 
 class ServiceError(RuntimeError):
@@ -207,6 +211,44 @@ class GanClient:
             "/v1/every-label", json={**_source(latent), "truncation": truncation, "format": format}
         )
 
+    def project(self, image: ImageInput, label: int | None = None) -> dict[str, Any]:
+        """The latent of a real image (PNG or ``.npy`` bytes, a path to such a file, or a uint8 array
+        ``[H, W]`` / ``[H, W, C]``): ``label`` (chosen by the server when None), ``latent``, ``error``, and
+        base64 PNGs of the input as the model saw it and of the reconstruction."""
+        body = {"image": _image(image), "label": label}
+        return self._request(
+            "POST", "/v1/project", json={k: v for k, v in body.items() if v is not None}
+        ).json()
+
+    def edit(
+        self,
+        image: ImageInput,
+        label: int | None = None,
+        *,
+        mode: str = "restyle",
+        labels: Sequence[int] | None = None,
+        end_image: ImageInput | None = None,
+        end_label: int | None = None,
+        steps: int = 8,
+        method: str = "slerp",
+        n: int = 8,
+        spread: float = 0.5,
+        seed: int | None = None,
+        format: str = "npy",
+    ) -> Result:
+        """Project ``image``, then re-generate (``mode``): ``restyle`` (the same handwriting under ``labels``,
+        default all), ``interpolate`` (to ``end_image`` in ``steps``), ``lookalikes`` (``n`` latents near it,
+        ``spread``, ``seed``)."""
+        body: dict[str, Any] = {"image": _image(image), "label": label, "mode": mode, "format": format}
+        if mode == "restyle":
+            body["labels"] = list(labels) if labels is not None else None
+        elif mode == "interpolate":
+            body |= {"end_label": end_label, "steps": steps, "method": method}
+            body["end_image"] = _image(end_image) if end_image is not None else None
+        elif mode == "lookalikes":
+            body |= {"n": n, "spread": spread, "seed": self._seed(seed, n)}
+        return self._images("/v1/edit", json=body)
+
     def bulk(
         self,
         n: int | None = None,
@@ -319,6 +361,17 @@ class GanClient:
         """The request's seed, or one chosen here (leaving room for ``count`` consecutive seeds), so that a
         retry asks for the same images."""
         return choose_seed(seed, count, self._rng)
+
+
+def _image(image: ImageInput) -> str:
+    """base64 of PNG or ``.npy`` bytes, as ``/v1/project`` and ``/v1/edit`` take images."""
+    if isinstance(image, np.ndarray):
+        buffer = io.BytesIO()
+        np.save(buffer, image, allow_pickle=False)
+        image = buffer.getvalue()
+    elif isinstance(image, str | Path):
+        image = Path(image).read_bytes()
+    return base64.b64encode(image).decode("ascii")
 
 
 def _source(value: int | Sequence[float]) -> dict:

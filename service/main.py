@@ -20,7 +20,7 @@ from service.metrics import Metrics
 from service.middleware import QueueDoor, RequestContext
 from service.model_repo import ModelSpec, load_model_dir
 from service.remote_runtime import RemoteRuntime
-from service.routes import arithmetic, bulk, generate, inference_protocol, interpolate, models, ops
+from service.routes import arithmetic, bulk, generate, inference_protocol, interpolate, models, ops, project
 from service.routes.common import ServiceContext
 from service.runtime import InferenceRuntime, Runtime
 from service.shutdown import install_sigterm_drain
@@ -31,7 +31,7 @@ RuntimeFactory = Callable[[ModelSpec, Settings], InferenceRuntime]
 # the image routes whose work the batcher admits to its bounded queue (429 when full: see QueueDoor)
 ADMITTED_PATHS = frozenset(
     {"/generate", "/v1/generate", "/v1/interpolate", "/v1/interpolate/labels"}
-    | {"/v1/arithmetic", "/v1/every-label"}
+    | {"/v1/arithmetic", "/v1/every-label", "/v1/project", "/v1/edit"}
 )
 
 
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
         lifespan=lifespan,
     )  # no max_body_size: its 413 is plain text and bypasses the request id (RequestContext limits bodies)
     protected = api_key_dependencies(settings)
-    for module in (generate, interpolate, arithmetic, bulk, models):
+    for module in (generate, interpolate, arithmetic, project, bulk, models):
         app.include_router(module.build_router(ctx), dependencies=protected)
     ops_dependencies = [] if settings.public_ops else protected
     app.include_router(ops.build_router(ctx), dependencies=ops_dependencies)

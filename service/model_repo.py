@@ -11,6 +11,7 @@ from pathlib import Path
 
 from contracts.model_dir import (
     LABEL_MORPH,
+    LATENT_OUTPUT,
     MANIFEST_FILE,
     Manifest,
     ModelDirError,
@@ -36,6 +37,7 @@ class ModelSpec:
     directory: Path
     main: Graph
     label_morph: Graph | None
+    encoder: Graph | None = None  # (image, label) -> latent; its inputs fill latent_input, condition_input
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -82,4 +84,9 @@ def load_model_dir(directory: str | Path, variant: str | None = None, *, local: 
             inputs["label_weights"],
             manifest.output.name,
         )
-    return ModelSpec(manifest, directory, main, morph)
+    encoder = None
+    if local and (entry := manifest.encoder) is not None:
+        output = (entry.model_extra or {}).get("output", LATENT_OUTPUT)
+        image, label = (entry.inputs or {})["image"], (entry.inputs or {})["label"]
+        encoder = Graph(verified_graph(directory, entry, "encoder"), entry.sha256, image, label, output)
+    return ModelSpec(manifest, directory, main, morph, encoder)

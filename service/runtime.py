@@ -46,6 +46,7 @@ class StartupError(RuntimeError):
 class GraphKind(StrEnum):
     MAIN = "main"  # (z, int64 label) -> image
     LABEL_MORPH = "label_morph"  # (z, float32 label weights) -> image
+    ENCODER = "encoder"  # (uint8 image, int64 label) -> float32 latent: projection of real images
 
 
 class InferenceRuntime(Protocol):
@@ -151,6 +152,8 @@ class Runtime:
         if spec.label_morph is not None:
             morph = spec.label_morph
             self._graphs[GraphKind.LABEL_MORPH] = (morph, self._session(morph, options))
+        if spec.encoder is not None:
+            self._graphs[GraphKind.ENCODER] = (spec.encoder, self._session(spec.encoder, options))
 
     @property
     def graphs(self) -> tuple[GraphKind, ...]:
@@ -203,6 +206,10 @@ class Runtime:
             )
         if graph.output not in outputs:
             raise ModelDirError(f"{graph.path}: no output {graph.output!r} (outputs: {sorted(outputs)})")
+        if graph is self.spec.encoder:  # (image, label) -> latent [N, latent_dim]
+            if (shape := outputs[graph.output].shape)[1:] != [self.spec.latent_dim]:
+                raise ModelDirError(f"{graph.path}: latent shape {shape}, not [N, {self.spec.latent_dim}]")
+            return
         expected = list(self.spec.image_shape)
         shape = outputs[graph.output].shape
         if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
