@@ -318,3 +318,10 @@ def test_serve_in_thread_front_end_over_a_real_socket(manifest_only, backend_url
     with serve_in_thread(front_settings(manifest_only, backend_url), open_runtime) as url:
         response = httpx.post(url + "/generate?label=4&seed=11")
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+
+
+def test_an_inference_url_that_is_no_http_url_is_refused_naming_the_variable(manifest_only):
+    result = gan_serve(manifest_only, "triton:8000")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("gan-serve: invalid settings: GAN_INFERENCE_URL") and "http://" in line, line
