@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import train.loop
 from contracts.run_dir import RunDirError
 from train import cli
-from train.distributed import World, derived_seed
+from train.distributed import World, derived_seed, unwrap
 from train.loop import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -61,7 +61,22 @@ def _forbid_writes() -> None:
     train.loop.run_dir.write_config = refuse
 
 
-def _rank(rank: int, port: int, config: TrainConfig, out: Path) -> None:
+def _keep_objective(kept: list) -> None:
+    """Make the loop's objectives (and so its networks) visible after ``train`` returns."""
+    for name in ("GANObjective", "VAEObjective"):
+        base = getattr(train.loop, name)
+        setattr(train.loop, name, type(name, (base,), {"__init__": _recorded(base.__init__, kept)}))
+
+
+def _recorded(init, kept: list):
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        kept.append(self)
+
+    return __init__
+
+
+def _rank(rank: int, port: int, config: TrainConfig, out: Path, weights: Path | None) -> None:
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -73,21 +88,35 @@ def _rank(rank: int, port: int, config: TrainConfig, out: Path) -> None:
     try:
         if rank:
             _forbid_writes()
+        objectives: list = []
+        _keep_objective(objectives)
         train.loop.train(config, out, progress=False)
+        if weights is not None:  # this rank's parameters, to check that the ranks agree
+            modules = objectives[0].state_modules()
+            tensors = {
+                f"{name}.{key}": value
+                for name in ("generator", "critic")
+                for key, value in unwrap(modules[name]).named_parameters()
+            }
+            save_file(
+                {key: value.detach().contiguous() for key, value in tensors.items()},
+                weights / f"rank{rank}.safetensors",
+            )
     except BaseException:
         traceback.print_exc()
         os._exit(1)
     os._exit(0)  # past pytest's own exit handlers, which belong to the parent
 
 
-def train_on_two(config: TrainConfig, out: Path) -> None:
-    """``train(config, out)`` on two ranks, as ``torchrun --nproc-per-node 2`` would run it."""
+def train_on_two(config: TrainConfig, out: Path, weights: Path | None = None) -> None:
+    """``train(config, out)`` on two ranks, as ``torchrun --nproc-per-node 2`` would run it; each rank's final
+    parameters in ``weights/rank{r}.safetensors`` when given."""
     # train() switches on deterministic algorithms, which imports torch._inductor: 25 s on the loaded machine,
     # paid once here rather than in every forked rank
     importlib.import_module("torch._inductor")
     port = free_port()
     fork = multiprocessing.get_context("fork")
-    ranks = [fork.Process(target=_rank, args=(rank, port, config, out)) for rank in range(WORLD)]
+    ranks = [fork.Process(target=_rank, args=(rank, port, config, out, weights)) for rank in range(WORLD)]
     for process in ranks:
         process.start()
     for process in ranks:
@@ -107,7 +136,7 @@ def test_two_processes_resume_exactly_and_a_seed_names_the_run(tiny_config: Trai
     two = replace(tiny_config, epochs=2)
     train_on_two(replace(two, epochs=1), tmp_path / "resumed")
     train_on_two(two, tmp_path / "resumed")
-    train_on_two(two, tmp_path / "straight")
+    train_on_two(two, tmp_path / "straight", weights=tmp_path)
 
     for run in ("resumed", "straight"):
         assert {p.name for p in (tmp_path / run).iterdir()} == RUN_FILES | {"samples"}
@@ -121,6 +150,8 @@ def test_two_processes_resume_exactly_and_a_seed_names_the_run(tiny_config: Trai
         config = json.loads((tmp_path / run / "config.json").read_text())
         assert config["world_size"] == WORLD and config["command"] is None
     assert records(tmp_path / "resumed", "step") == records(tmp_path / "straight", "step")
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{rank}.safetensors")) for rank in range(WORLD))
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[key], rank1[key]) for key in rank0)
     straight = load_file(str(tmp_path / "straight" / "state.safetensors"))
     resumed = load_file(str(tmp_path / "resumed" / "state.safetensors"))
     for key in straight:
