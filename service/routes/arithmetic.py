@@ -1,9 +1,10 @@
 """Latent arithmetic (DCGAN, Radford et al. 2016): weighted sums of averaged latents, and one latent under
 every label ("same style, every digit").
 
-An unconditional model renders the sum once, without a label; it refuses ``labels`` and every-label (422)."""
+An unconditional model renders the sum once, without a label; it refuses ``labels`` and every-label (422).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the body models are bounded per served model, closure values
+FastAPI must evaluate."""
 
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from pydantic import Field
 from contracts import latents
 from service.encoding import Format
 from service.errors import check_count, check_images, check_range, invalid, labels_ignored
+from service.routes.bounds import bounded, label_range, latent_bounds
 from service.routes.common import (
     FormatField,
     ServiceContext,
@@ -55,6 +57,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     top_label = spec.num_classes - 1
     conditional, model = spec.conditional, spec.manifest.name
     all_labels = list(range(spec.num_classes)) if conditional else [0]  # an unconditional graph is fed zeros
+    labels_bounds = {"maxItems": settings.max_n} | ({"items": label_range(spec)} if conditional else {})
+    Body = bounded(
+        ArithmeticRequest,
+        {"terms": {"maxItems": settings.max_terms}, "labels": labels_bounds},
+        terms=list[bounded(Term, {"seeds": {"maxItems": settings.max_seeds_per_term}})],  # type: ignore[misc]
+    )
+    EveryLabelBody = bounded(EveryLabelRequest, {"latent": latent_bounds(spec, settings)})
 
     @router.post(
         "/v1/arithmetic",
@@ -62,7 +71,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response_class=Response,
         summary="Render a weighted sum of mean latents under one or more labels",
     )
-    async def arithmetic(request: Request, body: ArithmeticRequest) -> Response:
+    async def arithmetic(request: Request, body: Body) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
         check_count(("body", "terms"), len(body.terms), settings.max_terms)
         for i, term in enumerate(body.terms):
@@ -103,7 +112,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response_class=Response,
         summary="One latent (one style) rendered under every label",
     )
-    async def every_label(request: Request, body: EveryLabelRequest) -> Response:
+    async def every_label(request: Request, body: EveryLabelBody) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
         if not conditional:
             raise invalid(

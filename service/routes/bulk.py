@@ -2,13 +2,15 @@
 labels) as an ``.npz`` written chunk by chunk, so memory stays flat however many images are asked for.
 
 An unconditional model's images have no label: ``y`` is ``UNLABELLED`` (-1, never a class index) for every
-image, and ``counts`` or ``weights``, which ask for labels, are refused (422)."""
+image, and ``counts`` or ``weights``, which ask for labels, are refused (422).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the body model is bounded per served model, a closure value
+FastAPI must evaluate."""
 
 import asyncio
 import contextlib
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
@@ -16,7 +18,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
@@ -27,9 +29,9 @@ from service import encoding, label_mix
 from service.batcher import Batcher, DeadlineExceeded, Lane
 from service.errors import check_range, invalid, labels_ignored
 from service.middleware import CLIENT_EXTENSION, StreamCutShort, StreamStalled, StreamTimedOut
+from service.routes.bounds import bounded, one_of
 from service.routes.common import (
     BODY_RESPONSES,
-    PLAIN_INT,
     ErrorBody,
     SeedField,
     ServiceContext,
@@ -48,10 +50,14 @@ Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
 
 
+LABEL_KEY = re.compile(r"0|[1-9][0-9]*")  # a class index as the schema's property names write it
+
+
 def _label_key(value: object) -> object:
-    """JSON object keys are strings: a label key must be one written in plain decimal digits ("3")."""
+    """JSON object keys are strings: a label key must be a class index in plain decimal digits ("3", not
+    "03" or "-0")."""
     if isinstance(value, str):
-        if PLAIN_INT.fullmatch(value) is None:
+        if LABEL_KEY.fullmatch(value) is None:
             raise PydanticCustomError(
                 "int_parsing",
                 "'{key}' is not a label: keys are class indices in digits, such as 3",
@@ -66,6 +72,12 @@ UNLABELLED = -1  # y of every image of an unconditional model
 
 
 class BulkRequest(StrictBody):
+    model_config = ConfigDict(
+        json_schema_extra=one_of(
+            {"counts": "object", "n": "null", "weights": "null"}, {"n": "integer", "counts": "null"}
+        )
+    )
+
     n: int | None = Field(None, ge=1, description="Number of images (balanced, or split by `weights`).")
     counts: dict[LabelKey, Count] | None = Field(
         None, description='Exact images per label instead of `n`, e.g. {"3": 500, "8": 500}.'
@@ -78,7 +90,7 @@ class BulkRequest(StrictBody):
     shuffle: bool = Field(True, description="Shuffle the label order (seeded); off: sorted by label.")
 
     @model_validator(mode="after")
-    def _one_mix(self) -> BulkRequest:
+    def _one_mix(self) -> "BulkRequest":
         if self.counts is not None and (self.n is not None or self.weights is not None):
             raise ValueError("give counts alone, or n (with optional weights)")
         if self.counts is None and self.n is None:
@@ -160,6 +172,15 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     height, width, channels = spec.image_shape
     pixel_shape = (height, width) if channels == 1 else (height, width, channels)
     conditional = spec.conditional
+    keys = {"propertyNames": {"enum": [str(label) for label in range(spec.num_classes)]}}
+    Body = bounded(
+        BulkRequest,
+        {
+            "n": {"maximum": settings.max_bulk_n},
+            "counts": {**keys, "additionalProperties": {"maximum": settings.max_bulk_n}},
+            "weights": keys,
+        },
+    )
 
     def counts_for(body: BulkRequest) -> np.ndarray:
         """Images per label; for an unconditional model one count, ``n``."""
@@ -254,7 +275,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             },
         },
     )
-    async def bulk(request: Request, body: BulkRequest) -> StreamingResponse:
+    async def bulk(request: Request, body: Body) -> StreamingResponse:  # type: ignore[valid-type]
         refuse_query(request)
         batcher = ctx.batcher
         counts = counts_for(body)

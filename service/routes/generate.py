@@ -16,6 +16,7 @@ from contracts.latents import choose_seed
 from service.batcher import SeededLatents
 from service.encoding import Format
 from service.errors import check_count, check_range, labels_ignored
+from service.routes.bounds import bounded, label_range
 from service.routes.common import (
     FormatField,
     QueryParser,
@@ -107,6 +108,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         )
 
     parse_query = QueryParser(GenerateQuery)
+    labels_bounds = {"maxItems": settings.max_n} | ({"items": label_range(spec)} if conditional else {})
+    Labels = bounded(LabelsRequest, {"labels": labels_bounds})
 
     @router.post(
         "/generate",
@@ -129,7 +132,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response_class=Response,
         summary="Generate one image per entry of a list of labels (one grid)",
     )
-    async def generate_labels(request: Request, body: LabelsRequest) -> Response:
+    async def generate_labels(request: Request, body: Labels) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
         if not conditional:
             raise labels_ignored(

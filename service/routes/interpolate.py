@@ -15,6 +15,7 @@ from pydantic import Field
 from contracts import latents
 from service.encoding import Format
 from service.errors import NotSupported, check_range, labels_ignored
+from service.routes.bounds import bounded, label_range, latent_bounds
 from service.routes.common import (
     FormatField,
     ServiceContext,
@@ -63,7 +64,17 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     router = APIRouter(tags=["interpolation"])
     top_label = spec.num_classes - 1
     conditional, model = spec.conditional, spec.manifest.name
-    Body = InterpolateRequest if conditional else UnlabelledInterpolateRequest
+    latent = {"latent": latent_bounds(spec, settings)}
+    steps = {"steps": {"maximum": settings.max_steps}}
+    Source = bounded(LatentSource, latent)
+    Body = bounded(
+        InterpolateRequest if conditional else UnlabelledInterpolateRequest,
+        steps | ({"label": label_range(spec)} if conditional else {}),
+        start=Source,
+        end=Source,
+    )
+    ends = {"start_label": label_range(spec), "end_label": label_range(spec)} if conditional else {}
+    LabelBody = bounded(LabelInterpolateRequest, latent | steps | ends)
 
     @router.post(
         "/v1/interpolate",
@@ -111,7 +122,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response_class=Response,
         summary="Morph one latent from one label to another through the label embedding",
     )
-    async def interpolate_labels(request: Request, body: LabelInterpolateRequest) -> Response:
+    async def interpolate_labels(request: Request, body: LabelBody) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
         if not conditional:
             raise labels_ignored(

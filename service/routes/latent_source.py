@@ -5,18 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from contracts import latents
 from service.config import Settings
 from service.errors import invalid
 from service.model_repo import ModelSpec
+from service.routes.bounds import one_of
 from service.routes.common import StrictBody
 
 MAX_LATENT_DIM = 65536  # a static sanity bound; the model's latent_dim is checked per request
 
 
 class LatentSource(StrictBody):
+    model_config = ConfigDict(json_schema_extra=one_of({"seed": "integer"}, {"latent": "array"}))
+
     seed: int | None = Field(None, ge=0, le=latents.MAX_SEED, description="Use the latent of this seed ...")
     latent: list[float] | None = Field(
         None,

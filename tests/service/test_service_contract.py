@@ -132,6 +132,9 @@ def test_plain_query_numbers_still_work(client):
         ("/v1/bulk", {"n": 10.0}, ["body", "n"], "JSON integer"),
         ("/v1/bulk", {"counts": {"3": 1.0}}, ["body", "counts", "3"], "JSON integer"),
         ("/v1/bulk", {"counts": {"1_0": 1}}, ["body", "counts", "1_0", "[key]"], "class indices in digits"),
+        # the schema's property names: "3", never "03" or "-0"
+        ("/v1/bulk", {"counts": {"03": 1}}, ["body", "counts", "03", "[key]"], "class indices in digits"),
+        ("/v1/bulk", {"counts": {"-0": 1}}, ["body", "counts", "-0", "[key]"], "class indices in digits"),
         (
             "/v1/bulk",
             {"n": 4, "weights": {" 3": 1}},
