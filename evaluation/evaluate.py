@@ -31,7 +31,14 @@ from evaluation.classifier import (
 )
 from evaluation.sources import ImageSource, balanced_labels, generate_balanced, open_source
 from evaluation.train_classifier import ClassifierTraining, fit
-from train.data import LabelledImages, load_images, split_for
+from train.data import (
+    DEFAULT_HELD_OUT_FRACTION,
+    DEFAULT_SPLIT_SEED,
+    DataError,
+    LabelledImages,
+    load_images,
+    split_for,
+)
 
 RESULT_FORMAT = "gan-service/evaluation/v1"
 PARTS = {"held_out": "held-out", "test": "test"}  # what --part accepts → how reports name it
@@ -378,31 +385,82 @@ def judge(model: dict, floor: dict, bar: ProductBar) -> dict:
     return {"passed": all(c["passed"] for c in checks.values()), "checks": checks, "bar": asdict(bar)}
 
 
-def check_split(source: ImageSource, reference: Reference) -> str | None:
-    """Refuse a generator trained on other data or another split (it may have seen the held-out images);
-    returns a note when the source records neither."""
+def check_split(source: ImageSource, reference: Reference, target: RealSet) -> str | None:
+    """Refuse a generator that may have seen the real images it is measured against; returns a note when
+    that cannot be checked (the source records no split) or was checked image by image.
+
+    A generator trained on the classifier's own data and split is honest by construction. One trained on
+    other data or another split (1.2.0 on the mnist5k subset, measured on MNIST's test split) is honest
+    only when none of its training images is among the target images: its training images are rebuilt
+    from the recorded source and split and compared with the target's, image by image."""
     details = source.details
     config = details.get("config") or details.get("training") or {}
     where = details.get("path", source.name)
     data = config.get("data")
-    if isinstance(data, dict) and data.get("sha256") not in (None, reference.train.sha256):
+    other_data = isinstance(data, dict) and data.get("sha256") not in (None, reference.train.sha256)
+    split = config.get("split") or details.get("data_split")
+    recorded = split.get("held_out_indices_sha256") if isinstance(split, dict) else None
+    if not other_data:
+        if recorded is None:
+            return "the generator records no data split: cannot check that it never saw the held-out images"
+        if recorded == reference.split_description["held_out_indices_sha256"]:
+            return None
+    seen = training_images(config)
+    if seen is None and other_data:
         raise EvaluationError(
             f"{where} was trained on other data ({data.get('source')}, sha256 {str(data['sha256'])[:12]}…) "
-            f"than the classifier ({reference.train.source}); retrain the classifier on that data "
+            f"than the classifier ({reference.train.source}) and its training images cannot be rebuilt here "
+            "to check them against the real ones; retrain the classifier on that data "
             "(gan-eval train-classifier --data ...) and evaluate with --classifier"
         )
-    split = config.get("split") or details.get("data_split")
-    if not isinstance(split, dict) or "held_out_indices_sha256" not in split:
-        return "the generator records no data split: cannot check that it never saw the held-out images"
-    recorded = split["held_out_indices_sha256"]
-    expected = reference.split_description["held_out_indices_sha256"]
-    if recorded != expected:
+    if seen is None:
+        expected = reference.split_description["held_out_indices_sha256"]
         raise EvaluationError(
             f"{where} was trained with another data split than the classifier's (held-out sha256 "
-            f"{recorded[:12]}… vs {expected[:12]}…): its numbers would not be honest; evaluate it with a "
-            "classifier trained on its split (gan-eval train-classifier --held-out-fraction/--split-seed)"
+            f"{str(recorded)[:12]}… vs {expected[:12]}…): its numbers would not be honest; evaluate it "
+            "with a classifier trained on its split "
+            "(gan-eval train-classifier --held-out-fraction/--split-seed)"
         )
-    return None
+    part = PARTS[target.part]
+    shared = shared_image_count(seen, target.images)
+    if shared:
+        raise EvaluationError(
+            f"{where} trained on {shared} of the {len(target.labels)} {part} images it would be measured "
+            f"against: its numbers would not be honest; evaluate on a part it never saw (--part)"
+        )
+    trained_on = data.get("source") if isinstance(data, dict) else config.get("training", {}).get("data")
+    return (
+        f"the generator trained on other data or another split than the classifier ({trained_on}); none of "
+        f"its {len(seen)} training images is among the {len(target.labels)} {part} images (compared image "
+        "by image)"
+    )
+
+
+def training_images(config: dict) -> np.ndarray | None:
+    """The images a generator trained on, rebuilt from its recorded data source and split; None when they
+    cannot be rebuilt here (a file not on this machine, data that changed since, a split that differs)."""
+    recipe = config.get("training") or {}
+    split = config.get("split") or {}
+    name, recorded = recipe.get("data"), (config.get("data") or {}).get("sha256")
+    if not isinstance(name, str) or "held_out_indices_sha256" not in split:
+        return None
+    try:
+        data = load_images(name, recipe.get("labels"))
+    except (DataError, OSError):
+        return None
+    if recorded is not None and recorded != data.sha256:
+        return None
+    fraction = split.get("held_out_fraction", recipe.get("held_out_fraction", DEFAULT_HELD_OUT_FRACTION))
+    rebuilt = split_for(data, fraction, split.get("seed", recipe.get("split_seed", DEFAULT_SPLIT_SEED)))
+    if rebuilt.describe(data.labels)["held_out_indices_sha256"] != split["held_out_indices_sha256"]:
+        return None
+    return data.images[rebuilt.train]
+
+
+def shared_image_count(seen: np.ndarray, images: np.ndarray) -> int:
+    """How many of ``images`` are pixel for pixel one of ``seen``."""
+    known = {row.tobytes() for row in seen.reshape(len(seen), -1)}
+    return sum(row.tobytes() in known for row in images.reshape(len(images), -1))
 
 
 def evaluate_source(
@@ -417,8 +475,8 @@ def evaluate_source(
             f"{source.name}: makes {source.num_classes} labels of shape {list(source.image_shape)}, the "
             f"classifier expects {reference.num_classes} of {list(reference.train.image_shape)}"
         )
-    note = check_split(source, reference)
     target = reference.against(settings.part)  # before the slow work: refuses a part the data lacks
+    note = check_split(source, reference, target)
     n = settings.n or len(reference.train.labels)
     images, labels = generate_balanced(source, n, settings.seed, settings.truncation)
     logits, features = reference.measure(images)

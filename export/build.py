@@ -89,6 +89,8 @@ class ExportOptions:
     overwrite: bool = False
     evaluate: bool = False  # run evaluation on the exported graph and embed the result as metrics
     eval_n: int | None = None  # images to generate for evaluation; None: the evaluation's default
+    eval_part: str = "held_out"  # the real images the evaluation measures against (evaluation.PARTS)
+    compare_with: tuple[Path, ...] = ()  # metrics.json of earlier versions, for the card's side-by-side
     classifier_dir: Path | None = None  # None: the evaluation's default (models/mnist-classifier)
     command: str = ""  # the command line that remakes this directory, for the model card ("": from options)
 
@@ -107,6 +109,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         write_manifest(staging, manifest)
         if options.evaluate:  # reads the staged manifest.json + model.onnx, as gan-eval MODEL_DIR would
             manifest["metrics"] = _evaluate(staging, out_dir, options)
+            write_manifest(staging, manifest)
+        if options.compare_with:
+            manifest["compared_with"] = compared_with(manifest.get("metrics"), options.compare_with)
             write_manifest(staging, manifest)
         command = options.command or _remake_command(run_dir, out_dir, options)
         progress = _read_progress(run_dir)
@@ -321,7 +326,8 @@ def _evaluate(staging: Path, out_dir: Path, options: ExportOptions) -> dict:
 
     kwargs = {"classifier_dir": options.classifier_dir} if options.classifier_dir else {}
     try:
-        metrics = metrics_for_manifest(staging, EvalSettings(n=options.eval_n), **kwargs)
+        settings = EvalSettings(n=options.eval_n, part=options.eval_part)
+        metrics = metrics_for_manifest(staging, settings, **kwargs)
     except ValueError as exc:  # EvaluationError, SourceError, ClassifierError: each names what is wrong
         raise ExportError(f"--evaluate failed: {exc}") from exc
     metrics.setdefault("source", {})["path"] = str(out_dir)  # where the evaluated graph now lives
@@ -357,3 +363,25 @@ def read_metrics(path: str | Path) -> dict:
     if not isinstance(metrics, dict):
         raise ExportError(f"--metrics {path}: must hold a JSON object, got {type(metrics).__name__}")
     return metrics
+
+
+# What two gan-eval results must share for their figures to stand side by side.
+COMPARABLE = (("classifier", "dir"), ("evaluated_against", "part"), ("settings", "n"), ("settings", "seed"))
+
+
+def compared_with(metrics: dict | None, paths: tuple[Path, ...]) -> list[dict]:
+    """Earlier versions' ``gan-eval`` results, checked to be measured like ``metrics``."""
+    if not metrics:
+        raise ExportError("--compare-with needs this model's metrics too (--evaluate or --metrics)")
+    earlier = []
+    for path in paths:
+        other = read_metrics(path)
+        differ = [
+            f"{outer}.{inner} {other.get(outer, {}).get(inner)!r} vs {metrics.get(outer, {}).get(inner)!r}"
+            for outer, inner in COMPARABLE
+            if other.get(outer, {}).get(inner) != metrics.get(outer, {}).get(inner)
+        ]
+        if differ:
+            raise ExportError(f"--compare-with {path}: not measured like this model ({'; '.join(differ)})")
+        earlier.append(other)
+    return earlier

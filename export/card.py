@@ -128,6 +128,7 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         "",
         _metrics_text(m["metrics"]),
         "",
+        *_comparison_lines(m),
         "## Samples",
         "",
         _samples_text(m, sample_seeds),
@@ -208,6 +209,28 @@ def _verification_text(m: dict) -> str:
             f"(tolerance {v['float_tolerance']:g})"
         )
     return text + "."
+
+
+def _comparison_lines(m: dict) -> list[str]:
+    """Earlier versions beside this one, measured the same way (``--compare-with``)."""
+    earlier = m.get("compared_with") or []
+    if not earlier:
+        return []
+    results = [*earlier, m["metrics"]]
+    versions = [r.get("source", {}).get("version") or r.get("source", {}).get("name", "?") for r in results]
+    rows = zip(*(report.table_rows(r) for r in results), strict=True)
+    return [
+        "## Compared with earlier versions",
+        "",
+        f"Each measured as above ({report.against_text(m['metrics'])}, the same classifier and image count).",
+        "",
+        f"| metric | {' | '.join(versions)} | real floor |",
+        f"|---|{'---|' * len(versions)}---|",
+        *(f"| {row[0][0]} | {' | '.join(r[1] for r in row)} | {row[-1][2]} |" for row in rows),
+        "",
+        *(f"- {v}: {report.cas_text(r)}" for v, r in zip(versions, results, strict=True)),
+        "",
+    ]
 
 
 def _metrics_text(metrics: dict | None) -> str:

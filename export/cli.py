@@ -14,6 +14,7 @@ from train.extras import EXPORT, exit_for_missing_extra
 try:
     from contracts.model_dir import ModelDirError
     from contracts.run_dir import RunDirError
+    from evaluation.evaluate import PARTS
     from evaluation.report import format_table
     from export.build import ExportOptions, export_run, read_metrics
     from export.graph import DEFAULT_OPSET, ExportError
@@ -38,6 +39,14 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if not seeds or min(seeds) < 0 or max(seeds) > 2**32 - 1:
         raise argparse.ArgumentTypeError(f"seeds must be in [0, 2**32 - 1], got {text!r}")
     return tuple(seeds)
+
+
+def parse_paths(text: str) -> tuple[Path, ...]:
+    """``a.json`` or ``a.json,b.json``."""
+    paths = tuple(Path(part) for part in text.split(",") if part)
+    if not paths:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated paths, got {text!r}")
+    return paths
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,23 @@ ARGUMENTS: tuple[Argument, ...] = (
     ),
     Argument("--eval-n", {"type": int, "help": "images --evaluate generates (default: gan-eval's)"}),
     Argument(
+        "--eval-part",
+        {
+            "choices": PARTS,
+            "default": "held_out",
+            "help": "the real images --evaluate measures against: held_out, or test where the data has a "
+            "test split (default: %(default)s)",
+        },
+    ),
+    Argument(
+        "--compare-with",
+        {
+            "type": parse_paths,
+            "help": "gan-eval metrics.json of earlier versions (comma-separated), measured like this one "
+            "(same classifier, part and image count): shown side by side in the model card",
+        },
+    ),
+    Argument(
         "--classifier", {"type": Path, "help": "classifier directory for --evaluate (default: gan-eval's)"}
     ),
     Argument(
@@ -187,7 +213,9 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         overwrite=args.overwrite,
         evaluate=args.evaluate,
         eval_n=args.eval_n,
+        eval_part=args.eval_part,
         classifier_dir=args.classifier,
+        compare_with=args.compare_with or (),
     )
 
 
@@ -207,6 +235,8 @@ def command_for(
         "metrics": metrics_file,
         "evaluate": options.evaluate,
         "eval_n": options.eval_n,
+        "eval_part": options.eval_part,
+        "compare_with": tuple(options.compare_with) or None,
         "classifier": options.classifier_dir,
         "sample_seeds": tuple(options.sample_seeds),
     }

@@ -18,7 +18,7 @@ from evaluation.classifier import ClassifierArchitecture
 from evaluation.cli import EXIT_BAD_INPUT, evaluate_parser, main
 from evaluation.evaluate import EvalSettings, EvaluationError, Reference, evaluate_source
 from evaluation.train_classifier import ClassifierTraining, train_classifier
-from train.data import LabelledImages, load_images
+from train.data import DataError, LabelledImages, load_images, split_for
 
 FAKE = "fake-predefined"
 SPLIT_SIZES = {"train": 500, "validation": 200, "test": 200}
@@ -93,6 +93,65 @@ def test_a_generator_trained_on_another_split_is_refused_on_the_test_part(predef
         evaluate_source(source, predefined, ON_TEST)
 
 
+def trained_on(subset: LabelledImages, name: str) -> dict:
+    """The config a generator trained on ``subset`` (known to load_images as ``name``) records."""
+    split = split_for(subset)
+    return {
+        "training": {"data": name},
+        "data": {"source": name, "sha256": subset.sha256},
+        "split": split.describe(subset.labels),
+    }
+
+
+def other_data(data: LabelledImages, index: np.ndarray, name: str) -> LabelledImages:
+    subset = data.subset(index)
+    return replace(subset, source=name, sha256=hashlib.sha256(subset.images.tobytes()).hexdigest())
+
+
+@pytest.fixture
+def loads(data: LabelledImages, monkeypatch: pytest.MonkeyPatch):
+    """load_images as the evaluation sees it: the fake data plus the subsets a test registers."""
+    known = {FAKE: data}
+
+    def load(source=FAKE, labels_path=None):
+        if str(source) not in known:
+            raise DataError(f"data source not found: {source}")
+        return known[str(source)]
+
+    monkeypatch.setattr("evaluation.evaluate.load_images", load)
+    return known
+
+
+def test_a_generator_trained_on_other_data_that_excludes_the_test_images_is_measured_on_test(
+    predefined, data, loads
+):
+    # 1.2.0's case: trained on a subset of the classifier's train split (mnist5k within MNIST's train)
+    loads["subset"] = other_data(data, data.splits["train"][:300], "subset")
+    config = trained_on(loads["subset"], "subset")
+    source = source_from("subset", replay(predefined), predefined, config=config)
+    result = evaluate_source(source, predefined, ON_TEST).result
+    seen = len(split_for(loads["subset"]).train)
+    assert f"none of its {seen} training images is among the 200 test images" in " ".join(result["notes"])
+
+
+def test_a_generator_that_trained_on_test_images_is_refused(predefined, data, loads):
+    index = np.concatenate([data.splits["train"][:200], data.splits["test"][:100]])
+    loads["leaky"] = other_data(data, index, "leaky")
+    trained = split_for(loads["leaky"]).train
+    leaked = int(np.sum(index[trained] >= data.splits["test"][0]))
+    assert leaked > 0
+    source = source_from("leaky", replay(predefined), predefined, config=trained_on(loads["leaky"], "leaky"))
+    with pytest.raises(EvaluationError, match=f"trained on {leaked} of the 200 test images"):
+        evaluate_source(source, predefined, ON_TEST)
+
+
+def test_other_data_that_cannot_be_rebuilt_here_is_refused(predefined, data, loads):
+    config = trained_on(other_data(data, data.splits["train"][:300], "gone"), "gone")  # not registered
+    source = source_from("gone", replay(predefined), predefined, config=config)
+    with pytest.raises(EvaluationError, match="cannot be rebuilt here"):
+        evaluate_source(source, predefined, ON_TEST)
+
+
 def test_cas_trains_on_as_many_generated_images_as_the_floor_has_real_ones(predefined):
     # here because this tiny reference has few training images: n above them stays cheap
     settings = replace(TINY, n=SPLIT_SIZES["train"] + 10)
@@ -107,3 +166,13 @@ def test_gan_eval_has_a_part_flag_that_names_the_allowed_parts(tmp_path, capsys)
     assert evaluate_parser().parse_args([str(tmp_path)]).part == "held_out"
     assert main([str(tmp_path), "--part", "validation"]) == EXIT_BAD_INPUT
     assert "part must be one of held_out, test, got validation" in capsys.readouterr().err
+
+
+def test_mnist5k_is_inside_mnist_train_so_its_generators_can_be_measured_on_mnist_test():
+    # what makes 1.2.0 (trained on mnist5k) measurable on MNIST's test split with the full-MNIST classifier
+    subset, full = load_images("mnist5k"), load_images("mnist")
+    config = {"training": {"data": "mnist5k"}, "split": split_for(subset).describe(subset.labels)}
+    seen = E.training_images(config)
+    assert seen is not None and len(seen) == 4000
+    assert E.shared_image_count(subset.images, full.images[full.splits["train"]]) == 5000
+    assert E.shared_image_count(seen, full.images[full.splits["test"]]) == 0

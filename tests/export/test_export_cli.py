@@ -149,8 +149,14 @@ def test_parse_seeds() -> None:
         ExportOptions(name="m"),
         ExportOptions(name="m", version="2.0.0", fp16=True, label_morph=False, sample_seeds=(0, 1, 2, 7)),
         ExportOptions(name="m", opset=17, evaluate=True, eval_n=500, classifier_dir=Path("models/c")),
+        ExportOptions(
+            name="m",
+            evaluate=True,
+            eval_part="test",
+            compare_with=(Path("reports/a/metrics.json"), Path("reports/b/metrics.json")),
+        ),
     ],
-    ids=["defaults", "switches", "evaluate"],
+    ids=["defaults", "switches", "evaluate", "evaluate-on-test-and-compare"],
 )
 def test_command_for_parses_back_to_the_same_options(options: ExportOptions, tmp_path: Path) -> None:
     command = command_for("runs/x", tmp_path / "m", options)
@@ -203,3 +209,58 @@ def test_evaluate_prints_the_metrics_and_the_product_bar_verdict(
     assert "product bar: FAIL" in printed
     assert "  [FAIL] fid_ratio = 2.2254  (rule: <= 2.0 (model FID / real-floor FID))" in printed
     assert "  [ok] label_accuracy = 0.9925  (rule: >= 0.99)" in printed
+
+
+def test_the_card_puts_earlier_versions_beside_this_one(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = json.loads((REPO_ROOT / "models" / "mnist-cdcgan" / "manifest.json").read_text())["metrics"]
+    earlier = json.loads(json.dumps(shipped))
+    earlier["source"]["version"] = "0.9.0"
+    earlier["model"]["label_accuracy"] = 0.5
+    earlier_file = tmp_path / "earlier.json"
+    earlier_file.write_text(json.dumps(earlier))
+    monkeypatch.setattr(export.build, "_evaluate", lambda staging, out_dir, options: shipped)
+    out = tmp_path / "compared"
+    args = [
+        str(run_dir),
+        "--out",
+        str(out),
+        "--no-label-morph",
+        "--evaluate",
+        "--compare-with",
+        str(earlier_file),
+    ]
+    assert main(args) == 0
+    assert json.loads((out / "manifest.json").read_text())["compared_with"] == [earlier]
+    card = (out / "README.md").read_text()
+    assert "## Compared with earlier versions" in card
+    version = shipped["source"]["version"]
+    assert f"| metric | 0.9.0 | {version} | real floor |" in card
+    assert "| label accuracy | 50.00% | 99.25% | 98.90% |" in card
+
+
+def test_versions_measured_differently_are_not_compared(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    shipped = json.loads((REPO_ROOT / "models" / "mnist-cdcgan" / "manifest.json").read_text())["metrics"]
+    other = json.loads(json.dumps(shipped))
+    other["settings"]["n"] = 10
+    other_file = tmp_path / "other.json"
+    other_file.write_text(json.dumps(other))
+    monkeypatch.setattr(export.build, "_evaluate", lambda staging, out_dir, options: shipped)
+    out = tmp_path / "refused"
+    args = [
+        str(run_dir),
+        "--out",
+        str(out),
+        "--no-label-morph",
+        "--evaluate",
+        "--compare-with",
+        str(other_file),
+    ]
+    assert main(args) == 1
+    assert f"--compare-with {other_file}: not measured like this model (settings.n 10 vs 4000)" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
