@@ -133,7 +133,8 @@ def under_launcher() -> bool:
 
 def launch(nproc: int, module: str, argv: Sequence[str]) -> int:
     """Run ``python -m module argv`` as ``nproc`` processes under torchrun on this machine (its agent in this
-    process: no second interpreter to start); 0, or 1 when a worker failed (its error is on stderr).
+    process: no second interpreter to start); 0, or the status of the first worker that failed (its error is
+    on stderr).
     MASTER_PORT in the environment fixes the rendezvous port, else torchrun's standalone mode finds one."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
@@ -152,8 +153,9 @@ def launch(nproc: int, module: str, argv: Sequence[str]) -> int:
     ]
     try:
         torchrun(command)
-    except ChildFailedError:
-        return 1
+    except ChildFailedError as failed:
+        code = failed.get_first_failure()[1].exitcode
+        return code if code > 0 else 1  # a worker's own status (2: a setting refused), 1 when killed
     return 0
 
 
