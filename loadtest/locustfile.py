@@ -4,6 +4,12 @@ just counted.
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000   # web UI
     gan-loadtest --run-time 60s                                      # headless, reports in reports/loadtest/
+
+Headless, the users are split among the classes by weight but every class gets at least one user when there
+are at least as many users as classes (``stats.apportion``, as each class's ``fixed_count``): by weight
+alone, locust gave 10 users no bulk client. With ``GAN_LOCUST_FINAL_STATS`` set, the final statistics, the
+very figures of the table locust prints at the end, are written there as JSON when locust quits (its CSV is
+rewritten only once a second, so it can miss the last requests): ``gan-loadtest``'s summary reads them.
 """
 
 from __future__ import annotations
@@ -11,11 +17,17 @@ from __future__ import annotations
 import json
 import os
 import random
+from pathlib import Path
+from typing import Any
 
-from locust import FastHttpUser, between, constant_pacing, task
+from locust import FastHttpUser, User, between, constant_pacing, events, task
+from locust.env import Environment
+from locust.stats import RequestStats
 
 from loadtest import traffic
 from loadtest.checks import CheckFailed, ModelInfo, model_info
+from loadtest.reports import FINAL_STATS_ENV
+from loadtest.stats import PERCENTILES, apportion
 from loadtest.traffic import API_KEY_ENV
 
 
@@ -111,15 +123,88 @@ class ArithmeticUser(GanUser):
 
 
 class AugmentationUser(GanUser):
-    """A training pipeline pulling synthetic data: .npy batches and streamed .npz bulk, at a steady pace."""
+    """A training pipeline pulling synthetic data as .npy batches, at a steady pace."""
 
     weight = 1
     wait_time = constant_pacing(2.0)
 
-    @task(3)
+    @task
     def npy_batch(self) -> None:
         self.send(traffic.npy_batch)
 
-    @task(1)
+
+class BulkUser(GanUser):
+    """A training pipeline pulling a streamed .npz bulk now and then."""
+
+    weight = 1
+    wait_time = constant_pacing(8.0)
+
+    @task
     def bulk(self) -> None:
         self.send(traffic.bulk)
+
+
+USER_CLASSES: tuple[type[GanUser], ...] = (
+    SingleImageUser,
+    GridUser,
+    InterpolationUser,
+    ArithmeticUser,
+    AugmentationUser,
+    BulkUser,
+)
+
+
+def fix_counts(users: int, classes: tuple[type[User], ...] = USER_CLASSES) -> dict[str, int]:
+    """Set each class's ``fixed_count`` to its share of ``users`` (at least one each, when there are enough
+    users); returns the counts by class name."""
+    counts = apportion(users, [cls.weight for cls in classes])
+    for cls, count in zip(classes, counts, strict=True):
+        cls.fixed_count = count
+    return {cls.__name__: count for cls, count in zip(classes, counts, strict=True)}
+
+
+def final_stats(stats: RequestStats) -> dict[str, Any]:
+    """Locust's statistics as its final table prints them: per request name, the aggregate, the failures."""
+
+    def row(entry: Any) -> dict[str, Any]:
+        timed = entry.num_requests > 0
+        return {
+            "name": entry.name,
+            "method": entry.method or "",
+            "requests": entry.num_requests,
+            "failures": entry.num_failures,
+            "rps": entry.total_rps,
+            **{
+                f"p{q}_ms": entry.get_response_time_percentile(q / 100) if timed else None
+                for q in PERCENTILES
+            },
+            "max_ms": entry.max_response_time if timed else None,
+        }
+
+    return {
+        "endpoints": [row(stats.entries[key]) for key in sorted(stats.entries)],
+        "aggregate": row(stats.total),
+        "failures": [
+            {"name": error.name, "error": str(error.error), "occurrences": error.occurrences}
+            for error in stats.errors.values()
+        ],
+    }
+
+
+_SESSION: dict[str, Environment] = {}  # the environment locust runs, for the quit listener
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    _SESSION["environment"] = environment
+    options = environment.parsed_options
+    if options is not None and options.headless and options.num_users:
+        fix_counts(options.num_users)
+
+
+@events.quit.add_listener
+def _on_quit(**_: Any) -> None:
+    """After locust printed its final table: the same figures, for gan-loadtest's summary."""
+    target, environment = os.environ.get(FINAL_STATS_ENV), _SESSION.get("environment")
+    if target and environment is not None and environment.runner is not None:
+        Path(target).write_text(json.dumps(final_stats(environment.runner.stats), indent=2) + "\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 REPORTS_DIR = Path("gan-reports")
 PORT_HELP = "port of the server it starts (default: a free port)"
+FINAL_STATS_ENV = "GAN_LOCUST_FINAL_STATS"  # where the locustfile writes locust's final statistics (JSON)
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):

@@ -1,6 +1,8 @@
 """``gan-loadtest``: locust, headless, for a bounded time, against a service it starts itself (``gan-serve``
 on a free port, ``GAN_*`` settings from the environment) or against ``--host``. Writes locust's CSV and HTML
-reports plus ``summary.md``/``summary.json`` (req/s, p50/p95/p99 per endpoint, failures) into ``--out``.
+reports plus ``summary.md``/``summary.json`` (req/s, p50/p95/p99 per endpoint, failures) into ``--out``. The
+summary holds the figures of the table locust prints when it ends (the locustfile writes them as it quits,
+``FINAL_STATS``); locust's CSV is rewritten only once a second, so it can miss the last requests.
 
     gan-loadtest --run-time 60s --users 30                  # reports in ./gan-reports/loadtest
     gan-loadtest --host http://10.0.0.5:8000 --run-time 5m --out reports/loadtest/prod
@@ -25,13 +27,14 @@ from train.extras import LOADTEST, exit_for_missing_extra, require
 
 try:
     from loadtest import server
-    from loadtest.reports import PORT_HELP, REPORTS_DIR, Help, port, where
+    from loadtest.reports import FINAL_STATS_ENV, PORT_HELP, REPORTS_DIR, Help, port, where
     from loadtest.traffic import API_KEY_ENV
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-loadtest", exc, LOADTEST)
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CSV_PREFIX = "locust"
+FINAL_STATS = "locust_final.json"  # written by the locustfile when locust quits
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 EXTRA_STOP_S = 30  # locust's own --stop-timeout plus slack, beyond --run-time
 
@@ -117,7 +120,11 @@ def _number(value: str) -> float | None:
 
 
 def read_stats(out: Path) -> dict[str, Any]:
-    """Locust's ``*_stats.csv`` and ``*_failures.csv`` as per-endpoint rows, the aggregate and failures."""
+    """Locust's final statistics (``FINAL_STATS``) as per-endpoint rows, the aggregate and failures; from
+    its ``*_stats.csv`` and ``*_failures.csv`` when a ``--locustfile`` of one's own wrote none."""
+    final = out / FINAL_STATS
+    if final.exists():
+        return json.loads(final.read_text())
     rows, aggregate = [], None
     with (out / f"{CSV_PREFIX}_stats.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
@@ -184,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log = Path(tempfile.mkdtemp(prefix="gan-loadtest-")) / "service.log"
         target = server.service({}, log, port=args.port)
-    env = {**os.environ, API_KEY_ENV: args.api_key} if args.api_key else None
+    (args.out / FINAL_STATS).unlink(missing_ok=True)
+    env = {**os.environ, FINAL_STATS_ENV: str(args.out / FINAL_STATS)}
+    if args.api_key:
+        env[API_KEY_ENV] = args.api_key
     try:
         with target as srv:
             print(f"gan-loadtest: {args.users} users for {args.seconds} s against {srv.url}")

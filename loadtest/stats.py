@@ -195,6 +195,22 @@ def composed_limit(
     return ComposedLimit(1.0 / framework_rps, model_s_per_image, png_s_per_image, latent_s_per_request)
 
 
+def apportion(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` split in proportion to ``weights`` (largest remainders), but with at least one for each
+    weight when ``total`` allows it (a small share is rounded up to one, taken from the largest shares)."""
+    if total < 0 or not weights or any(w <= 0 for w in weights):
+        raise ValueError(f"need total >= 0 and positive weights, got {total} and {list(weights)}")
+    quotas = [total * w / sum(weights) for w in weights]
+    counts = [math.floor(q) for q in quotas]
+    if total >= len(weights):
+        counts = [max(1, c) for c in counts]
+    while sum(counts) < total:  # the largest remainder first
+        counts[max(range(len(counts)), key=lambda i: quotas[i] - counts[i])] += 1
+    while sum(counts) > total:  # small shares were rounded up: take from the furthest above its quota
+        counts[max((i for i, c in enumerate(counts) if c > 1), key=lambda i: counts[i] - quotas[i])] -= 1
+    return counts
+
+
 def ratio(measured: float | None, reference: float | None) -> float | None:
     if measured is None or not reference:
         return None
