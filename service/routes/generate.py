@@ -25,6 +25,7 @@ from service.routes.common import (
     StrictBody,
     TruncationField,
     compute,
+    hot_route,
     image_response,
     image_responses,
     query_parameters,
@@ -125,6 +126,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         query = parse_query(request)
         labels = np.full(query.n, query.label if conditional else 0, dtype=np.int64)
         return await generate_images(request, labels, query.seed, False, query.truncation, query.format)
+
+    if not settings.api_keys:
+        hot_route(router, "/generate", generate)
 
     @router.post(
         "/v1/generate",
