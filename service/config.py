@@ -183,8 +183,9 @@ class Settings(BaseSettings):
         ge=0,
         le=1024,
         description=(
-            "Requests of at most this many images sample latents and encode their answer on the event loop "
-            "(tens of microseconds); larger ones go to a worker thread so the loop stays free."
+            "Requests of at most this many images have their latents drawn and their answer encoded on the "
+            "inference thread beside their batch (the event loop only parses and writes); larger ones use a "
+            "worker thread, so a big grid does not hold up the next batch."
         ),
     )
 
