@@ -106,6 +106,11 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     top_label, classes = spec.num_classes - 1, spec.num_classes
 
     def require_encoder() -> None:
+        if spec.encoder is None and spec.manifest.encoder is not None:  # graphs run remotely
+            raise NotSupported(
+                "projection needs the encoder graph, which a remote inference backend (GAN_INFERENCE_URL) "
+                "does not serve"
+            )
         if spec.encoder is None:
             raise NotSupported(
                 f"model {spec.manifest.name!r} has no encoder, so it cannot project images: its manifest has "

@@ -229,3 +229,8 @@ def test_the_client_projects_and_edits(client, digits, tmp_path):
         with pytest.raises(ServiceError) as error:
             gan.project(b"nonsense")
         assert error.value.status == 422 and "image" in error.value.message
+
+
+def test_with_a_remote_backend_the_encoder_is_not_loaded():
+    spec = load_model_dir(MODEL_DIR, local=False)  # GAN_INFERENCE_URL: the front end reads manifest.json only
+    assert spec.encoder is None and spec.manifest.encoder is not None  # the routes answer 501 saying why
