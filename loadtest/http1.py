@@ -66,11 +66,15 @@ class Connection:
             await self.close()
             raise HTTPFailure(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _exchange(self, method: str, target: str, body: bytes | None) -> Answer:
+    async def open(self) -> None:
+        """Connect now, if not connected (``request`` connects on demand)."""
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
             self._protocol = h11.Connection(h11.CLIENT)
-        assert self._reader is not None
+
+    async def _exchange(self, method: str, target: str, body: bytes | None) -> Answer:
+        await self.open()
+        assert self._reader is not None and self._writer is not None
         protocol = self._protocol
         headers = [*self.headers, ("Content-Length", str(len(body or b"")))]
         if body is not None:

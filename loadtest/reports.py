@@ -30,6 +30,11 @@ def port(text: str) -> int:
     return value
 
 
+def figure(value: float | None) -> str:
+    """A measured number in a report's table (thousands separated, one decimal); "–" for none."""
+    return "–" if value is None else f"{value:,.1f}"
+
+
 def where(path: Path) -> str:
     """A report's location as printed at the end of a run: absolute, so it can be found from anywhere."""
     return str(path.resolve())

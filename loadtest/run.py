@@ -27,7 +27,7 @@ from train.extras import LOADTEST, exit_for_missing_extra, require
 
 try:
     from loadtest import server
-    from loadtest.reports import FINAL_STATS_ENV, PORT_HELP, REPORTS_DIR, Help, port, where
+    from loadtest.reports import FINAL_STATS_ENV, PORT_HELP, REPORTS_DIR, Help, figure, port, where
     from loadtest.traffic import API_KEY_ENV
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-loadtest", exc, LOADTEST)
@@ -155,9 +155,7 @@ def read_stats(out: Path) -> dict[str, Any]:
 
 
 def render_summary(summary: dict[str, Any]) -> str:
-    def f(value: float | None) -> str:
-        return "–" if value is None else f"{value:,.1f}"
-
+    f = figure
     lines = [
         "# gan-loadtest summary",
         "",
