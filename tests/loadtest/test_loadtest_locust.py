@@ -48,7 +48,7 @@ def test_short_locust_run_has_no_failures_and_every_class_sends(
         "--host",
         served.url,
         "--run-time",
-        "4s",
+        "8s",  # a loaded machine answers the users' first GET /v1/models late
         "--users",
         "10",
         "--spawn-rate",
