@@ -20,6 +20,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, User, between, constant_pacing, events, task
 from locust.env import Environment
 from locust.stats import RequestStats
@@ -196,6 +197,9 @@ _SESSION: dict[str, Environment] = {}  # the environment locust runs, for the qu
 
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
+    # gevent's clock is read when its loop turns, and it has not turned since locust's import: on a loaded
+    # machine its start-up took seconds, and the --run-time timer set next would fire that much too early
+    gevent.get_hub().loop.update_now()
     _SESSION["environment"] = environment
     options = environment.parsed_options
     if options is not None and options.headless and options.num_users:
