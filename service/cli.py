@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        timeout_worker_healthcheck=settings.worker_healthcheck_s,
         log_config=log_config(settings.log_level),
         access_log=False,  # the service writes its own JSON access log
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),

@@ -203,6 +203,14 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface gan-serve binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port gan-serve binds.")
     workers: int = Field(1, ge=1, le=64, description="Worker processes (each loads the model).")
+    worker_healthcheck_s: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="With several workers, most seconds a worker may take to answer its supervisor's "
+        "health check, start-up included, before it is replaced (uvicorn's own 5 s replaces workers that "
+        "load slowly on a busy host, forever).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(True, description="One JSON log line per request.")
     drain_s: float = Field(
