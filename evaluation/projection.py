@@ -21,7 +21,9 @@ from PIL import Image
 
 from contracts.model_dir import ModelDirError, read_manifest, verified_graph
 from evaluation.classifier import DEFAULT_CLASSIFIER_DIR
-from evaluation.evaluate import load_reference
+from evaluation.cli import EXIT_BAD_INPUT
+from evaluation.evaluate import PARTS, EvaluationError, check_split, load_reference
+from evaluation.sources import open_source
 
 BATCH = 256
 PICTURE_ROWS = 10
@@ -90,13 +92,14 @@ def nearest(queries: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(index), np.concatenate(dist)
 
 
-def measure(model_dir: Path, classifier_dir: Path, n: int) -> tuple[dict, np.ndarray]:
+def measure(model_dir: Path, classifier_dir: Path, n: int, part: str = "held_out") -> tuple[dict, np.ndarray]:
     projector = Projector(model_dir)
     reference = load_reference(classifier_dir)
-    held_out, train = reference.held_out, reference.train
-    pick = np.random.default_rng(0).permutation(len(held_out.images))[:n]
-    real, labels = held_out.images[pick], held_out.labels[pick].astype(np.int64)
-    real_features = reference.held_out_features[pick]
+    target, train = reference.against(part), reference.train
+    note = check_split(open_source(model_dir), reference, target)  # refuses digits the generator trained on
+    pick = np.random.default_rng(0).permutation(len(target.images))[:n]
+    real, labels = target.images[pick], target.labels[pick].astype(np.int64)
+    real_features = target.features[pick]
     k = projector.manifest.num_classes
 
     z, again = projector.project(real, labels)
@@ -119,6 +122,8 @@ def measure(model_dir: Path, classifier_dir: Path, n: int) -> tuple[dict, np.nda
         "model": f"{projector.manifest.name} {projector.manifest.version}",
         "encoder": {k_: projector.manifest.encoder.model_extra.get(k_) for k_ in ("training", "recovery")},
         "images": int(n),
+        "part": part,
+        "notes": [note] if note else [],
         "reconstruction_pixel_mse": _stats(pixel_mse(again, real)),
         "nearest_train_pixel_mse": _stats(pixel_mse(train.images[pixel_index], real)),
         "reconstruction_feature_distance": _stats(np.linalg.norm(again_features - real_features, axis=1)),
@@ -181,8 +186,9 @@ def markdown(result: dict, command: str, picture: str) -> str:
 
 Model **{result["model"]}** with its encoder (`encoder.onnx`: {training.get("steps")} steps of batch
 {training.get("batch_size")}, pixel-loss weight {training.get("pixel_weight")}, seed {training.get("seed")}, \
-{training.get("seconds")} s). {result["images"]} held-out real digits of the domain classifier's split (never
-trained on), each projected under its true label: one encoder pass, no refinement.
+{training.get("seconds")} s). {result["images"]} {PARTS[result["part"]]} real digits of the domain
+classifier's data (never trained on), each projected under its true label: one encoder pass, no refinement.
+{"".join(f"{chr(10)}Note: {note}.{chr(10)}" for note in result["notes"])}
 
 ![real | reconstruction | restyled 0-9]({picture})
 
@@ -238,8 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports"), help="directory for projection.md/.png")
     parser.add_argument("--n", type=int, default=1000, help="held-out real digits to project (1000)")
     parser.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR)
+    parser.add_argument(
+        "--part",
+        choices=PARTS,
+        default="held_out",
+        help="the real digits: held_out, or test where the data has one",
+    )
     args = parser.parse_args(argv)
-    result, grid = measure(args.model_dir, args.classifier, args.n)
+    try:
+        result, grid = measure(args.model_dir, args.classifier, args.n, args.part)
+    except EvaluationError as exc:
+        print(f"gan-eval projection: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     args.out.mkdir(parents=True, exist_ok=True)
     save_picture(grid, args.out / "projection.png")
     command = shlex.join(["gan-eval", "projection", *(sys.argv[2:] if argv is None else argv)])
