@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from enum import StrEnum
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 PNG = "image/png"
 NPY = "application/x-npy"
@@ -41,6 +41,13 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 _IEND = _png_chunk(b"IEND", b"")
+# PNG's 8-bit colour types of the modes C = 1, 3, 4 give (Pillow's private _OUTMODES changed shape across the
+# versions allowed): mode → (raw mode, bit depth, colour type)
+_PNG_MODES = {
+    "L": ("L", b"\x08", b"\x00"),
+    "RGB": ("RGB", b"\x08", b"\x02"),
+    "RGBA": ("RGBA", b"\x08", b"\x06"),
+}
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -48,7 +55,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     writes (tests/service/test_service_encoding.py compares them), by Pillow's own zlib encoder, without its
     generic save path (plugin lookup, options, a file object), which cost ~40 % of the encoding."""
     picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    rawmode, bit_depth, color_type = PngImagePlugin._OUTMODES[picture.mode]
+    rawmode, bit_depth, color_type = _PNG_MODES[picture.mode]
     width, height = picture.size
     header = struct.pack(">II", width, height) + bit_depth + color_type + b"\0\0\0"
     parts = [PNG_SIGNATURE, _png_chunk(b"IHDR", header)]

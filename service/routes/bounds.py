@@ -9,10 +9,12 @@ latent") are stated by the models themselves (``ONE_OF``)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.fields import FieldInfo
 
 from service.config import Settings
 from service.model_repo import ModelSpec
@@ -72,8 +74,16 @@ def bounded(model: type[M], fields: Mapping[str, JsonDict], **nested: Any) -> ty
         "__annotations__": dict(nested),
     }
     for name in nested:
-        namespace[name] = model.model_fields[name]._copy()
+        namespace[name] = _copied(model.model_fields[name])
     return type(model.__name__, (model,), namespace)
+
+
+def _copied(field: FieldInfo) -> FieldInfo:
+    """A field of the parent model for the subclass (pydantic's own ``FieldInfo._copy`` is private and
+    recent: not in the lowest pydantic allowed)."""
+    copied = copy.copy(field)
+    copied.metadata = list(field.metadata)
+    return copied
 
 
 def _value_schema(schema: JsonDict) -> JsonDict:

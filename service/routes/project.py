@@ -10,8 +10,6 @@ refinement step after the encoder: the service never differentiates through the 
 an encoder answers 501.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +23,7 @@ from service import encoding
 from service.encoding import Format
 from service.errors import NotSupported, check_count, check_range, invalid
 from service.image_input import MAX_PIXELS, RULE, decode_image
+from service.routes.bounds import bounded, label_range
 from service.routes.common import (
     BODY_RESPONSES,
     IMAGE_RESPONSES,
@@ -104,6 +103,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     spec, settings = ctx.spec, ctx.settings
     router = APIRouter(tags=["projection"])
     top_label, classes = spec.num_classes - 1, spec.num_classes
+    one_label = label_range(spec)
+    Project = bounded(ProjectRequest, {"label": one_label})
+    Edit = bounded(EditRequest, {"label": one_label, "end_label": one_label, "labels": {"items": one_label}})
 
     def require_encoder() -> None:
         if spec.encoder is None and spec.manifest.encoder is not None:  # graphs run remotely
@@ -152,7 +154,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response_model=Projection,
         summary="Find the latent of a real image (GAN inversion) and its reconstruction",
     )
-    async def project_image(request: Request, body: ProjectRequest) -> Response:
+    async def project_image(request: Request, body: Project) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
         require_encoder()
         image = read(("body", "image"), body.image, body.label)
@@ -174,7 +176,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response_class=Response,
         summary="Project a real image, then re-generate: other labels, a walk to another image, look-alikes",
     )
-    async def edit(request: Request, body: EditRequest) -> Response:
+    async def edit(request: Request, body: Edit) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
         require_encoder()
         for name in ("end_image", "end_label"):

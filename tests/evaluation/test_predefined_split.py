@@ -166,13 +166,3 @@ def test_gan_eval_has_a_part_flag_that_names_the_allowed_parts(tmp_path, capsys)
     assert evaluate_parser().parse_args([str(tmp_path)]).part == "held_out"
     assert main([str(tmp_path), "--part", "validation"]) == EXIT_BAD_INPUT
     assert "part must be one of held_out, test, got validation" in capsys.readouterr().err
-
-
-def test_mnist5k_is_inside_mnist_train_so_its_generators_can_be_measured_on_mnist_test():
-    # what makes 1.2.0 (trained on mnist5k) measurable on MNIST's test split with the full-MNIST classifier
-    subset, full = load_images("mnist5k"), load_images("mnist")
-    config = {"training": {"data": "mnist5k"}, "split": split_for(subset).describe(subset.labels)}
-    seen = E.training_images(config)
-    assert seen is not None and len(seen) == 4000
-    assert E.shared_image_count(subset.images, full.images[full.splits["train"]]) == 5000
-    assert E.shared_image_count(seen, full.images[full.splits["test"]]) == 0
