@@ -213,17 +213,17 @@ def test_evaluate_prints_the_metrics_and_the_product_bar_verdict(
     assert "  [FAIL] label_accuracy = 0.9885  (rule: >= 0.99)" in printed
 
 
-def test_the_card_puts_earlier_versions_beside_this_one(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def export_compared(
+    run_dir: Path, out: Path, monkeypatch: pytest.MonkeyPatch, change
+) -> tuple[int, dict, Path]:
+    """gan-export with the recorded 1.2.0 result as this model's metrics and, to compare with, a copy of it
+    that ``change`` edited; returns the exit status, that copy and its file."""
     shipped = json.loads(RECORDED_METRICS.read_text())
     earlier = json.loads(json.dumps(shipped))
-    earlier["source"]["version"] = "0.9.0"
-    earlier["model"]["label_accuracy"] = 0.5
-    earlier_file = tmp_path / "earlier.json"
+    change(earlier)
+    earlier_file = out.parent / f"{out.name}-earlier.json"
     earlier_file.write_text(json.dumps(earlier))
     monkeypatch.setattr(export.build, "_evaluate", lambda staging, out_dir, options: shipped)
-    out = tmp_path / "compared"
     args = [
         str(run_dir),
         "--out",
@@ -233,11 +233,23 @@ def test_the_card_puts_earlier_versions_beside_this_one(
         "--compare-with",
         str(earlier_file),
     ]
-    assert main(args) == 0
+    return main(args), earlier, earlier_file
+
+
+def test_the_card_puts_earlier_versions_beside_this_one(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def change(metrics: dict) -> None:
+        metrics["source"]["version"] = "0.9.0"
+        metrics["model"]["label_accuracy"] = 0.5
+
+    out = tmp_path / "compared"
+    code, earlier, _ = export_compared(run_dir, out, monkeypatch, change)
+    assert code == 0
     assert json.loads((out / "manifest.json").read_text())["compared_with"] == [earlier]
     card = (out / "README.md").read_text()
     assert "## Compared with earlier versions" in card
-    version = shipped["source"]["version"]
+    version = json.loads(RECORDED_METRICS.read_text())["source"]["version"]
     assert f"| metric | 0.9.0 | {version} | real floor |" in card
     assert "| label accuracy | 50.00% | 98.85% | 99.30% |" in card
 
@@ -245,23 +257,9 @@ def test_the_card_puts_earlier_versions_beside_this_one(
 def test_versions_measured_differently_are_not_compared(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    shipped = json.loads(RECORDED_METRICS.read_text())
-    other = json.loads(json.dumps(shipped))
-    other["settings"]["n"] = 10
-    other_file = tmp_path / "other.json"
-    other_file.write_text(json.dumps(other))
-    monkeypatch.setattr(export.build, "_evaluate", lambda staging, out_dir, options: shipped)
     out = tmp_path / "refused"
-    args = [
-        str(run_dir),
-        "--out",
-        str(out),
-        "--no-label-morph",
-        "--evaluate",
-        "--compare-with",
-        str(other_file),
-    ]
-    assert main(args) == 1
+    code, _, other_file = export_compared(run_dir, out, monkeypatch, lambda m: m["settings"].update(n=10))
+    assert code == 1
     assert f"--compare-with {other_file}: not measured like this model (settings.n 10 vs 10000)" in (
         capsys.readouterr().err
     )
