@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.capacity import choose
+
 
 def _f(value: float | None, digits: int = 1, suffix: str = "") -> str:
     return "–" if value is None else f"{value:,.{digits}f}{suffix}"
@@ -115,6 +117,21 @@ def peers(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def balance(cores: int, service_ms: float, model_ms: float) -> list[str]:
+    """The balance line: the Python work per answer (the service's CPU less the model's) beside the model's,
+    and what ``GAN_WORKERS=auto`` (service.capacity) runs with them on this machine."""
+    request_ms = service_ms - model_ms
+    if request_ms <= 0:
+        return []
+    chosen = choose(cores, request_ms, model_ms)
+    return [
+        f"- balance: {_f(request_ms, 3)} CPU ms of Python per answer (the service's less the model's) "
+        f"against {_f(model_ms, 3)} ms of model per image: `GAN_WORKERS=auto` with `GAN_REQUEST_CPU_MS="
+        f"{request_ms:.2f}` runs {chosen.workers} worker(s) × {chosen.threads} thread(s) on these "
+        f"{cores} cores"
+    ]
+
+
 def composed(report: dict[str, Any]) -> list[str]:
     c = report["composed"]
     if "limit" not in c:
@@ -176,6 +193,7 @@ def composed(report: dict[str, Any]) -> list[str]:
         f"{_f(c['cpu']['service_ms_per_request'], 3)} CPU ms per single-image answer, the parts alone "
         f"{_f(1000 * cpu['seconds_per_request'], 3)} ms ({_pct(c['cpu']['parts_share_of_service'])}); the "
         "rest is the service's own per-request work (event loop, thread hand-offs, latent sampling)",
+        *balance(report["machine"]["cpu_count"], c["cpu"]["service_ms_per_request"], 1000 * cpu["model_s"]),
         f"- in-service inference time per image at this level: "
         f"{_f(level['server']['inference_ms_per_image'], 3)} ms (measured by the batcher, under load, now "
         "including latent sampling and encoding on the inference thread) vs "

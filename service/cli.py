@@ -29,8 +29,9 @@ from service.config import Settings
 from service.logs import log_config
 
 try:
+    from service.capacity import choose, model_ms_per_image
     from service.main import create_app, load_spec, open_runtime
-    from service.runtime import InferenceRuntime, Runtime, StartupError
+    from service.runtime import InferenceRuntime, Runtime, StartupError, available_cores
     from service.server import ServerConfig, server_options
     from service.workers import Supervisor, shared_metrics_dir
 except ImportError as exc:  # neither ONNX Runtime extra: service.runtime's message names them
@@ -45,7 +46,8 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 FLAGS = {
     "host": "the interface to bind (GAN_HOST)",
     "port": "the port to bind (GAN_PORT)",
-    "workers": "worker processes, each with its own model session and batcher (GAN_WORKERS)",
+    "workers": "worker processes, each with its own model session and batcher, or auto: from the measured "
+    "balance of request and model work (GAN_WORKERS)",
     "model_dir": "model directory with manifest.json (GAN_MODEL_DIR)",
     "device": "auto, cpu or cuda (GAN_DEVICE)",
     "max_batch": "most latents per inference call (GAN_MAX_BATCH)",
@@ -117,6 +119,23 @@ def check_model(settings: Settings) -> InferenceRuntime:
     return open_runtime(spec, settings)
 
 
+def resolve_workers(settings: Settings) -> Settings:
+    """``GAN_WORKERS=auto``: workers, and ORT threads unless set, from ``service.capacity``'s balance with the
+    served graph timed here; the choice goes into the environment, so the workers see it too."""
+    spec = load_spec(settings)
+    probe = open_runtime(spec, settings.model_copy(update={"workers": 1, "intra_op_threads": 1}))
+    try:
+        model_ms = model_ms_per_image(probe, spec.latent_dim, settings.max_batch)
+    finally:
+        probe.close()
+    balance = choose(available_cores(), settings.request_cpu_ms, model_ms)
+    os.environ["GAN_WORKERS"] = str(balance.workers)
+    if not settings.intra_op_threads:
+        os.environ["GAN_INTRA_OP_THREADS"] = str(balance.threads)
+    logging.getLogger("service.capacity").info("workers=auto: %s", balance.describe())
+    return Settings()
+
+
 @contextlib.contextmanager
 def signals_end_cleanly() -> Iterator[None]:
     """uvicorn shuts down gracefully on SIGTERM/SIGINT and then raises the signal again for the handler it
@@ -147,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REFUSED
     logging.config.dictConfig(log_config(settings.log_level))
     try:
+        if settings.workers == 0:
+            settings = resolve_workers(settings)
         runtime = check_model(settings)
         app = create_app(settings, lambda *_: runtime) if settings.workers == 1 else None
     except (ModelDirError, StartupError) as exc:

@@ -202,7 +202,20 @@ class Settings(BaseSettings):
     # --- process
     host: str = Field("127.0.0.1", description="Interface gan-serve binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port gan-serve binds.")
-    workers: int = Field(1, ge=1, le=64, description="Worker processes (each loads the model).")
+    workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Worker processes (each loads the model). `auto` (or 0): chosen at start-up from the "
+        "measured balance between the Python work per answer and the model's per image (service.capacity).",
+    )
+    request_cpu_ms: float = Field(
+        1.2,
+        gt=0,
+        le=1000,
+        description="With `workers=auto`: CPU ms per single-image answer that holds the interpreter lock, as "
+        "gan-bench's balance line measures it on the serving host (default: the reference 2-core run).",
+    )
     worker_healthcheck_s: int = Field(
         30,
         ge=1,
@@ -222,6 +235,11 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="Most seconds to finish in-flight requests."
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        return 0 if isinstance(value, str) and value.strip().lower() == "auto" else value
 
     @field_validator("inference_url")
     @classmethod

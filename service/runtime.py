@@ -127,7 +127,7 @@ def intra_op_threads(settings: Settings, cores: int | None = None) -> int:
     cores = cores if cores is not None else available_cores()
     if cores <= SINGLE_THREAD_MAX_CORES:
         return 1
-    return max(1, cores // settings.workers)
+    return max(1, cores // max(1, settings.workers))  # workers 0 (auto) is resolved by gan-serve
 
 
 class Runtime:

@@ -136,6 +136,8 @@ def test_markdown_carries_the_figures() -> None:
     assert "| 64 | naive FastAPI (sync route, batch-1 ORT) | 400.0 |" in text
     assert "| 64 | Ray Serve | not installed |" in text
     assert "| single-image req/s at 8 clients ≥ 1.0 × the naive peer's | 0.80× | **no** |" in text
+    # 2.0 CPU ms per answer less 1.0 ms of model per image: service.capacity's choice for 2 cores
+    assert "`GAN_REQUEST_CPU_MS=1.00` runs 1 worker(s) × 1 thread(s) on these 2 cores" in text
     assert "placeholder" not in text
 
 

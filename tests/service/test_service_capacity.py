@@ -1,0 +1,88 @@
+"""``GAN_WORKERS=auto``: workers and ONNX Runtime threads from the balance of Python work per answer and model
+work per image (``service.capacity``), measured on the served graph when gan-serve starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+from service_support import MODEL_DIR, READY_TIMEOUT_S, REPO_ROOT, free_port, make_settings, wait_ready
+
+from service.capacity import choose, model_ms_per_image
+from service.main import load_spec
+from service.runtime import Runtime, available_cores
+
+
+@pytest.mark.parametrize(
+    ("cores", "request_ms", "model_ms", "workers", "threads"),
+    [
+        (2, 1.2, 0.3, 2, 1),  # the reference machine: Python is the bottleneck
+        (16, 1.2, 0.3, 13, 1),  # a 16-core host: most cores run Python, one thread of model each
+        (16, 0.1, 1.0, 2, 7),  # a heavy model: few processes, many model threads each
+        (1, 1.2, 0.3, 1, 1),
+        (8, 0.5, 0.0, 8, 1),  # a remote model: only Python here
+    ],
+)
+def test_workers_and_threads_follow_the_balance(cores, request_ms, model_ms, workers, threads):
+    balance = choose(cores, request_ms, model_ms)
+    assert (balance.workers, balance.threads) == (workers, threads)
+    # enough processes for the lock-bound work to keep up with the machine's limit c / (g + m) ...
+    assert balance.workers / request_ms >= cores / (request_ms + model_ms) - 1e-9
+    # ... and no more threads than cores, unless a single thread each already exceeds them
+    assert balance.workers * balance.threads <= max(cores, balance.workers)
+
+
+@pytest.mark.parametrize(("cores", "request_ms", "model_ms"), [(0, 1.0, 1.0), (2, 0.0, 1.0), (2, 1.0, -1.0)])
+def test_impossible_measurements_are_refused(cores, request_ms, model_ms):
+    with pytest.raises(ValueError, match="need cores >= 1"):
+        choose(cores, request_ms, model_ms)
+
+
+def test_the_model_is_timed_on_the_served_graph():
+    settings = make_settings(intra_op_threads=1)
+    spec = load_spec(settings)
+    runtime = Runtime(spec, settings)
+    try:
+        per_image_at_8 = model_ms_per_image(runtime, spec.latent_dim, 8)
+    finally:
+        runtime.close()
+    assert 0 < per_image_at_8 < 1000
+
+
+def test_auto_is_accepted_as_a_word_or_zero():
+    assert make_settings(workers="auto").workers == make_settings(workers=0).workers == 0
+
+
+@pytest.mark.parametrize(("request_cpu_ms", "expected"), [(1e-6, 1), (1000.0, available_cores())])
+def test_gan_serve_chooses_and_says_what_it_runs(request_cpu_ms, expected):
+    """A tiny Python cost per answer: one process is enough; a huge one: a process per core."""
+    port = free_port()
+    env = {"GAN_MODEL_DIR": str(MODEL_DIR), "GAN_WORKERS": "auto", "GAN_REQUEST_CPU_MS": str(request_cpu_ms),
+           "GAN_LOG_LEVEL": "info", "GAN_ACCESS_LOG": "false", "GAN_DRAIN_S": "0",
+           "GAN_MAX_BATCH": "8"}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "--port", str(port)],
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            wait_ready(client.get, READY_TIMEOUT_S)
+            metrics = client.get("/metrics").text
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    chosen = re.search(r"workers=auto: (\d+) worker\(s\) x (\d+) ONNX Runtime thread", stderr)
+    assert chosen, stderr
+    workers, threads = map(int, chosen.groups())
+    assert workers == expected
+    # what runs is what was chosen: every live worker's session reports that thread count
+    assert re.search(rf'gan_model_info\{{[^}}]*intra_op_threads="{threads}"', metrics), metrics
