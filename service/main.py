@@ -16,6 +16,7 @@ from service import errors
 from service.auth import ApiKeyGate, api_key_dependencies
 from service.batcher import Batcher
 from service.config import Settings
+from service.hot_lane import HotLane
 from service.metrics import Metrics
 from service.middleware import QueueDoor, RequestContext
 from service.model_repo import ModelSpec, load_model_dir
@@ -93,7 +94,9 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     app.include_router(inference_protocol.build_health_router(ctx), dependencies=ops_dependencies)
     app.include_router(inference_protocol.build_router(ctx), dependencies=protected)
     errors.install(app, settings.retry_after_s)
-    app.add_middleware(  # innermost: behind the API key gate
+    if ctx.hot_endpoints:  # innermost: the hot routes' endpoints, straight from the middleware below
+        app.add_middleware(HotLane, endpoints=ctx.hot_endpoints, handlers=app.exception_handlers)
+    app.add_middleware(  # behind the API key gate
         QueueDoor,
         queue_full=lambda: ctx.lifecycle.batcher.queue_full() if ctx.lifecycle.batcher else None,
         paths=ADMITTED_PATHS | inference_protocol.infer_paths(spec),

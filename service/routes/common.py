@@ -18,12 +18,11 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
 
 from contracts.latents import MAX_SEED
 from service import encoding, errors
@@ -31,7 +30,6 @@ from service.batcher import Batcher, SeededLatents
 from service.config import Settings
 from service.encoding import Format
 from service.metrics import Metrics
-from service.middleware import ENDPOINT_KEY
 from service.model_repo import ModelSpec
 from service.runtime import GraphKind
 
@@ -53,6 +51,7 @@ class ServiceContext:
     settings: Settings
     metrics: Metrics
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    hot_endpoints: dict[str, Callable[[Request], Awaitable[Response]]] = field(default_factory=dict)
 
     @property
     def batcher(self) -> Batcher:
@@ -127,21 +126,14 @@ def _number_kind(annotation: Any) -> type | None:
 PLAIN_INT = re.compile(r"-?[0-9]+")  # what a query or JSON key may write for an int
 
 
-def hot_route(router: APIRouter, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
-    """Serve ``POST path`` by a plain Starlette route placed ahead of its documented FastAPI route, which
-    stays for the OpenAPI document (and for 405s). For an endpoint that takes only the ``Request`` and
-    validates by itself, FastAPI's route adds nothing but cost per request: its dependency solving (always
-    building query params, headers, cookies and a sub-response), an exit stack and its wrappers (about 150
-    Python calls per request, 28 % of a single-image request's calls; reports/bench/NOTES.md). Errors still
-    go to the app's handlers, and request ids, metrics (labelled ``path``) and the access log are
-    middleware, so all stay. Only without API keys: with keys the documented route's key dependency must
-    run."""
-
-    async def served(request: Request) -> Response:
-        request.scope[ENDPOINT_KEY] = path  # the metrics' and the log's label (FastAPI's route sets "route")
-        return await endpoint(request)
-
-    router.routes.insert(0, Route(path, served, methods=["POST"], include_in_schema=False))
+def hot_route(ctx: ServiceContext, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+    """Serve ``POST path`` by ``endpoint`` straight from the service's middleware (``service.hot_lane``), its
+    documented FastAPI route staying for the OpenAPI document (and for 405s). For an endpoint that takes only
+    the ``Request`` and validates by itself, FastAPI's route adds nothing but cost per request: dependency
+    solving, an exit stack, routing and wrappers (reports/bench/NOTES.md). Only without API keys: with keys
+    the documented route's key dependency must run."""
+    if not ctx.settings.api_keys:
+        ctx.hot_endpoints[path] = endpoint
 
 
 def refuse_query(request: Request) -> None:

@@ -127,8 +127,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         labels = np.full(query.n, query.label if conditional else 0, dtype=np.int64)
         return await generate_images(request, labels, query.seed, False, query.truncation, query.format)
 
-    if not settings.api_keys:
-        hot_route(router, "/generate", generate)
+    hot_route(ctx, "/generate", generate)
 
     @router.post(
         "/v1/generate",
