@@ -226,6 +226,11 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(True, description="One JSON log line per request.")
+    otel: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry (traces, metrics, logs to the process's OTel providers). "
+        "Off, the per-request check whether any provider is configured is skipped as well.",
+    )
     drain_s: float = Field(
         5.0,
         ge=0,

@@ -47,6 +47,9 @@ def load_spec(settings: Settings) -> ModelSpec:
     return load_model_dir(settings.model_dir, settings.model_variant, local=settings.inference_url is None)
 
 
+NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory = open_runtime) -> FastAPI:
     settings = settings or Settings()
     spec = load_spec(settings)
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
         summary=f"{'Conditional' if spec.conditional else 'Unconditional'} images from {spec.manifest.name}, "
         "dynamically batched on ONNX Runtime.",
         lifespan=lifespan,
+        telemetry=None if settings.otel else NO_TELEMETRY,
     )  # no max_body_size: its 413 is plain text and bypasses the request id (RequestContext limits bodies)
     protected = api_key_dependencies(settings)
     for module in (generate, interpolate, arithmetic, project, bulk, models):
