@@ -5,6 +5,7 @@ gan-train --model dcgan --loss wgan-gp --epochs 20 --out runs/wgan
 gan-train --data path/to/train-images-idx3-ubyte.gz --out runs/full
 gan-train --out runs/wgan --epochs 40              # resume: the recorded settings, 20 more epochs
 gan-train --nproc 2 --out runs/ddp                 # 2 processes (DDP) sharing the global --batch-size
+gan-train --model pixelcnn --width 16 --out runs/pc  # conditional gated PixelCNN (NLL, bits/dim; no latent)
 
 A resume trains with the settings the run's config.json records; flags given on the command line win, and
 only --epochs may differ from the record (other changes are refused: that would be another run).
@@ -29,7 +30,7 @@ try:
     from train.data import DataError
     from train.distributed import World, environment_world, launch, recorded_world_size, under_launcher
     from train.loop import TrainConfig, train
-    from train.losses import LOSSES, VAE_LOSS
+    from train.losses import LOSSES, NLL_LOSS, VAE_LOSS
     from train.models import VARIANTS
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-train", exc, TRAIN)
@@ -56,9 +57,9 @@ class Flag:
 CONFIG_FLAGS: dict[str, Flag] = {
     "model": Flag(f"variant (default {DEFAULTS.model})", choices=tuple(sorted(VARIANTS))),
     "loss": Flag(
-        f"adversarial loss (default hinge; cvae always uses {VAE_LOSS})",
+        f"adversarial loss (default hinge; cvae always uses {VAE_LOSS}, pixelcnn {NLL_LOSS})",
         type=str,
-        choices=(*sorted(LOSSES), VAE_LOSS),
+        choices=(*sorted(LOSSES), VAE_LOSS, NLL_LOSS),
     ),
     "epochs": Flag(f"passes over the training split ({DEFAULTS.epochs})"),
     "batch_size": Flag(f"({DEFAULTS.batch_size})"),
@@ -78,6 +79,8 @@ CONFIG_FLAGS: dict[str, Flag] = {
     "augment": Flag("DiffAugment for D: comma list of translation, cutout ('' = none)"),
     "ema_decay": Flag(f"generator EMA, 0 = off ({DEFAULTS.ema_decay})"),
     "kl_weight": Flag(f"cvae KL weight ({DEFAULTS.kl_weight})"),
+    "levels": Flag("pixelcnn: grey levels per pixel (4)", type=int),
+    "layers": Flag("pixelcnn: gated layers after the first (5)", type=int),
     "data": Flag(f"'{DEFAULTS.data}', a .npz (x, y) or MNIST IDX file/directory"),
     "labels": Flag("IDX labels file when not beside the images", type=str),
     "held_out_fraction": Flag("(0.2), never trained on"),

@@ -44,11 +44,21 @@ from train.models import (
     build_generator,
     get_variant,
 )
-from train.objectives import GANObjective, VAEObjective, VAESettings
+from train.objectives import (
+    GANObjective,
+    LikelihoodObjective,
+    LikelihoodSettings,
+    VAEObjective,
+    VAESettings,
+)
+from train.pixelcnn import DEFAULT_LAYERS, DEFAULT_LEVELS, held_out_bits_per_dim
 
 CONFIG_FORMAT = 1
+HELD_OUT_BPD = (
+    "held_out_bits_per_dim"  # autoregressive models: logged with every epoch, on the held-out split
+)
 EMA_WARMUP = 10  # EMA decay ramps up as (1 + n) / (EMA_WARMUP + n) until it reaches ema_decay
-PLOTTED = ("d_loss", "g_loss", "penalty", "loss", "reconstruction", "kl")
+PLOTTED = ("d_loss", "g_loss", "penalty", "loss", "reconstruction", "kl", "bits_per_dim", HELD_OUT_BPD)
 
 
 @dataclass
@@ -78,6 +88,8 @@ class TrainConfig:
     augment: str = ""  # DiffAugment policy for the discriminator's inputs, e.g. "translation,cutout"
     ema_decay: float = 0.999  # 0 disables EMA: the raw generator is saved
     kl_weight: float = 1.0  # cvae only
+    levels: int | None = None  # pixelcnn only: grey levels per pixel (None: train.pixelcnn's default)
+    layers: int | None = None  # pixelcnn only: gated layers after the first (None: train.pixelcnn's default)
     data: str = EMBEDDED_SOURCE
     labels: str | None = None
     held_out_fraction: float = 0.2
@@ -89,13 +101,19 @@ class TrainConfig:
     def resolve(self) -> ResolvedTraining:
         """Check every setting once and build what the loop needs; a ValueError names the bad setting."""
         variant = get_variant(self.model)
-        objective: AdversarialLoss | VAESettings
+        objective: AdversarialLoss | VAESettings | LikelihoodSettings
+        if not variant.autoregressive and (self.levels is not None or self.layers is not None):
+            raise ValueError(
+                f"levels and layers are settings of the autoregressive models, not '{self.model}'"
+            )
         if variant.fixed_loss is not None:
             if self.loss not in (None, variant.fixed_loss):
                 raise ValueError(
                     f"model '{self.model}' trains with loss '{variant.fixed_loss}', not '{self.loss}'"
                 )
             loss_name, objective = variant.fixed_loss, VAESettings(self.kl_weight)
+            if variant.autoregressive:
+                objective = likelihood_settings(self.levels, self.layers)
         else:
             loss_name = self.loss or DEFAULT_LOSS
             objective = build_loss(loss_name, self.n_critic, self.label_smoothing)
@@ -124,14 +142,17 @@ class ResolvedTraining:
     config: TrainConfig
     variant: Variant
     loss_name: str  # config.json's "loss": the adversarial loss, or the variant's own (the VAE's "elbo")
-    objective: AdversarialLoss | VAESettings  # built once: the loss object, or the VAE's settings
+    objective: AdversarialLoss | VAESettings | LikelihoodSettings  # built once: the loss object or settings
     augmentations: tuple[str, ...]  # DiffAugment policy for the critic's inputs
 
     def architecture(self, num_classes: int, image_shape: tuple[int, int, int]) -> Architecture:
         """The networks' shape: the configuration's knobs plus the data's dimensions."""
         cfg = self.config
+        likelihood = self.objective if isinstance(self.objective, LikelihoodSettings) else None
+        height, width, channels = image_shape
         return Architecture(
-            latent_dim=cfg.latent_dim,
+            # an autoregressive model's "latent" is its sampling noise: one standard normal draw per pixel
+            latent_dim=height * width * channels if likelihood else cfg.latent_dim,
             num_classes=num_classes,
             image_shape=image_shape,
             width=cfg.width,
@@ -139,11 +160,25 @@ class ResolvedTraining:
             spectral_norm=cfg.spectral_norm,
             minibatch_std=cfg.minibatch_std,
             conditional_bn=cfg.conditional_bn,
+            levels=likelihood.levels if likelihood else None,
+            layers=likelihood.layers if likelihood else None,
         )
 
     def recorded(self) -> dict:
         """config.json's ``training``: every field, the loss resolved."""
         return {**asdict(self.config), "loss": self.loss_name}
+
+
+def likelihood_settings(levels: int | None, layers: int | None) -> LikelihoodSettings:
+    """An autoregressive model's settings, its defaults filled in and checked."""
+    settings = LikelihoodSettings(
+        DEFAULT_LEVELS if levels is None else levels, DEFAULT_LAYERS if layers is None else layers
+    )
+    if not 2 <= settings.levels <= 256:
+        raise ValueError(f"levels must be in [2, 256], got {settings.levels}")
+    if settings.layers < 0:
+        raise ValueError(f"layers must be at least 0, got {settings.layers}")
+    return settings
 
 
 @dataclass
@@ -315,8 +350,10 @@ def _train(
     betas = (cfg.beta1, cfg.beta2)
     generator = build_generator(cfg.model, arch).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)
-    objective: GANObjective | VAEObjective
-    if isinstance(training.objective, VAESettings):
+    objective: GANObjective | VAEObjective | LikelihoodObjective
+    if isinstance(training.objective, LikelihoodSettings):
+        objective = LikelihoodObjective(world.wrap(generator, device), opt_g)
+    elif isinstance(training.objective, VAESettings):
         encoder = build_encoder(cfg.model, arch).to(device)
         opt_encoder = torch.optim.Adam(encoder.parameters(), lr=cfg.lr_d, betas=betas)
         objective = VAEObjective(
@@ -377,8 +414,15 @@ def _train(
     batch = min(cfg.batch_size, n)
     total_steps = cfg.epochs * steps_per_epoch
     grid_z, grid_labels = sample_inputs(
-        arch.num_classes, cfg.sample_columns, cfg.latent_dim, training.variant.conditional
+        arch.num_classes, cfg.sample_columns, arch.latent_dim, training.variant.conditional
     )
+    held_out = None  # an autoregressive model's held-out images: its NLL is measured on them every epoch
+    if training.variant.autoregressive:
+        held_data = data.subset(split.held_out)
+        held_out = (
+            torch.from_numpy(to_model_range(held_data.images)).to(device),
+            torch.from_numpy(held_data.labels).to(device),
+        )
     grid_z, grid_labels = grid_z.to(device), grid_labels.to(device)
     saved = ema.module if ema is not None else generator
 
@@ -417,6 +461,8 @@ def _train(
         meta = {"epoch": epoch + 1, "step": step, "train_seconds": train_seconds}
         if not world.is_main:
             continue
+        if held_out is not None:
+            means[HELD_OUT_BPD] = held_out_bits_per_dim(saved, *held_out, cfg.batch_size)
         log.write({"event": "epoch", **meta, **means})
         if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             with torch.no_grad():

@@ -120,6 +120,7 @@ LOSSES: dict[str, type[AdversarialLoss]] = {
 }
 DEFAULT_LOSS = "hinge"
 VAE_LOSS = "elbo"
+NLL_LOSS = "nll"  # autoregressive models: the negative log-likelihood of the data
 
 
 def build_loss(name: str, n_critic: int | None = None, label_smoothing: float = 0.0) -> AdversarialLoss:

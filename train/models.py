@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from train.losses import VAE_LOSS
+from train.losses import NLL_LOSS, VAE_LOSS
+from train.pixelcnn import PixelCNN
 
 LEAK = 0.2
 
@@ -34,6 +35,8 @@ class Architecture:
     spectral_norm: bool = True  # in the discriminator / critic
     minibatch_std: bool = False  # discriminator sees the spread of its batch (Karras et al., 2018)
     conditional_bn: bool = False  # conditional generators: the label also sets every batch norm's scale/shift
+    levels: int | None = None  # autoregressive models only: grey levels per pixel (None elsewhere)
+    layers: int | None = None  # autoregressive models only: gated layers after the first (None elsewhere)
 
     @property
     def channels(self) -> int:
@@ -45,9 +48,10 @@ class Architecture:
         return height * width * channels
 
     def kwargs(self) -> dict:
-        """The architecture knobs beyond the data's dimensions (config.json's ``architecture``)."""
+        """The architecture knobs beyond the data's dimensions (config.json's ``architecture``); knobs of
+        another family (None) are left out, so runs recorded before they existed stay the same run."""
         dims = ("latent_dim", "num_classes", "image_shape")
-        return {k: v for k, v in asdict(self).items() if k not in dims}
+        return {k: v for k, v in asdict(self).items() if k not in dims and v is not None}
 
     @classmethod
     def from_config(cls, config: dict) -> Architecture:
@@ -281,18 +285,22 @@ class DCEncoder(nn.Module):
 @dataclass(frozen=True)
 class Variant:
     """A model family: its generator and the network trained beside it, which also says how it is trained:
-    a ``critic`` (discriminator) for a GAN, trained with any adversarial loss in ``train.losses``, or an
-    ``encoder`` for a VAE, trained with the evidence lower bound."""
+    a ``critic`` (discriminator) for a GAN, trained with any adversarial loss in ``train.losses``, an
+    ``encoder`` for a VAE, trained with the evidence lower bound, or neither for an ``autoregressive``
+    model (``train.pixelcnn``), trained by maximum likelihood; its "latent" is the sampling noise, one draw
+    per pixel."""
 
     generator: Callable[[Architecture, bool], nn.Module]
     conditional: bool
     critic: Callable[[Architecture, bool], nn.Module] | None = None
     encoder: Callable[[Architecture, bool], nn.Module] | None = None
     description: str = ""
+    autoregressive: bool = False
 
     def __post_init__(self) -> None:
-        if (self.critic is None) == (self.encoder is None):
-            raise ValueError("a variant has either a critic (GAN) or an encoder (VAE)")
+        kinds = (self.critic is not None) + (self.encoder is not None) + self.autoregressive
+        if kinds != 1:
+            raise ValueError("a variant has either a critic (GAN), an encoder (VAE) or is autoregressive")
 
     @property
     def adversarial(self) -> bool:
@@ -300,7 +308,10 @@ class Variant:
 
     @property
     def fixed_loss(self) -> str | None:
-        """The loss this variant always trains with (the VAE's ELBO); None: an adversarial loss, by name."""
+        """The loss this variant always trains with (the VAE's ELBO, the autoregressive NLL); None: an
+        adversarial loss, by name."""
+        if self.autoregressive:
+            return NLL_LOSS
         return None if self.adversarial else VAE_LOSS
 
 
@@ -314,6 +325,7 @@ VARIANTS: dict[str, Variant] = {
         DCGenerator, True, critic=DCDiscriminator, description="conditional DCGAN, projection D"
     ),
     "cvae": Variant(DCGenerator, True, encoder=DCEncoder, description="conditional VAE"),
+    "pixelcnn": Variant(PixelCNN, True, autoregressive=True, description="conditional gated PixelCNN"),
 }
 DEFAULT_VARIANT = "cdcgan"
 
@@ -333,7 +345,8 @@ def build_critic(name: str, arch: Architecture) -> nn.Module:
     """The discriminator of an adversarial variant."""
     variant = get_variant(name)
     if variant.critic is None:
-        raise ValueError(f"model '{name}' is a VAE: it has an encoder, not a critic")
+        kind = "autoregressive" if variant.autoregressive else "a VAE: it has an encoder"
+        raise ValueError(f"model '{name}' is {kind}, not a critic")
     return variant.critic(arch, variant.conditional)
 
 
@@ -341,5 +354,6 @@ def build_encoder(name: str, arch: Architecture) -> nn.Module:
     """The encoder q(z | x, label) of a VAE variant."""
     variant = get_variant(name)
     if variant.encoder is None:
-        raise ValueError(f"model '{name}' is a GAN: it has a critic, not an encoder")
+        kind = "autoregressive" if variant.autoregressive else "a GAN: it has a critic"
+        raise ValueError(f"model '{name}' is {kind}, not an encoder")
     return variant.encoder(arch, variant.conditional)

@@ -1,4 +1,5 @@
-"""One optimisation step of each training objective: adversarial (any loss in ``train.losses``) or VAE.
+"""One optimisation step of each training objective: adversarial (any loss in ``train.losses``), VAE or
+maximum likelihood (autoregressive).
 
 The loop hands every objective a real batch and the global step and gets back the numbers to log plus
 whether the generator changed (so the loop knows when to update the EMA copy). ``state_modules`` names what
@@ -16,6 +17,7 @@ from torch import nn
 
 from train.augment import augment
 from train.losses import AdversarialLoss, elbo
+from train.pixelcnn import bits_per_dim
 
 
 def cpu_randn(shape: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -131,3 +133,29 @@ class VAEObjective:
             "opt_g": self.opt_g,
             "opt_d": self.opt_encoder,
         }
+
+
+@dataclass(frozen=True)
+class LikelihoodSettings:
+    """What an autoregressive model's objective needs beyond its network: its pixel quantisation and depth."""
+
+    levels: int
+    layers: int
+
+
+class LikelihoodObjective:
+    """Maximum likelihood of an autoregressive ``generator`` (``train.pixelcnn``): the mean negative
+    log-likelihood of the batch, logged in bits per dimension (one dimension a pixel)."""
+
+    def __init__(self, generator: nn.Module, opt_g: torch.optim.Optimizer):
+        self.generator, self.opt_g = generator, opt_g
+
+    def step(self, real: torch.Tensor, labels: torch.Tensor, step: int, progress: float) -> StepResult:
+        nll = self.generator(real, labels, nll=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        nll.backward()
+        self.opt_g.step()
+        return StepResult({"bits_per_dim": bits_per_dim(nll.item())}, generator_updated=True)
+
+    def state_modules(self) -> dict[str, Any]:
+        return {"generator": self.generator, "opt_g": self.opt_g}
