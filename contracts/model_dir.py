@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,6 +34,11 @@ LABEL_MORPH = "label_morph"  # the key of the optional label-mixing graph in ``e
 # float32 [N, latent_dim]. Its manifest entry is ``encoder`` (absent: the model cannot project images).
 IMAGE_INPUT = "image"
 LATENT_OUTPUT = "latent"
+# How the model samples (``sampling``): from a latent space (GANs, VAEs: the default, and every manifest
+# written before the field existed) or pixel by pixel (``autoregressive``: the "latent" input is the sampling
+# noise, one draw per pixel; the model has no latent space to interpolate, do arithmetic in or project into).
+LATENT_SAMPLING = "latent"
+AUTOREGRESSIVE_SAMPLING = "autoregressive"
 
 # Written by gan-export beside the fields every reader needs; ``read_manifest(complete=True)`` requires them.
 EXPORT_FIELDS = (
@@ -99,6 +104,9 @@ class Manifest(BaseModel):
     variants: dict[str, GraphEntry] = Field(default_factory=dict)
     extra_graphs: dict[str, GraphEntry] = Field(default_factory=dict)
     encoder: GraphEntry | None = None  # {"file", "sha256", "inputs": {"image", "label"}, "output", ...}
+    sampling: Literal["latent", "autoregressive"] = LATENT_SAMPLING
+    # an autoregressive model's levels, noise rule, held-out likelihood and serving hints ({"max_batch"})
+    autoregressive: dict[str, Any] | None = None
     # Written by gan-export (EXPORT_FIELDS); optional for a reader.
     normalisation: dict[str, Any] | None = None
     opset: int | None = Field(None, ge=1)
@@ -135,6 +143,18 @@ class Manifest(BaseModel):
         if self.encoder is not None and not {"image", "label"} <= set(self.encoder.inputs or {}):
             raise ValueError('encoder.inputs must name "image" and "label"')
         return self
+
+    @property
+    def has_latent_space(self) -> bool:
+        """False for an autoregressive model: its latent input is sampling noise, not a space to move in."""
+        return self.sampling == LATENT_SAMPLING
+
+    @property
+    def max_batch_hint(self) -> int | None:
+        """The most images the exporter advises per inference call (an autoregressive model's sampling loop
+        makes large batches slow), or None."""
+        hint = ((self.autoregressive or {}).get("serving") or {}).get("max_batch")
+        return int(hint) if isinstance(hint, int) and hint >= 1 else None
 
     def graph(self, variant: str | None = None) -> GraphEntry:
         """The main graph, or the named variant of it (``variants``)."""

@@ -22,18 +22,20 @@ from torch import nn
 
 from contracts.files import sha256_file
 from contracts.model_dir import (
+    AUTOREGRESSIVE_SAMPLING,
     FP16_FILE,
     LABEL_INPUT,
     LABEL_MORPH_FILE,
     LABEL_WEIGHTS_INPUT,
     LATENT_INPUT,
+    LATENT_SAMPLING,
     MODEL_FILE,
     OUTPUT_SPEC,
     SAMPLES_FILE,
     write_manifest,
 )
 from contracts.run_dir import STATE_META_FILE
-from export import card
+from export import card, pixelcnn
 from export.graph import (
     DEFAULT_OPSET,
     EXPORT_INPUTS,
@@ -93,6 +95,7 @@ class ExportOptions:
     compare_with: tuple[Path, ...] = ()  # metrics.json of earlier versions, for the card's side-by-side
     classifier_dir: Path | None = None  # None: the evaluation's default (models/mnist-classifier)
     command: str = ""  # the command line that remakes this directory, for the model card ("": from options)
+    serving_max_batch: int = 16  # autoregressive models: the manifest's hint of the most images per call
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict:
@@ -105,7 +108,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        manifest = _build(generator, config, staging, options)
+        manifest = _build(generator, config, staging, options, run_dir)
         write_manifest(staging, manifest)
         if options.evaluate:  # reads the staged manifest.json + model.onnx, as gan-eval MODEL_DIR would
             manifest["metrics"] = _evaluate(staging, out_dir, options)
@@ -131,11 +134,62 @@ def _remake_command(run_dir: Path, out_dir: Path, options: ExportOptions) -> str
     return command_for(run_dir, out_dir, options)
 
 
-def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOptions) -> dict:
+def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOptions, run_dir: Path) -> dict:
     """Write and verify the graphs and the sample grid; returns the manifest (not yet written)."""
     latent_dim, num_classes = int(config["latent_dim"]), int(config["num_classes"])
     conditional = bool(config.get("conditional", get_variant(config["model"]).conditional))
 
+    autoregressive = get_variant(config["model"]).autoregressive
+    if autoregressive:
+        shipped, verification = _export_autoregressive(generator, staging, latent_dim, num_classes, options)
+    else:
+        shipped, verification = _export_generator(generator, staging, latent_dim, num_classes, options)
+
+    manifest: dict = {
+        "name": options.name,
+        "version": options.version,
+        "file": MODEL_FILE,
+        "sha256": sha256_file(staging / MODEL_FILE),
+        "num_classes": num_classes,
+        "labels": [str(label) for label in config.get("label_names", range(num_classes))],
+        "latent_dim": latent_dim,
+        "image_shape": [int(d) for d in config["image_shape"]],
+        "inputs": {"latent": LATENT_INPUT, "label": LABEL_INPUT},
+        "output": dict(OUTPUT_SPEC),
+        "normalisation": NORMALISATION,
+        "opset": options.opset,
+        "conditional": conditional,
+        "sampling": AUTOREGRESSIVE_SAMPLING if autoregressive else LATENT_SAMPLING,
+        "training": config,
+        "data_split": config.get("split"),
+        "verification": verification,
+        "metrics": options.metrics,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "samples": {
+            "file": SAMPLES_FILE,
+            "rows": "labels" if conditional else "seed offset: row r adds r * len(columns_seeds)",
+            "columns_seeds": list(options.sample_seeds),
+        },
+    }
+
+    if autoregressive:
+        manifest.update(pixelcnn.autoregressive_fields(generator, run_dir, options.serving_max_batch))
+    if options.fp16:
+        manifest["variants"] = {"fp16": _export_fp16(generator, staging, latent_dim, num_classes, options)}
+    if options.label_morph and conditional and supports_label_morph(generator):
+        manifest["extra_graphs"] = {
+            "label_morph": _export_label_morph(generator, staging, shipped, latent_dim, num_classes, options)
+        }
+
+    grid = sample_grid(shipped, latent_dim, num_classes, options.sample_seeds, conditional)
+    save_grid(grid, staging / SAMPLES_FILE)
+    return manifest
+
+
+def _export_generator(
+    generator: nn.Module, staging: Path, latent_dim: int, num_classes: int, options: ExportOptions
+) -> tuple[ort.InferenceSession, dict]:
+    """``model.onnx`` of a latent generator, verified against PyTorch: its session and verification."""
     reference = ImageGenerator(generator, debug=True)
     model = _export_verified(
         reference,
@@ -161,43 +215,20 @@ def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOpt
             shipped, reference, label_inputs(latent_dim, num_classes), MODEL_FILE, options.tolerance
         )["image_max_abs_diff"],
     }
+    return shipped, verification
 
-    manifest: dict = {
-        "name": options.name,
-        "version": options.version,
-        "file": MODEL_FILE,
-        "sha256": sha256_file(staging / MODEL_FILE),
-        "num_classes": num_classes,
-        "labels": [str(label) for label in config.get("label_names", range(num_classes))],
-        "latent_dim": latent_dim,
-        "image_shape": [int(d) for d in config["image_shape"]],
-        "inputs": {"latent": LATENT_INPUT, "label": LABEL_INPUT},
-        "output": dict(OUTPUT_SPEC),
-        "normalisation": NORMALISATION,
-        "opset": options.opset,
-        "conditional": conditional,
-        "training": config,
-        "data_split": config.get("split"),
-        "verification": verification,
-        "metrics": options.metrics,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "samples": {
-            "file": SAMPLES_FILE,
-            "rows": "labels" if conditional else "seed offset: row r adds r * len(columns_seeds)",
-            "columns_seeds": list(options.sample_seeds),
-        },
-    }
 
+def _export_autoregressive(
+    generator: nn.Module, staging: Path, latent_dim: int, num_classes: int, options: ExportOptions
+) -> tuple[ort.InferenceSession, dict]:
+    """``model.onnx`` of an autoregressive model: the whole sampling loop in one graph (export.pixelcnn)."""
     if options.fp16:
-        manifest["variants"] = {"fp16": _export_fp16(generator, staging, latent_dim, num_classes, options)}
-    if options.label_morph and conditional and supports_label_morph(generator):
-        manifest["extra_graphs"] = {
-            "label_morph": _export_label_morph(generator, staging, shipped, latent_dim, num_classes, options)
-        }
-
-    grid = sample_grid(shipped, latent_dim, num_classes, options.sample_seeds, conditional)
-    save_grid(grid, staging / SAMPLES_FILE)
-    return manifest
+        raise ExportError(
+            "--fp16 is not supported for an autoregressive model (its sampling loop is float32)"
+        )
+    onnx.save(pixelcnn.export_sampler(generator, options.opset), staging / MODEL_FILE)
+    shipped = session(str(staging / MODEL_FILE))
+    return shipped, pixelcnn.verify_sampler(shipped, generator, latent_dim, num_classes)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         f"(`{training.get('model', 'unknown')}`) of {height}x{width}x{channels} images, "
         f"{m['num_classes']} labels ({', '.join(m['labels'])}), latent dimension {m['latent_dim']}.",
         "",
+        *_autoregressive_lines(m),
         "## Files",
         "",
         f"- `{m['file']}` (sha256 `{m['sha256']}`, ONNX opset {m['opset']}): inputs "
@@ -140,6 +141,31 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _autoregressive_lines(m: dict) -> list[str]:
+    """An autoregressive model: how it samples, and its held-out likelihood in bits per dimension."""
+    if m.get("sampling") != "autoregressive":
+        return []
+    info = m.get("autoregressive") or {}
+    likelihood = info.get("likelihood") or {}
+    bits = likelihood.get("held_out_bits_per_dim")
+    return [
+        "## Autoregressive sampling and likelihood",
+        "",
+        f"Pixel by pixel in raster order, {info.get('levels')} grey levels per pixel: {info.get('noise')}. "
+        "It has no latent space: interpolation, latent arithmetic and projection do not apply.",
+        "",
+        *(
+            [
+                f"Held-out NLL: **{bits:.4f} bits per dimension** (epoch {likelihood.get('epoch')}; "
+                f"{likelihood.get('measured_on')}).",
+                "",
+            ]
+            if isinstance(bits, int | float)
+            else []
+        ),
+    ]
 
 
 def use_and_limits(m: dict) -> list[str]:

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import logging
 import warnings
+from typing import Any
 
 import onnx
 import torch
@@ -78,18 +79,21 @@ def supports_label_morph(generator: nn.Module) -> bool:
 
 def export_onnx(
     module: nn.Module,
-    example: tuple[torch.Tensor, torch.Tensor],
-    input_names: tuple[str, str],
+    example: tuple[torch.Tensor, ...],
+    input_names: tuple[str, ...],
     opset: int,
     output_names: tuple[str, ...] | None = None,
+    dynamic_shapes: dict[str, dict[int, Any]] | None = None,
 ) -> onnx.ModelProto:
-    """Export ``module`` (eval mode) with a dynamic batch axis on every input and output; the outputs are
-    named ``output_names``, by default ``IMAGE_OUTPUT`` (then ``DEBUG_OUTPUT`` for a module's debug float
-    output)."""
+    """Export ``module`` (eval mode) with a dynamic batch axis on every input and output (or the axes
+    ``dynamic_shapes`` names, keyed by ``forward``'s argument names); the outputs are named ``output_names``,
+    by default ``IMAGE_OUTPUT`` (then ``DEBUG_OUTPUT`` for a module's debug float output)."""
     module = module.eval()
     if output_names is None:
         output_names = (IMAGE_OUTPUT, DEBUG_OUTPUT) if getattr(module, "debug", False) else (IMAGE_OUTPUT,)
     batch = torch.export.Dim("N")
+    if dynamic_shapes is None:
+        dynamic_shapes = {input_names[0]: {0: batch}, input_names[1]: {0: batch}}
     try:
         with warnings.catch_warnings(), _quiet("torch.onnx"):
             warnings.simplefilter(
@@ -101,7 +105,7 @@ def export_onnx(
                 None,
                 input_names=list(input_names),
                 output_names=list(output_names),
-                dynamic_shapes={input_names[0]: {0: batch}, input_names[1]: {0: batch}},
+                dynamic_shapes=dynamic_shapes,
                 opset_version=opset,
                 dynamo=True,
                 optimize=True,

@@ -18,3 +18,12 @@ def repo_root() -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     # Starlette nudges TestClient users towards httpx2 (not a dependency); its httpx transport works as tested
     config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient`")
+
+
+@pytest.fixture(scope="session")
+def pixelcnn_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny trained and exported pixelcnn, ``(run directory, model directory)``, made once per session for
+    the export and service tests (tests/pixelcnn_support.py)."""
+    from pixelcnn_support import build_pixelcnn
+
+    return build_pixelcnn(tmp_path_factory.mktemp("pixelcnn"))

@@ -90,7 +90,8 @@ def test_batchnorm_folded_and_single_file(model_dir: Path) -> None:
 def test_manifest_fields(run_dir: Path, model_dir: Path, metrics_file: Path) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
     config = read_config(run_dir)
-    optional = {"variants", "extra_graphs", "encoder"}  # the encoder: added by gan-train-encoder afterwards
+    # the encoder: added by gan-train-encoder afterwards; autoregressive: only autoregressive models have it
+    optional = {"variants", "extra_graphs", "encoder", "autoregressive"}
     assert {*Manifest.model_fields, *EXPORT_FIELDS} - optional <= set(manifest)
     assert manifest["name"] == "tiny-cdcgan" and manifest["version"] == "0.0.1"
     assert manifest["file"] == "model.onnx"
