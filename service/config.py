@@ -290,3 +290,20 @@ class Settings(BaseSettings):
         if self.batch_buckets:
             return tuple(sorted(set(self.batch_buckets) | {self.max_batch}))
         return batch_buckets(self.max_batch)
+
+
+def with_model_hints(settings: Settings, max_batch_hint: int | None) -> Settings:
+    """``settings`` with the model directory's advice applied where the operator set nothing: an
+    autoregressive model's manifest hints at a smaller ``max_batch`` (its sampling loop makes a large batch
+    slow, and every bucket up to ``max_batch`` is warmed up before the service is ready). An explicit
+    ``GAN_MAX_BATCH`` always wins."""
+    if (
+        max_batch_hint is None
+        or "max_batch" in settings.model_fields_set
+        or max_batch_hint >= settings.max_batch
+    ):
+        return settings
+    buckets = [size for size in settings.batch_buckets if size <= max_batch_hint]
+    return Settings.model_validate(
+        {**settings.model_dump(), "max_batch": max_batch_hint, "batch_buckets": buckets}
+    )

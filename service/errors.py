@@ -60,6 +60,20 @@ def labels_ignored(
     )
 
 
+def no_latent_space(model: str, what: str) -> RequestValidationError:
+    """The 422 of a latent-space route (``what``: interpolation, arithmetic, projection) sent to an
+    autoregressive model: its latent input is the sampling noise, one draw per pixel, not a space to move
+    in."""
+    return invalid(
+        ("body",),
+        f"model {model!r} is autoregressive: it has no latent space, so {what} does not apply (its latent "
+        "input is sampling noise, one draw per pixel)",
+        None,
+        "none: a model with a latent space (`latent_space` in /v1/models); /generate, /v1/generate, "
+        "/v1/every-label and /v1/bulk work",
+    )
+
+
 def check_range(loc: Sequence[str | int], value: int | float, low: int | float, high: int | float) -> None:
     if not low <= value <= high:
         name = _name(loc)

@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 from service import errors
 from service.auth import ApiKeyGate, api_key_dependencies
 from service.batcher import Batcher
-from service.config import Settings
+from service.config import Settings, with_model_hints
 from service.hot_lane import HotLane
 from service.metrics import Metrics
 from service.middleware import QueueDoor, RequestContext
@@ -53,6 +53,7 @@ NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
 def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory = open_runtime) -> FastAPI:
     settings = settings or Settings()
     spec = load_spec(settings)
+    settings = with_model_hints(settings, spec.manifest.max_batch_hint)
     metrics = Metrics(settings.max_batch)
     ctx = ServiceContext(spec, settings, metrics)
 

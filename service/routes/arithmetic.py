@@ -15,7 +15,7 @@ from pydantic import Field
 
 from contracts import latents
 from service.encoding import Format
-from service.errors import check_count, check_images, check_range, invalid, labels_ignored
+from service.errors import check_count, check_images, check_range, invalid, labels_ignored, no_latent_space
 from service.routes.bounds import bounded, label_range, latent_bounds
 from service.routes.common import (
     FormatField,
@@ -73,6 +73,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     )
     async def arithmetic(request: Request, body: Body) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
+        if not spec.manifest.has_latent_space:
+            raise no_latent_space(model, "latent arithmetic")
         check_count(("body", "terms"), len(body.terms), settings.max_terms)
         for i, term in enumerate(body.terms):
             check_count(("body", "terms", i, "seeds"), len(term.seeds), settings.max_seeds_per_term)

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from contracts import latents
 from service.encoding import Format
-from service.errors import NotSupported, check_range, labels_ignored
+from service.errors import NotSupported, check_range, labels_ignored, no_latent_space
 from service.routes.bounds import bounded, label_range, latent_bounds
 from service.routes.common import (
     FormatField,
@@ -84,6 +84,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     )
     async def interpolate(request: Request, body: Body) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
+        if not spec.manifest.has_latent_space:
+            raise no_latent_space(model, "interpolation between latents")
         if conditional:
             check_range(("body", "label"), body.label, 0, top_label)
         elif body.label is not None:
@@ -124,6 +126,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     )
     async def interpolate_labels(request: Request, body: LabelBody) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
+        if not spec.manifest.has_latent_space:
+            raise no_latent_space(model, "label morphing (one latent through mixed labels)")
         if not conditional:
             raise labels_ignored(
                 model,

@@ -29,6 +29,20 @@ class ModelCard(BaseModel):
         None, description="ONNX Runtime threads per operator in this worker's session (null while starting)."
     )
     max_n: int = Field(description="Most images per /generate request.")
+    sampling: str = Field(
+        "latent",
+        description="How the model samples: `latent` (a GAN or VAE: one latent per image) or "
+        "`autoregressive` (pixel by pixel; the latent input is the sampling noise, one N(0, 1) draw per "
+        "pixel).",
+    )
+    latent_space: bool = Field(
+        True,
+        description="Whether the model has a latent space: interpolation, arithmetic and projection/edit "
+        "need one; an autoregressive model answers them 422 (generate, every-label and bulk still work).",
+    )
+    max_batch: int | None = Field(
+        None, description="Most images per inference call in this worker (null while starting)."
+    )
 
 
 def build_router(ctx: ServiceContext) -> APIRouter:
@@ -54,6 +68,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 providers=batcher.runtime.providers if batcher is not None else [],
                 intra_op_threads=batcher.runtime.intra_op_threads if batcher is not None else None,
                 max_n=settings.max_n,
+                sampling=m.sampling,
+                latent_space=m.has_latent_space,
+                max_batch=batcher.settings.max_batch if batcher is not None else None,
             )
         ]
 

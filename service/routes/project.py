@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from contracts import latents
 from service import encoding
 from service.encoding import Format
-from service.errors import NotSupported, check_count, check_range, invalid
+from service.errors import NotSupported, check_count, check_range, invalid, no_latent_space
 from service.image_input import MAX_PIXELS, RULE, decode_image
 from service.routes.bounds import bounded, label_range
 from service.routes.common import (
@@ -108,6 +108,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     Edit = bounded(EditRequest, {"label": one_label, "end_label": one_label, "labels": {"items": one_label}})
 
     def require_encoder() -> None:
+        if not spec.manifest.has_latent_space:
+            raise no_latent_space(spec.manifest.name, "projection (finding an image's latent)")
         if spec.encoder is None and spec.manifest.encoder is not None:  # graphs run remotely
             raise NotSupported(
                 "projection needs the encoder graph, which a remote inference backend (GAN_INFERENCE_URL) "
