@@ -284,8 +284,16 @@ def summary(manifest: dict, out: Path) -> str:
         f"wrote {out}/ ({manifest['name']} {manifest['version']}, {manifest['file']} {size / 1e6:.2f} MB, "
         f"opset {manifest['opset']})",
         f"  verified vs PyTorch at batch sizes {v['batch_sizes']}: "
-        f"uint8 max abs diff {v['image_max_abs_diff']}, float max abs diff {v['float_max_abs_diff']:.2e}",
+        f"uint8 max abs diff {v['image_max_abs_diff']}"
+        + (
+            f", float max abs diff {v['float_max_abs_diff']:.2e}"
+            if v.get("float_max_abs_diff") is not None
+            else ""
+        ),
     ]
+    likelihood = (manifest.get("autoregressive") or {}).get("likelihood") or {}
+    if likelihood:  # an autoregressive model: sampled pixel by pixel, with an explicit likelihood
+        lines.append(f"  autoregressive: held-out {likelihood['held_out_bits_per_dim']:.4f} bits/dim")
     for key, variant in manifest.get("variants", {}).items():
         lines.append(
             f"  {key}: {variant['file']} uint8 max abs diff {variant['verification']['image_max_abs_diff']}"

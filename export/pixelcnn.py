@@ -273,10 +273,17 @@ def verify_sampler(
     service's latents of seeds 0.. at ``AUTOREGRESSIVE_BATCH_SIZES``; raises ``VerificationError`` if not."""
     make = label_inputs(latent_dim, num_classes)
     worst = 0
+    threads = torch.get_num_threads()
     for n in AUTOREGRESSIVE_BATCH_SIZES:
         z, label = make(n)
-        with torch.no_grad():
-            expected = to_image(model(torch.from_numpy(z), torch.from_numpy(label))).numpy()
+        # one thread: thousands of tiny per-pixel ops gain nothing from more, and a second OpenMP thread
+        # spinning on a busy core made this 15x slower on the shared machine (train/cli.py's DEFAULT_THREADS)
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                expected = to_image(model(torch.from_numpy(z), torch.from_numpy(label))).numpy()
+        finally:
+            torch.set_num_threads(threads)
         image = shipped.run(None, {LATENT_INPUT: z, LABEL_INPUT: label})[0]
         differs = int(np.count_nonzero(image != expected))
         if differs:

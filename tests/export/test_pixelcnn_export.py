@@ -16,6 +16,7 @@ from pixelcnn_support import CLASSES, SERVING_MAX_BATCH, SIDE
 from contracts import latents
 from contracts.model_dir import read_manifest
 from export.build import ExportOptions, export_run
+from export.cli import summary
 from export.graph import ExportError, to_image
 from export.verify import session
 from train.checkpoint import load_generator
@@ -62,3 +63,10 @@ def test_fp16_is_refused_for_an_autoregressive_model(dirs, tmp_path: Path):
     with pytest.raises(ExportError, match="not supported for an autoregressive model"):
         export_run(run, tmp_path / "fp16", options)
     assert not (tmp_path / "fp16").exists()
+
+
+def test_gan_export_prints_the_verification_and_the_bits_per_dim(dirs):
+    _, model = dirs
+    text = summary(json.loads((model / "manifest.json").read_text()), model)
+    assert "uint8 max abs diff 0" in text and "float max abs diff" not in text
+    assert "held-out" in text and "bits/dim" in text
