@@ -40,6 +40,16 @@ def test_manifest_marks_the_model_autoregressive_with_its_held_out_bits(dirs):
     assert "bits per dimension" in card and "no latent space" in card
 
 
+@pytest.fixture
+def one_thread():
+    """PyTorch's sampler is thousands of tiny per-pixel ops: a second, spinning thread only slows them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_the_graph_loops_over_the_pixels_and_equals_pytorch_sampling(dirs):
     run, model = dirs
     graph = onnx.load(model / "model.onnx")
