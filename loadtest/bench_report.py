@@ -81,6 +81,8 @@ def peers(report: dict[str, Any]) -> list[str]:
     on = {r["concurrency"]: r for r in report["service"]["batching_on"]}
     off = {r["concurrency"]: r for r in report["service"]["batching_off"]}
     naive = {r["concurrency"]: r for r in p["naive"]}
+    frameworks = [f for f in p["frameworks"] if "levels" in f]  # those gan-bench drove
+    measured = {f["name"]: {r["concurrency"]: r for r in f["levels"]} for f in frameworks}
     rows = []
     for concurrency in sorted(on):
         base = naive.get(concurrency, {}).get("rps")
@@ -88,6 +90,7 @@ def peers(report: dict[str, Any]) -> list[str]:
             ("gan-serve (dynamic batching)", on.get(concurrency)),
             ("gan-serve, max_batch=1", off.get(concurrency)),
             ("naive FastAPI (sync route, batch-1 ORT)", naive.get(concurrency)),
+            *((f"{name} (its own batching)", by.get(concurrency)) for name, by in measured.items()),
         ):
             if level is None:
                 continue
@@ -103,7 +106,11 @@ def peers(report: dict[str, Any]) -> list[str]:
                     str(level["errors"]),
                 ]
             )
-        rows += [[str(concurrency), f["name"], f["status"], "", "", "", "", ""] for f in p["frameworks"]]
+        rows += [
+            [str(concurrency), f["name"], f["status"], "", "", "", "", ""]
+            for f in p["frameworks"]
+            if f["name"] not in measured
+        ]
     head = ["clients", "server", "req/s", "p50 ms", "p99 ms", "CPU ms/answer", "vs naive", "errors"]
     return [
         "## Peers: single-image POST /generate on the same model (levels interleaved)",
@@ -112,7 +119,14 @@ def peers(report: dict[str, Any]) -> list[str]:
         "",
         "*CPU ms/answer* is the server process's CPU time (every thread) per answer. The naive peer is "
         "`loadtest.naive_server`: FastAPI, a sync route run in Starlette's thread pool, one batch-1 ONNX "
-        "Runtime call (one intra-op thread) and one `Image.save` PNG per request.",
+        "Runtime call (one intra-op thread) and one `Image.save` PNG per request."
+        + (
+            " The LitServe peer is `loadtest.litserve_peer`: LitServe's own batching (max_batch_size 64, "
+            "batch_timeout 2 ms), one ONNX Runtime session (one intra-op thread) in its inference worker "
+            "process, the service's PNG encoder; its CPU counts every process of the server."
+            if "LitServe" in measured
+            else ""
+        ),
         "",
     ]
 

@@ -6,8 +6,9 @@
    encoding (issue #16's definition; latent sampling and the batch sizes really formed are reported beside).
 3. The service under single-image load at concurrency 1..128, with dynamic batching and with max_batch=1,
    interleaved level by level with its peers on the same model: the naive server (``loadtest.naive_server``:
-   a sync FastAPI route, one batch-1 ORT call per request) and, where installed, Ray Serve, LitServe and
-   BentoML (rows say "not installed" otherwise).
+   a sync FastAPI route, one batch-1 ORT call per request) and, where installed, LitServe
+   (``loadtest.litserve_peer``: LitServe's own batching; the ``peers`` extra); Ray Serve and BentoML have no
+   adapter yet (rows say "not installed", or "installed; no adapter" when they are).
 4. Bulk delivery (``/v1/bulk`` .npz stream and ``/generate?format=npy``) as a share of raw ORT images/s.
 
 The load generator runs in this process on the same cores; its CPU is reported for every level.
@@ -55,6 +56,9 @@ TARGET_BULK_SHARE = 0.9
 TARGET_VS_NAIVE = {COMPOSE_AT: 1.5, LOW_CONCURRENCY: 1.0}
 # serving frameworks with their own batching, measured when installed (none is a dependency)
 FRAMEWORK_PEERS = (("Ray Serve", "ray"), ("LitServe", "litserve"), ("BentoML", "bentoml"))
+# those gan-bench drives: name -> the server.* context manager that starts it (same arguments as naive)
+DRIVEN_PEERS = {"LitServe": server.litserve_peer}
+MEASURED = "measured"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,8 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--port",
         type=port,
         default=None,
-        help="first of four consecutive ports for the servers it starts: the service with batching on, "
-        "with it off, the trivial app, the naive peer (default: free ports)",
+        help="first of five consecutive ports for the servers it starts: the service with batching on, "
+        "with it off, the trivial app, the naive peer, the LitServe peer (default: free ports)",
     )
     p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help="comma-separated client counts")
     p.add_argument("--compose-at", type=int, default=COMPOSE_AT, help="concurrency of the composed limit")
@@ -112,8 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--env: no service setting {unknown} (see service/config.py)")
     if {"host", "port"} & set(args.extra):
         p.error("--env: the servers run on the loopback interface; pin their ports with --port")
-    if args.port and args.port > 65535 - 3:
-        p.error(f"--port: {args.port} leaves no room for the three ports after it")
+    if args.port and args.port > 65535 - 4:
+        p.error(f"--port: {args.port} leaves no room for the four ports after it")
     try:
         effective = Settings(**args.extra)  # checked by the service's own rules
     except ValidationError as exc:
@@ -313,17 +317,18 @@ def vs_naive_targets(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def framework_peers() -> list[dict[str, str]]:
-    """Ray Serve, LitServe, BentoML: whether each is installed (none is driven by this version yet)."""
-    return [
-        {
-            "name": name,
-            "status": "installed; no adapter in gan-bench yet"
-            if importlib.util.find_spec(module)
-            else "not installed",
-        }
-        for name, module in FRAMEWORK_PEERS
-    ]
+def framework_peers() -> list[dict[str, Any]]:
+    """Ray Serve, LitServe, BentoML: whether each is installed, and for those gan-bench drives (LitServe) and
+    that are installed, an empty ``levels`` list the run fills level by level."""
+    peers: list[dict[str, Any]] = []
+    for name, module in FRAMEWORK_PEERS:
+        if not importlib.util.find_spec(module):
+            peers.append({"name": name, "status": "not installed"})
+        elif name in DRIVEN_PEERS:
+            peers.append({"name": name, "status": MEASURED, "levels": []})
+        else:
+            peers.append({"name": name, "status": "installed; no adapter in gan-bench yet"})
+    return peers
 
 
 def cpu_view(
@@ -351,9 +356,9 @@ def cpu_view(
 
 
 def server_ports(first: int | None) -> tuple[int | None, ...]:
-    """``--port``'s four ports: the service with batching on, with it off, the trivial app, the naive peer
-    (None: free)."""
-    return (None,) * 4 if first is None else tuple(first + i for i in range(4))
+    """``--port``'s five ports: the service with batching on, with it off, the trivial app, the naive peer,
+    the LitServe peer (None: free)."""
+    return (None,) * 5 if first is None else tuple(first + i for i in range(5))
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -376,10 +381,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report["ort"] = ort_sweeps(args)
     report["encoding"] = encoding_parts(args)
 
-    print(f"servers: batching on (max_batch={args.max_batch}), off (max_batch=1), trivial route, naive ...")
     report["peers"] = {"naive": [], "frameworks": framework_peers()}
+    driven = [peer for peer in report["peers"]["frameworks"] if peer["status"] == MEASURED]
+    names = "".join(f", {peer['name']}" for peer in driven)
+    print(f"servers: batching on (max_batch={args.max_batch}), off (max_batch=1), trivial, naive{names} ...")
     with contextlib.ExitStack() as stack:
-        on_port, off_port, trivial_port, naive_port = server_ports(args.port)
+        on_port, off_port, trivial_port, naive_port, litserve_port = server_ports(args.port)
         on_log, off_log = log_dir / "service-on.log", log_dir / "service-off.log"
         on_srv = stack.enter_context(server.service(report["service_settings"], on_log, port=on_port))
         info = levels.model_info_of(on_srv.url)
@@ -388,6 +395,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             server.trivial_app(log_dir / "trivial.log", info.image_shape, port=trivial_port)
         )
         naive_srv = stack.enter_context(server.naive(log_dir / "naive.log", args.model_dir, port=naive_port))
+        peer_ports = {"LitServe": litserve_port}
+        peer_srvs = [
+            stack.enter_context(
+                DRIVEN_PEERS[peer["name"]](
+                    log_dir / f"{peer['name'].lower().replace(' ', '-')}.log",
+                    args.model_dir,
+                    port=peer_ports.get(peer["name"]),
+                )
+            )
+            for peer in driven
+        ]
         # each level runs on every server back to back, so all see the same neighbours on a shared machine
         on, off = [], []
         # the framework ceiling right after the level the limit is composed at (or the last level)
@@ -397,11 +415,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             off += levels.sweep(off_srv, info, [concurrency], plan, "batching off")
             naive = levels.single(naive_srv, traffic.single_image, info, concurrency, plan)
             report["peers"]["naive"].append(naive)
-            p50, p99 = naive["p50_ms"] or 0, naive["p99_ms"] or 0
-            print(
-                f"  naive peer   c={concurrency:<4} {naive['rps']:8.1f} req/s  p50 {p50:7.1f} ms  "
-                f"p99 {p99:7.1f} ms  errors {naive['errors']}"
-            )
+            _print_peer("naive peer", concurrency, naive)
+            for peer, peer_srv in zip(driven, peer_srvs, strict=True):
+                record = levels.single(peer_srv, traffic.single_image, info, concurrency, plan)
+                peer["levels"].append(record)
+                _print_peer(peer["name"], concurrency, record)
             if concurrency == framework_after:
                 report["framework"] = {
                     "trivial_route": levels.single(
@@ -417,6 +435,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["logs"] = str(log_dir)
     return report
+
+
+def _print_peer(name: str, concurrency: int, level: dict[str, Any]) -> None:
+    p50, p99 = level["p50_ms"] or 0, level["p99_ms"] or 0
+    print(
+        f"  {name:<12} c={concurrency:<4} {level['rps']:8.1f} req/s  p50 {p50:7.1f} ms  "
+        f"p99 {p99:7.1f} ms  errors {level['errors']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,3 +148,13 @@ def naive(log: Path, model_dir: Path, port: int | None = None) -> Iterator[Serve
     cmd = [sys.executable, "-m", "loadtest.naive_server", "--model-dir", str(model_dir), "--port", str(port)]
     with _spawn(cmd, os.environ, f"http://127.0.0.1:{port}", "/healthz", log) as server:
         yield server
+
+
+@contextmanager
+def litserve_peer(log: Path, model_dir: Path, port: int | None = None) -> Iterator[Server]:
+    """The LitServe peer (``loadtest.litserve_peer``: LitServe's own batching, up to 64 per ORT call); waits
+    for LitServe's /health. Needs the ``peers`` extra (litserve)."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "loadtest.litserve_peer", "--model-dir", str(model_dir), "--port", str(port)]
+    with _spawn(cmd, os.environ, f"http://127.0.0.1:{port}", "/health", log) as server:
+        yield server

@@ -5,6 +5,7 @@ ratios to the naive peer, its markdown, its flag errors, and the naive peer itse
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 import numpy as np
 import pytest
@@ -220,6 +221,30 @@ def test_the_naive_peer_answers_the_services_bytes_and_validates(monkeypatch: py
 
 
 def test_framework_peers_say_whether_they_are_installed() -> None:
-    peers = benchmark.framework_peers()
-    assert [p["name"] for p in peers] == ["Ray Serve", "LitServe", "BentoML"]
-    assert all(p["status"] in ("not installed", "installed; no adapter in gan-bench yet") for p in peers)
+    peers = {p["name"]: p for p in benchmark.framework_peers()}
+    assert list(peers) == ["Ray Serve", "LitServe", "BentoML"]
+    for name in ("Ray Serve", "BentoML"):  # no adapter: never driven
+        assert peers[name]["status"] in ("not installed", "installed; no adapter in gan-bench yet")
+        assert "levels" not in peers[name]
+    litserve = peers["LitServe"]
+    if importlib.util.find_spec("litserve"):
+        assert litserve == {"name": "LitServe", "status": "measured", "levels": []}
+    else:
+        assert litserve == {"name": "LitServe", "status": "not installed"}
+
+
+def test_markdown_has_a_row_per_level_for_a_measured_framework_peer() -> None:
+    data = report()
+    litserve = [{**level(64, 500.0, 50.0, {}, 0.0), "server_cpu_ms_per_request": 3.0}]
+    data["peers"]["frameworks"] = [
+        {"name": "Ray Serve", "status": "not installed"},
+        {"name": "LitServe", "status": "measured", "levels": litserve},
+        {"name": "BentoML", "status": "not installed"},
+    ]
+    data["composed"] = benchmark.compose(data, argparse.Namespace(compose_at=64, max_batch=8))
+    text = render_markdown(data)
+    assert "| 64 | LitServe (its own batching) | 500.0 | 25.0 | 50.0 | 3.000 | 1.25× | 0 |" in text
+    assert "| 64 | LitServe | measured |" not in text
+    assert "| 64 | Ray Serve | not installed |" in text and "| 64 | BentoML | not installed |" in text
+    assert "`loadtest.litserve_peer`" in text
+    assert "| 8 | LitServe" not in text  # no level 8 measured for it: no row

@@ -1,0 +1,132 @@
+"""The LitServe peer: the same model served by LitServe (``ls.LitAPI`` + ``ls.LitServer``) with its native
+batching, for ``gan-bench`` to measure the service against a serving framework that batches by itself.
+
+Same interface and work per answer as the naive peer (``loadtest.naive_server``) and the service:
+``POST /generate?label=L&seed=S`` (seed optional, drawn when absent), the latent by the contract's seed rule,
+one ONNX Runtime session on the CPU with one intra-op thread (``--intra-op-threads``), the PNG by
+``service.encoding.png_bytes``, so the same seed answers the same bytes as ``gan-serve``.
+
+LitServe's settings (documented, not tuned): ``max_batch_size=64`` (the service's ``max_batch``) and
+``batch_timeout=0.002`` s (LitServe waits at most 2 ms to fill a batch); one inference worker process
+(``workers_per_device=1`` on ``accelerator="cpu"``) and one API server process. LitServe runs the model in
+that worker process and the HTTP front end in another; both are children of the process started here, which
+``gan-bench``'s CPU and RSS readings include. Readiness: LitServe's ``GET /health`` (200 once the worker
+has run ``setup``).
+
+The query string is read through a Pydantic model annotated ``Query()`` on ``decode_request``'s argument:
+LitServe registers the route with that annotation, so FastAPI validates ``label`` (0..num_classes-1) and
+``seed`` (0..MAX_SEED) and answers 422 otherwise, as the other peers do.
+
+    python -m loadtest.litserve_peer --model-dir models/mnist-cdcgan --port 8003
+"""
+
+import argparse
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import litserve as ls
+import numpy as np
+import onnxruntime as ort
+from fastapi import HTTPException, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from contracts.latents import MAX_SEED, latent_for_seed
+from contracts.model_dir import read_manifest, verified_graph
+from service.encoding import png_bytes
+
+MAX_BATCH_SIZE = 64  # the service's max_batch
+BATCH_TIMEOUT_S = 0.002  # LitServe's longest wait to fill a batch
+MODEL_DIR_ENV, THREADS_ENV = "LITSERVE_PEER_MODEL_DIR", "LITSERVE_PEER_INTRA_OP_THREADS"
+
+
+class GenerateQuery(BaseModel):
+    """``POST /generate``'s query string; the label's upper bound is checked against the model in
+    ``decode_request`` (it is not known when the class is made)."""
+
+    label: int = Field(ge=0)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+
+
+class GanAPI(ls.LitAPI):
+    def setup(self, device: str) -> None:
+        model_dir = Path(os.environ.get(MODEL_DIR_ENV, "models/mnist-cdcgan"))
+        manifest = read_manifest(model_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(os.environ.get(THREADS_ENV, "1"))
+        graph = verified_graph(model_dir, manifest.graph())
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.latent_name, self.label_name = manifest.inputs["latent"], manifest.inputs["label"]
+        self.output, self.num_classes = manifest.output.name, manifest.num_classes
+        self.latent_dim = manifest.latent_dim
+
+    def decode_request(self, request: Annotated[GenerateQuery, Query()]) -> tuple[int, int, np.ndarray]:
+        if request.label >= self.num_classes:
+            raise HTTPException(422, f"label must be < {self.num_classes}")
+        seed = random.randrange(MAX_SEED + 1) if request.seed is None else request.seed
+        return request.label, seed, latent_for_seed(seed, self.latent_dim)
+
+    def batch(self, inputs: list[tuple[int, int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        labels = np.array([label for label, _, _ in inputs], dtype=np.int64)
+        return np.stack([z for _, _, z in inputs]), labels, [seed for _, seed, _ in inputs]
+
+    def predict(self, x: tuple[np.ndarray, np.ndarray, list[int]]) -> list[tuple[int, np.ndarray]]:
+        z, labels, seeds = x
+        images = self.session.run([self.output], {self.latent_name: z, self.label_name: labels})[0]
+        return list(zip(seeds, images, strict=True))
+
+    def unbatch(self, output: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
+        return output
+
+    def encode_response(self, output: tuple[int, np.ndarray]) -> Response:
+        seed, image = output
+        return Response(png_bytes(image), media_type="image/png", headers={"X-Seed": str(seed)})
+
+
+def build_server() -> ls.LitServer:
+    api = GanAPI(max_batch_size=MAX_BATCH_SIZE, batch_timeout=BATCH_TIMEOUT_S, api_path="/generate")
+    return ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (how gan-bench stops its servers) as Ctrl+C in this process: LitServe then terminates its API
+    server and inference worker processes; its own default would leave them running, orphaned. The processes
+    it forks inherit the handler and take SIGTERM's default action instead."""
+    main_pid = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("models/mnist-cdcgan"))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8003)
+    parser.add_argument("--intra-op-threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    # the inference worker is a separate process: it reads these in setup()
+    os.environ[MODEL_DIR_ENV] = str(args.model_dir)
+    os.environ[THREADS_ENV] = str(args.intra_op_threads)
+    _stop_on_sigterm()
+    build_server().run(
+        host=args.host,
+        port=args.port,
+        num_api_servers=1,
+        log_level="warning",
+        generate_client_file=False,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
