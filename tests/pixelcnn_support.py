@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,22 @@ import numpy as np
 SIDE = 8
 CLASSES = 4
 SERVING_MAX_BATCH = 4  # the manifest's hint: warm-up and batches stay small
+# the tiny model's recipe (TrainConfig fields), shared with tests/train/test_pixelcnn.py
+TINY_RECIPE = {"model": "pixelcnn", "width": 8, "layers": 1, "lr_g": 3e-3, "beta1": 0.9, "ema_decay": 0.0}
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared machine: one torch thread avoids spinning on busy cores (and PyTorch's sampler
+    is thousands of tiny per-pixel ops, which a second thread only slows)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def tiny_digits(per_class: int = 12) -> tuple[np.ndarray, np.ndarray]:
@@ -23,35 +41,17 @@ def tiny_digits(per_class: int = 12) -> tuple[np.ndarray, np.ndarray]:
 
 def build_pixelcnn(directory: Path) -> tuple[Path, Path]:
     """``(run directory, model directory)`` of a tiny pixelcnn trained for 2 epochs and exported."""
-    import torch
-
     from export.build import ExportOptions, export_run
     from train.loop import TrainConfig, train
 
     data = directory / "tiny.npz"
     images, labels = tiny_digits()
     np.savez(data, x=images, y=labels)
-    config = TrainConfig(
-        model="pixelcnn",
-        data=str(data),
-        epochs=2,
-        batch_size=8,
-        width=8,
-        layers=1,
-        lr_g=3e-3,
-        beta1=0.9,
-        ema_decay=0.0,
-        sample_columns=2,
-        log_every=1,
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    config = TrainConfig(**TINY_RECIPE, data=str(data), epochs=2, batch_size=8, sample_columns=2, log_every=1)
+    with one_torch_thread():
         train(config, directory / "run", progress=False)
         options = ExportOptions(
             name="tiny-pixelcnn", sample_seeds=(0, 1), serving_max_batch=SERVING_MAX_BATCH
         )
         export_run(directory / "run", directory / "model", options)
-    finally:
-        torch.set_num_threads(threads)
     return directory / "run", directory / "model"

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from pixelcnn_support import CLASSES, SERVING_MAX_BATCH, SIDE
+from pixelcnn_support import CLASSES, SERVING_MAX_BATCH, SIDE, one_torch_thread
 
 from contracts import latents
 from contracts.model_dir import read_manifest
@@ -42,11 +42,8 @@ def test_manifest_marks_the_model_autoregressive_with_its_held_out_bits(dirs):
 
 @pytest.fixture
 def one_thread():
-    """PyTorch's sampler is thousands of tiny per-pixel ops: a second, spinning thread only slows them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.mark.usefixtures("one_thread")

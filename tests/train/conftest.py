@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from pixelcnn_support import one_torch_thread
 
 from train.loop import TrainConfig
 
@@ -27,11 +27,8 @@ def tiny_images(per_class: int = TINY_PER_CLASS, seed: int = 0) -> tuple[np.ndar
 
 @pytest.fixture
 def single_thread():
-    """Tiny models on a shared machine: one torch thread avoids spinning on busy cores (6x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pixelcnn_support import TINY_RECIPE
 from safetensors.torch import load_file
 
 from train.cli import command_for
@@ -103,16 +104,7 @@ def records(run: Path, event: str) -> list[dict]:
 
 @pytest.fixture
 def pixelcnn_config(tiny_config: TrainConfig) -> TrainConfig:
-    return replace(
-        tiny_config,
-        model="pixelcnn",
-        width=8,
-        layers=1,
-        lr_g=3e-3,
-        beta1=0.9,
-        ema_decay=0.0,
-        sample_columns=1,
-    )
+    return replace(tiny_config, **TINY_RECIPE, sample_columns=1)
 
 
 def test_training_lowers_the_nll_and_records_held_out_bits_per_dim(
