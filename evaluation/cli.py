@@ -142,6 +142,10 @@ def compare_parser() -> argparse.ArgumentParser:
         "--threads", type=_positive, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
     )
     p.add_argument("--device", default=d.device, help=f"training device: auto, cpu, cuda[:N] ({d.device})")
+    p.add_argument("--width", type=_positive, default=None, help="every variant's width (gan-train's)")
+    p.add_argument(
+        "--batch-size", type=_positive, default=None, help="every variant's batch size (gan-train's)"
+    )
     return p
 
 
@@ -149,7 +153,15 @@ def run_compare(argv: list[str]) -> int:
     args = compare_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = CompareSettings(
-        args.epochs, args.seed, args.models, args.losses, args.runs_dir, args.out, args.device
+        args.epochs,
+        args.seed,
+        args.models,
+        args.losses,
+        args.runs_dir,
+        args.out,
+        args.device,
+        width=args.width,
+        batch_size=args.batch_size,
     )
     list(variant_names(settings.models, settings.losses))  # refuse unknown names before any slow work
     resolve_device(settings.device)

@@ -37,6 +37,8 @@ class CompareSettings:
     runs_dir: Path = Path("runs/compare")
     out: Path = Path("reports")
     device: str = "auto"  # gan-train's --device: CUDA when torch sees a GPU
+    width: int | None = None  # None: gan-train's default
+    batch_size: int | None = None
 
 
 def variant_names(models: tuple[str, ...], losses: tuple[str, ...]) -> Iterator[tuple[str, str]]:
@@ -55,8 +57,11 @@ def variant_names(models: tuple[str, ...], losses: tuple[str, ...]) -> Iterator[
 
 
 def variant_config(model: str, loss: str, settings: CompareSettings) -> TrainConfig:
-    """One row's training: the ``gan-train`` defaults but for the variant, the budget and the seed."""
-    return TrainConfig(model=model, loss=loss, epochs=settings.epochs, seed=settings.seed)
+    """One row's training: the ``gan-train`` defaults but for the variant, the budget, the seed and the
+    width and batch size when given."""
+    sizes = {"width": settings.width, "batch_size": settings.batch_size}
+    chosen = {key: value for key, value in sizes.items() if value is not None}
+    return TrainConfig(model=model, loss=loss, epochs=settings.epochs, seed=settings.seed, **chosen)
 
 
 def run_variant(

@@ -4,9 +4,10 @@ import shlex
 
 import pytest
 
-from evaluation.cli import EXIT_BAD_INPUT, main
+from evaluation.cli import EXIT_BAD_INPUT, compare_parser, main
 from evaluation.compare import CompareSettings, markdown, variant_config, variant_names
 from train.cli import build_parser, command_for, config_from_args
+from train.loop import TrainConfig
 from train.losses import LOSSES
 from train.models import VARIANTS
 
@@ -27,6 +28,19 @@ def test_every_planned_run_is_a_valid_config_and_its_command_remakes_it():
         command = command_for(config, settings.runs_dir / f"{model}-{loss}", "cpu")
         assert config_from_args(build_parser().parse_args(shlex.split(command)[1:])) == config
         assert command.startswith(f"gan-train --model {model} --loss {loss} --epochs 3 --seed 2 --out ")
+
+
+def test_width_and_batch_size_given_to_compare_reach_every_run_and_its_command():
+    settings = CompareSettings(epochs=3, width=32, batch_size=64)
+    for model, loss in variant_names(("cdcgan", "cvae"), ("hinge",)):
+        config = variant_config(model, loss, settings)
+        assert (config.width, config.batch_size) == (32, 64)
+        command = command_for(config, settings.runs_dir / f"{model}-{loss}", "cpu")
+        assert config_from_args(build_parser().parse_args(shlex.split(command)[1:])) == config
+    args = ["--width", "32", "--batch-size", "64"]
+    parsed = compare_parser().parse_args(args)
+    assert (parsed.width, parsed.batch_size) == (32, 64)
+    assert variant_config("cdcgan", "hinge", CompareSettings()).width == TrainConfig().width
 
 
 def test_unknown_names_are_refused():
