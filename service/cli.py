@@ -25,7 +25,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from contracts.model_dir import ModelDirError
-from service.config import Settings
+from service.config import Settings, with_model_hints
 from service.logs import log_config
 
 try:
@@ -119,21 +119,32 @@ def check_model(settings: Settings) -> InferenceRuntime:
     return open_runtime(spec, settings)
 
 
-def resolve_workers(settings: Settings) -> Settings:
+def resolve_workers(settings: Settings) -> tuple[Settings, InferenceRuntime | None]:
     """``GAN_WORKERS=auto``: workers, and ORT threads unless set, from ``service.capacity``'s balance with the
-    served graph timed here; the choice goes into the environment, so the workers see it too."""
+    served graph timed here at the batch the service will run (the manifest's max_batch hint applied, as the
+    app applies it: an autoregressive model is timed at its small batch, not at GAN_MAX_BATCH); the choice
+    goes into the environment, so the workers see it too. Returns the timing session as well when it is
+    exactly the one the chosen settings would open (one worker, one thread), so it is not opened twice."""
     spec = load_spec(settings)
-    probe = open_runtime(spec, settings.model_copy(update={"workers": 1, "intra_op_threads": 1}))
+    probe_settings = settings.model_copy(update={"workers": 1, "intra_op_threads": 1})
+    probe = open_runtime(spec, probe_settings)
     try:
-        model_ms = model_ms_per_image(probe, spec.latent_dim, settings.max_batch)
-    finally:
+        batch = with_model_hints(settings, spec.manifest.max_batch_hint).max_batch
+        model_ms = model_ms_per_image(probe, spec.latent_dim, batch)
+        balance = choose(available_cores(), settings.request_cpu_ms, model_ms)
+        threads = settings.intra_op_threads or balance.threads
+        os.environ["GAN_WORKERS"] = str(balance.workers)
+        os.environ["GAN_INTRA_OP_THREADS"] = str(threads)
+        logging.getLogger("service.capacity").info("workers=auto: %s", balance.describe())
+        given = settings.model_dump(include=settings.model_fields_set)  # unset stays unset: hints still apply
+        chosen = Settings.model_validate({**given, "workers": balance.workers, "intra_op_threads": threads})
+    except BaseException:
         probe.close()
-    balance = choose(available_cores(), settings.request_cpu_ms, model_ms)
-    os.environ["GAN_WORKERS"] = str(balance.workers)
-    if not settings.intra_op_threads:
-        os.environ["GAN_INTRA_OP_THREADS"] = str(balance.threads)
-    logging.getLogger("service.capacity").info("workers=auto: %s", balance.describe())
-    return Settings()
+        raise
+    if chosen.model_dump() != probe_settings.model_dump():
+        probe.close()
+        return chosen, None
+    return chosen, probe
 
 
 @contextlib.contextmanager
@@ -166,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REFUSED
     logging.config.dictConfig(log_config(settings.log_level))
     try:
+        probe = None
         if settings.workers == 0:
-            settings = resolve_workers(settings)
-        runtime = check_model(settings)
+            settings, probe = resolve_workers(settings)
+        runtime = probe or check_model(settings)
         app = create_app(settings, lambda *_: runtime) if settings.workers == 1 else None
     except (ModelDirError, StartupError) as exc:
         print(f"gan-serve: refusing to start: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -14,6 +14,7 @@ import pytest
 from service_support import MODEL_DIR, READY_TIMEOUT_S, REPO_ROOT, free_port, make_settings, wait_ready
 
 from service.capacity import choose, model_ms_per_image
+from service.config import with_model_hints
 from service.main import load_spec
 from service.runtime import Runtime, available_cores
 
@@ -86,3 +87,60 @@ def test_gan_serve_chooses_and_says_what_it_runs(request_cpu_ms, expected):
     assert workers == expected
     # what runs is what was chosen: every live worker's session reports that thread count
     assert re.search(rf'gan_model_info\{{[^}}]*intra_op_threads="{threads}"', metrics), metrics
+
+
+def _resolve_recording(monkeypatch, settings, cores: int):
+    """service.cli.resolve_workers with the timing and the sessions it opens recorded."""
+    import service.cli as cli
+
+    timed: list[int] = []
+    opened: list[object] = []
+    real_open, real_time = cli.open_runtime, cli.model_ms_per_image
+
+    def record_open(spec, chosen):
+        opened.append(real_open(spec, chosen))
+        return opened[-1]
+
+    def record_time(runtime, latent_dim, batch):
+        timed.append(batch)
+        return real_time(runtime, latent_dim, batch)
+
+    monkeypatch.setattr(cli, "open_runtime", record_open)
+    monkeypatch.setattr(cli, "model_ms_per_image", record_time)
+    monkeypatch.setattr(cli, "available_cores", lambda: cores)
+    for name in ("GAN_WORKERS", "GAN_INTRA_OP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GAN_MODEL_DIR", str(settings.model_dir))
+    return cli.resolve_workers(settings), timed, opened
+
+
+def test_auto_times_an_autoregressive_model_at_its_hinted_batch(monkeypatch, pixelcnn_dirs):
+    """The pixelcnn manifest hints max_batch 16 (its sampling loop is slow at 64): auto times that batch,
+    as the app will run it, not GAN_MAX_BATCH."""
+    pytest.importorskip("torch")  # the tiny pixelcnn is built with it
+    _, model_dir = pixelcnn_dirs
+    hint = load_spec(make_settings(model_dir=model_dir)).manifest.max_batch_hint
+    assert hint is not None and hint < 64
+    (chosen, probe), timed, _ = _resolve_recording(
+        monkeypatch, make_settings(model_dir=model_dir, workers=0), 2
+    )
+    if probe is not None:
+        probe.close()
+    assert timed == [hint]
+    assert with_model_hints(chosen, hint).max_batch == hint  # the app still applies the hint after auto
+
+
+def test_auto_on_one_core_serves_the_session_it_timed(monkeypatch):
+    (chosen, probe), _, opened = _resolve_recording(monkeypatch, make_settings(workers=0), cores=1)
+    try:
+        assert (chosen.workers, chosen.intra_op_threads) == (1, 1)
+        assert opened == [probe]  # opened once, handed on to be served
+    finally:
+        probe.close()
+
+
+def test_auto_closes_its_timing_session_when_the_workers_open_their_own(monkeypatch):
+    (chosen, probe), _, opened = _resolve_recording(
+        monkeypatch, make_settings(workers=0, request_cpu_ms=1000.0), cores=2
+    )
+    assert chosen.workers == 2 and probe is None and len(opened) == 1
