@@ -29,13 +29,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loadtest import server
 from loadtest.http1 import Connection, HTTPFailure
+from loadtest.probe import Probe
 from loadtest.reports import PORT_HELP, REPORTS_DIR, Help, figure, port, where
 from loadtest.stats import Samples, parse_metrics, percentiles, sample_delta
 
@@ -59,6 +60,7 @@ class Burst:
     failures: Counter[str] = field(default_factory=Counter)  # what went wrong, for requests with no answer
     server_counts: dict[str, float] = field(default_factory=dict)  # status -> the server's own count
     server_s: dict[str, list[float]] = field(default_factory=dict)  # status -> its access log's durations
+    probe_s: dict[str, list[float]] = field(default_factory=dict)  # status -> a fresh client's latencies
 
     def counts(self) -> dict[str, int]:
         return {status: len(values) for status, values in sorted(self.from_send_s.items())}
@@ -75,13 +77,22 @@ class Burst:
             "from_send_ms": {status: ms(values) for status, values in sorted(self.from_send_s.items())},
             "from_start_ms": {status: ms(values) for status, values in sorted(self.from_start_s.items())},
             "server_ms": {status: ms(values) for status, values in sorted(self.server_s.items())},
+            "probe_counts": {status: len(values) for status, values in sorted(self.probe_s.items())},
+            "probe_ms": {status: ms(values) for status, values in sorted(self.probe_s.items())},
             "failures": dict(self.failures),
             "server_counts": self.server_counts,
         }
 
 
-async def fire(url: str, requests: int, images: int, headers: dict[str, str] | None = None) -> Burst:
-    """Send ``requests`` requests at once, each on its own new connection, and wait for every answer."""
+async def fire(
+    url: str,
+    requests: int,
+    images: int,
+    headers: dict[str, str] | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> Burst:
+    """Send ``requests`` requests at once, each on its own new connection, and wait for every answer;
+    ``on_start`` is called as they are let go."""
     burst = Burst(requests, images)
     go = asyncio.Event()
 
@@ -106,14 +117,24 @@ async def fire(url: str, requests: int, images: int, headers: dict[str, str] | N
     tasks = [asyncio.create_task(one(i)) for i in range(requests)]
     await asyncio.sleep(0)  # every task waits at the gate
     start = time.perf_counter()
+    if on_start is not None:
+        on_start()
     go.set()
     await asyncio.gather(*tasks)
     burst.seconds = time.perf_counter() - start
     return burst
 
 
-async def measure(url: str, requests: int, images: int, headers: dict[str, str] | None = None) -> Burst:
-    """``fire``, with the server's count of answers per status over the burst (from its ``/metrics``)."""
+async def measure(
+    url: str,
+    requests: int,
+    images: int,
+    headers: dict[str, str] | None = None,
+    probe_every_s: float = 0.0,
+) -> Burst:
+    """``fire``, with the server's count of answers per status over the burst (from its ``/metrics``, less
+    the probe's own requests) and, every ``probe_every_s`` while it lasts, a fresh client's request from a
+    process of its own (``loadtest.probe``; 0: none)."""
 
     async def scrape() -> Samples:
         connection = Connection(url, headers, timeout_s=TIMEOUT_S)
@@ -123,10 +144,17 @@ async def measure(url: str, requests: int, images: int, headers: dict[str, str] 
             await connection.close()
 
     before = await scrape()
-    burst = await fire(url, requests, images, headers)
+    probing = Probe(url, f"{ROUTE}?label=0&n={images}&seed=0", probe_every_s) if probe_every_s else None
+    with probing or contextlib.nullcontext():
+        burst = await fire(url, requests, images, headers, probing.begin if probing else None)
     after = await scrape()
+    burst.probe_s = probing.results if probing else {}
     delta = sample_delta(before, after, "gan_http_requests_total", {"endpoint": ROUTE})
-    burst.server_counts = {dict(labels)["status"]: value for labels, value in sorted(delta.items()) if value}
+    counted = {dict(labels)["status"]: value for labels, value in sorted(delta.items())}
+    probed = {status: len(values) for status, values in burst.probe_s.items()}
+    burst.server_counts = {
+        status: left for status, value in counted.items() if (left := value - probed.get(status, 0))
+    }
     return burst
 
 
@@ -170,6 +198,19 @@ def render(summary: dict[str, Any], context: dict[str, Any]) -> str:
             f"| {status} | {count} | {'–' if served is None else int(served)} | {f(own['p50'])} / "
             f"{f(own['p99'])} | {f(send['p50'])} / {f(send['p99'])} | {f(start['p50'])} / {f(start['p99'])} |"
         )
+    if summary.get("probe_counts"):
+        lines += [
+            "",
+            f"A fresh client during the burst (`loadtest.probe`: a process of its own, one request every "
+            f"{context['probe_every_ms']:g} ms on a new connection, timed from connect to the last byte; not "
+            "counted above):",
+            "",
+            "| status | answers | p50 / p99 ms from connect |",
+            "| --- | --- | --- |",
+        ]
+        for status, count in summary["probe_counts"].items():
+            probe = summary["probe_ms"][status]
+            lines.append(f"| {status} | {count} | {f(probe['p50'])} / {f(probe['p99'])} |")
     if summary["failures"]:
         lines += [
             "",
@@ -193,11 +234,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="a GAN_* setting of the server it starts, e.g. max_queue_images=1024 (repeatable)",
     )
+    p.add_argument(
+        "--probe-every-ms",
+        type=float,
+        default=20.0,
+        help="a fresh client's request every this many ms during the burst, from its own process (0: none)",
+    )
     p.add_argument("--machine", default="not described", help="what the machine was doing, for the report")
     p.add_argument("--out", type=Path, default=REPORTS_DIR / "burst", help="report directory")
     args = p.parse_args(argv)
     if args.requests < 1 or args.images < 1:
         p.error("--requests and --images must be >= 1")
+    if args.probe_every_ms < 0:
+        p.error("--probe-every-ms must be >= 0")
     if args.host and (args.port or args.setting):
         p.error("--port and --setting are for the server it starts; --host names a running one")
     try:
@@ -218,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with target as srv:
             print(f"burst: {args.requests} requests at once against {srv.url}")
-            burst = run(measure(srv.url, args.requests, args.images))
+            probe_every_s = args.probe_every_ms / 1000
+            burst = run(measure(srv.url, args.requests, args.images, probe_every_s=probe_every_s))
             if srv.log_path is not None:
                 burst.server_s = server_durations(srv.log_path.read_text(errors="replace").splitlines())
     except server.ServerError as exc:
@@ -229,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": args.host or "gan-serve started here",
         "settings": ", ".join(f"GAN_{k.upper()}={v}" for k, v in args.settings.items()),
         "machine": args.machine,
+        "probe_every_ms": args.probe_every_ms,
     }
     summary = burst.summary()
     args.out.mkdir(parents=True, exist_ok=True)

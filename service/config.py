@@ -159,6 +159,16 @@ class Settings(BaseSettings):
             "is closed (enforced by gan-serve's HTTP protocol)."
         ),
     )
+    max_connections: int = Field(
+        1024,
+        ge=0,
+        le=1 << 20,
+        description=(
+            "Most open connections per worker process (0: no cap). A connection beyond it is answered 503 "
+            "with Retry-After as soon as it is accepted, its request unread, and closed: under a burst the "
+            "refusal costs the server almost nothing and reaches the client at once (enforced by gan-serve)."
+        ),
+    )
     header_timeout_s: float = Field(
         10.0,
         gt=0,

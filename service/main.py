@@ -17,7 +17,7 @@ from service.auth import ApiKeyGate, api_key_dependencies
 from service.batcher import Batcher
 from service.config import Settings, with_model_hints
 from service.hot_lane import HotLane
-from service.metrics import Metrics
+from service.metrics import METRICS_STATE, Metrics
 from service.middleware import QueueDoor, RequestContext
 from service.model_repo import ModelSpec, load_model_dir
 from service.remote_runtime import RemoteRuntime
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     ctx = ServiceContext(spec, settings, metrics)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Metrics]]:
         runtime = runtime_factory(spec, settings)
         threads = runtime.intra_op_threads
         metrics.model_info.labels(
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
         install_sigterm_drain(ctx.lifecycle, settings.drain_s)
         log.info("serving %s %s from %s", spec.manifest.name, spec.manifest.version, spec.directory)
         try:
-            yield
+            yield {METRICS_STATE: metrics}  # the server's state: gan-serve's connection cap counts into it
         finally:
             ctx.lifecycle.draining = True
             metrics.ready.set(0)

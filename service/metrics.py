@@ -33,6 +33,9 @@ def _batch_buckets(max_batch: int) -> tuple[float, ...]:
     return tuple(float(size) for size in batch_buckets(max_batch))
 
 
+METRICS_STATE = "gan.metrics"  # the app's Metrics in the lifespan state the server holds (service.server)
+
+
 class Metrics:
     def __init__(self, max_batch: int):
         self.registry = CollectorRegistry()
@@ -94,6 +97,11 @@ class Metrics:
             registry=r,
         )
         self.images = Counter("gan_images_generated", "Images delivered to callers", ["lane"], registry=r)
+        self.connections_refused = Counter(
+            "gan_connections_refused",
+            "Connections answered 503 at the connection limit (GAN_MAX_CONNECTIONS), their request unread",
+            registry=r,
+        )
         self.dropped = Counter(
             "gan_jobs_dropped", "Generation jobs not completed", ["reason"], registry=r
         )  # reasons: queue_full, deadline, cancelled, error

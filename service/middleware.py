@@ -35,6 +35,13 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Made request ids: 32 hex digits, a random per-process prefix and a counter (unique without a syscall each)
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    """A request id unique to this process's lifetime (a random prefix and a counter: cheaper than uuid4)."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -182,7 +189,7 @@ class RequestContext:
             declared = int(length) if length is not None and length.isdigit() else None
             receive = limit_body(receive, self.max_body_bytes, declared)
         incoming_id = incoming.decode("latin-1")
-        request_id = incoming_id if _SAFE_ID.match(incoming_id) else f"{_ID_PREFIX}{next(_id_counter):016x}"
+        request_id = incoming_id if _SAFE_ID.match(incoming_id) else new_request_id()
         started = time.perf_counter()
         status, sent, answering, cancelled, cut_short = CLIENT_CLOSED, 0, False, False, False
         extensions = scope.get("extensions")

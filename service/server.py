@@ -1,16 +1,26 @@
 """uvicorn's HTTP server with bounded clients: a cap on header bytes and on the time to send them (uvicorn has
-neither with httptools), and each request told when its client has gone (uvicorn's ``send`` silently does
-nothing then), so the app can count it as 499 and drop its queued work. Used by ``gan-serve``."""
+neither with httptools), a cap on open connections answered at accept, and each request told when its client
+has gone (uvicorn's ``send`` silently does nothing then), so the app can count it as 499 and drop its queued
+work. Used by ``gan-serve``."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import time
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from service.config import Settings
-from service.middleware import CLIENT_EXTENSION, ClientConnection
+from service.metrics import METRICS_STATE
+from service.middleware import CLIENT_EXTENSION, REQUEST_ID, ClientConnection, new_request_id
+
+log = logging.getLogger(__name__)
+LIMIT_LOG_EVERY_S = 10.0  # at most one warning per this many seconds while connections are refused
 
 
 class ServerConfig(uvicorn.Config):
@@ -108,10 +118,101 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.transport.abort()
 
 
+class AtConnectionLimit(asyncio.Protocol):
+    """A connection over ``GAN_MAX_CONNECTIONS``: answered 503 with Retry-After the moment it is accepted, its
+    request never read or parsed (a refusal costs one write, not a request's way through the server and the
+    app, so under a burst refusals reach their clients at once while the admitted work goes on). The answer
+    is followed by a half-close, and the connection closed when the client closes its side (or after
+    ``linger_s``): closing at once with the request unread would reset the connection and could destroy the
+    answer before the client read it."""
+
+    def __init__(self, answer: bytes, linger_s: float):
+        self.answer = answer
+        self.linger_s = linger_s
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is one but for its class
+        self.transport = transport
+        transport.write(self.answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.timer = asyncio.get_running_loop().call_later(self.linger_s, transport.close)
+
+    def data_received(self, data: bytes) -> None:  # the request, discarded unread
+        pass
+
+    def eof_received(self) -> bool:
+        if self.transport is not None:
+            self.transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+def at_limit_answer(max_connections: int, retry_after_s: int) -> bytes:
+    """The 503 for a connection over the limit, but for its request id (``%s``, one per refusal)."""
+    body = json.dumps(
+        {
+            "error": f"server saturated: it holds its most open connections ({max_connections}, "
+            f"GAN_MAX_CONNECTIONS); retry after {retry_after_s} s"
+        }
+    )
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        f"retry-after: {retry_after_s}\r\n{REQUEST_ID.lower()}: %s\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return (head + body).encode("ascii")
+
+
+class ConnectionLimit:
+    """uvicorn's protocol factory (``Config(http=...)``) with a cap on open connections: below
+    ``max_connections`` each connection gets a ``BoundedHttpProtocol``, beyond it an ``AtConnectionLimit``
+    (counted in ``gan_connections_refused_total`` and logged at most every ``LIMIT_LOG_EVERY_S``). The cap is
+    per worker process: uvicorn's ``server_state.connections`` are that process's open connections, idle
+    keep-alive ones included. Unlike uvicorn's ``limit_concurrency``, which parses the request before
+    answering 503, nothing of the request is read. Picklable, as the config travels to worker processes."""
+
+    def __init__(self, max_connections: int, retry_after_s: int, linger_s: float):
+        self.max_connections = max_connections
+        self.linger_s = linger_s
+        self.answer = at_limit_answer(max_connections, retry_after_s)
+        self.logged_at = -LIMIT_LOG_EVERY_S
+
+    def __call__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> asyncio.Protocol:
+        if len(server_state.connections) < self.max_connections:
+            return BoundedHttpProtocol(config, server_state, app_state, _loop)
+        metrics = app_state.get(METRICS_STATE)
+        if metrics is not None:
+            metrics.connections_refused.inc()
+        now = time.monotonic()
+        if now - self.logged_at >= LIMIT_LOG_EVERY_S:
+            self.logged_at = now
+            log.warning(
+                "%d connections open (GAN_MAX_CONNECTIONS): new connections are answered 503 unread",
+                self.max_connections,
+            )
+        return AtConnectionLimit(self.answer % new_request_id().encode("ascii"), self.linger_s)
+
+
 def server_options(settings: Settings) -> dict[str, object]:
-    """The ``ServerConfig`` keywords that bound clients (``BoundedHttpProtocol``)."""
+    """The ``ServerConfig`` keywords that bound clients (``BoundedHttpProtocol``, ``ConnectionLimit``)."""
+    protocol: object = BoundedHttpProtocol
+    if settings.max_connections:
+        linger_s = settings.header_timeout_s
+        protocol = ConnectionLimit(settings.max_connections, settings.retry_after_s, linger_s)
     return {
-        "http": BoundedHttpProtocol,
+        "http": protocol,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         "header_timeout_s": settings.header_timeout_s,
     }

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from loadtest import burst
+from loadtest.probe import Probe
 
 REQUESTS = 21  # seeds 0..20: 11 even (200), 10 odd (429)
 SAMPLE = "gan_http_requests_total"
@@ -47,6 +48,8 @@ async def serve_stub(counts: Counter[int]) -> asyncio.Server:
                     counts[status] += 1
                 writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
                 await writer.drain()
+                if b"connection: close" in head.lower():
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -70,6 +73,29 @@ def test_a_tiny_burst_counts_refusals_and_answers_apart() -> None:
     summary = result.summary()
     assert set(summary["from_send_ms"]) == {"200", "429"}
     assert summary["from_send_ms"]["429"]["p50"] is not None
+
+
+def test_a_probe_in_its_own_process_times_a_fresh_client_and_is_not_counted_in_the_burst() -> None:
+    async def scenario() -> burst.Burst:
+        counts: Counter[int] = Counter()
+        stub = await serve_stub(counts)
+        port = stub.sockets[0].getsockname()[1]
+        async with stub:
+            with Probe(f"http://127.0.0.1:{port}", "/generate?seed=0", interval_s=0.005) as probe:
+                probe.begin()
+                while sum(counts.values()) < 3:  # the probe has been heard a few times
+                    await asyncio.sleep(0.01)
+            return probe.results
+
+    results = asyncio.run(scenario())
+    assert set(results) == {"200"} and len(results["200"]) >= 3  # seed 0: the stub's 200
+    assert all(seconds > 0 for seconds in results["200"])
+
+
+def test_the_probe_counts_a_refused_connection_as_failed() -> None:
+    from loadtest.probe import FAILED, one_request
+
+    assert one_request("127.0.0.1", 9, "/generate")[0] == FAILED  # the discard port: nobody listens
 
 
 def test_a_request_without_an_answer_is_counted_as_failed() -> None:

@@ -108,17 +108,18 @@ def _resolve_recording(monkeypatch, settings, cores: int):
     monkeypatch.setattr(cli, "open_runtime", record_open)
     monkeypatch.setattr(cli, "model_ms_per_image", record_time)
     monkeypatch.setattr(cli, "available_cores", lambda: cores)
-    for name in ("GAN_WORKERS", "GAN_INTRA_OP_THREADS"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("GAN_WORKERS", "GAN_INTRA_OP_THREADS"):  # resolve_workers sets them: undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("GAN_MODEL_DIR", str(settings.model_dir))
     return cli.resolve_workers(settings), timed, opened
 
 
-def test_auto_times_an_autoregressive_model_at_its_hinted_batch(monkeypatch, pixelcnn_dirs):
+def test_auto_times_an_autoregressive_model_at_its_hinted_batch(monkeypatch, request):
     """The pixelcnn manifest hints max_batch 16 (its sampling loop is slow at 64): auto times that batch,
     as the app will run it, not GAN_MAX_BATCH."""
     pytest.importorskip("torch")  # the tiny pixelcnn is built with it
-    _, model_dir = pixelcnn_dirs
+    _, model_dir = request.getfixturevalue("pixelcnn_dirs")
     hint = load_spec(make_settings(model_dir=model_dir)).manifest.max_batch_hint
     assert hint is not None and hint < 64
     (chosen, probe), timed, _ = _resolve_recording(

@@ -116,15 +116,19 @@ def test_burst_every_request_answered_once_and_metrics_agree(live_server):
     errors = [a for a in answers if isinstance(a, BaseException)]
     assert not errors, f"{len(errors)} requests got no answer, e.g. {errors[0]!r}"
     statuses = Counter(status for status, _ in answers)
-    assert set(statuses) <= {200, 429}, statuses
-    assert all("retry-after" in headers for status, headers in answers if status == 429)
+    # 503: a connection beyond GAN_MAX_CONNECTIONS, answered at accept (it may or may not happen here)
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert all("retry-after" in headers for status, headers in answers if status in (429, 503))
     assert len({headers["x-request-id"] for _, headers in answers}) == requests
 
     def delta(name: str, **labels: str) -> float:
         return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
     for status, count in statuses.items():
-        assert delta("gan_http_requests_total", endpoint="/generate", status=str(status)) == count
+        if status == 503:  # refused before any request was read: the cap's own counter
+            assert delta("gan_connections_refused_total") == count
+        else:
+            assert delta("gan_http_requests_total", endpoint="/generate", status=str(status)) == count
     served = sum(n for n, (status, _) in zip(sizes, answers, strict=True) if status == 200)
     assert delta("gan_images_generated_total", lane="interactive") == served
     assert delta("gan_jobs_dropped_total", reason="queue_full") == statuses[429]

@@ -300,3 +300,42 @@ def test_a_full_queue_refuses_at_once_without_waiting_for_work_in_front(monkeypa
     assert held  # refused while the batch in front still ran
     assert 999 not in computed  # and before computing anything of its own
     assert answers["running"].status_code == 200 and answers["queued"].status_code == 200
+
+
+def test_connections_over_max_connections_get_503_at_once_unread_and_a_freed_slot_serves_again():
+    """Three connections held open fill GAN_MAX_CONNECTIONS=3: a fourth is answered 503 (Retry-After, JSON,
+    request id) before its request is read, and httpx reads that answer whole (no reset); once one held
+    connection closes, a new one is served."""
+    settings = make_settings(max_connections=3, header_timeout_s=30.0)
+    with serve_bounded(settings) as (url, port):
+        held = [raw_request(port, b"") for _ in range(3)]
+        try:
+            with httpx.Client(base_url=url, timeout=WAIT_S) as client:
+                eventually(lambda: client.get("/healthz").status_code == 503, "the fourth was never refused")
+                refused = client.post("/generate", params={"label": 3, "seed": 1})
+            raw = raw_request(port, b"POST /generate?label=3&seed=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            raw_answer = read_to_end(raw)
+            raw.close()
+        finally:
+            held.pop().close()
+        try:
+            served = httpx.post(url + "/generate", params={"label": 3, "seed": 1}, timeout=WAIT_S)
+            refusals = metric(url, "gan_connections_refused_total")
+        finally:
+            for sock in held:
+                sock.close()
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "1" and refused.headers["X-Request-ID"]
+    assert refused.json()["error"] == (
+        "server saturated: it holds its most open connections (3, GAN_MAX_CONNECTIONS); retry after 1 s"
+    )
+    assert raw_answer.startswith(b"HTTP/1.1 503 ") and b"connection: close" in raw_answer
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert refusals >= 3  # the healthz probe(s), the POST and the raw request; the cap's own counter
+
+
+def test_max_connections_zero_is_no_cap():
+    from service.server import BoundedHttpProtocol, ConnectionLimit
+
+    assert server_options(make_settings(max_connections=0))["http"] is BoundedHttpProtocol
+    assert isinstance(server_options(make_settings())["http"], ConnectionLimit)
