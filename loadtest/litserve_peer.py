@@ -20,27 +20,24 @@ LitServe registers the route with that annotation, so FastAPI validates ``label`
     python -m loadtest.litserve_peer --model-dir models/mnist-cdcgan --port 8003
 """
 
-import argparse
 import os
 import random
 import signal
-from pathlib import Path
 from typing import Annotated
 
 import litserve as ls
 import numpy as np
-import onnxruntime as ort
 from fastapi import HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from contracts.latents import MAX_SEED, latent_for_seed
-from contracts.model_dir import read_manifest, verified_graph
+from loadtest.peer_model import PeerEnv, open_peer_model, peer_args
 from service.encoding import png_bytes
 
 MAX_BATCH_SIZE = 64  # the service's max_batch
 BATCH_TIMEOUT_S = 0.002  # LitServe's longest wait to fill a batch
-MODEL_DIR_ENV, THREADS_ENV = "LITSERVE_PEER_MODEL_DIR", "LITSERVE_PEER_INTRA_OP_THREADS"
+ENV = PeerEnv(model_dir="LITSERVE_PEER_MODEL_DIR", threads="LITSERVE_PEER_INTRA_OP_THREADS")
 
 
 class GenerateQuery(BaseModel):
@@ -53,21 +50,13 @@ class GenerateQuery(BaseModel):
 
 class GanAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
-        model_dir = Path(os.environ.get(MODEL_DIR_ENV, "models/mnist-cdcgan"))
-        manifest = read_manifest(model_dir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get(THREADS_ENV, "1"))
-        graph = verified_graph(model_dir, manifest.graph())
-        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        self.latent_name, self.label_name = manifest.inputs["latent"], manifest.inputs["label"]
-        self.output, self.num_classes = manifest.output.name, manifest.num_classes
-        self.latent_dim = manifest.latent_dim
+        self.model = open_peer_model(ENV)
 
     def decode_request(self, request: Annotated[GenerateQuery, Query()]) -> tuple[int, int, np.ndarray]:
-        if request.label >= self.num_classes:
-            raise HTTPException(422, f"label must be < {self.num_classes}")
+        if request.label >= self.model.num_classes:
+            raise HTTPException(422, f"label must be < {self.model.num_classes}")
         seed = random.randrange(MAX_SEED + 1) if request.seed is None else request.seed
-        return request.label, seed, latent_for_seed(seed, self.latent_dim)
+        return request.label, seed, latent_for_seed(seed, self.model.latent_dim)
 
     def batch(self, inputs: list[tuple[int, int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
         labels = np.array([label for label, _, _ in inputs], dtype=np.int64)
@@ -75,7 +64,7 @@ class GanAPI(ls.LitAPI):
 
     def predict(self, x: tuple[np.ndarray, np.ndarray, list[int]]) -> list[tuple[int, np.ndarray]]:
         z, labels, seeds = x
-        images = self.session.run([self.output], {self.latent_name: z, self.label_name: labels})[0]
+        images = self.model.run(z, labels)
         return list(zip(seeds, images, strict=True))
 
     def unbatch(self, output: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
@@ -108,15 +97,8 @@ def _stop_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("models/mnist-cdcgan"))
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8003)
-    parser.add_argument("--intra-op-threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    # the inference worker is a separate process: it reads these in setup()
-    os.environ[MODEL_DIR_ENV] = str(args.model_dir)
-    os.environ[THREADS_ENV] = str(args.intra_op_threads)
+    # the inference worker is a separate process: it reads the model settings from the environment
+    args = peer_args(__doc__.split("\n\n")[0], 8003, ENV, argv)
     _stop_on_sigterm()
     build_server().run(
         host=args.host,

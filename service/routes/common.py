@@ -29,6 +29,7 @@ from service import encoding, errors
 from service.batcher import Batcher, SeededLatents
 from service.config import Settings
 from service.encoding import Format
+from service.hot_lane import Endpoint
 from service.metrics import Metrics
 from service.middleware import CLIENT_EXTENSION
 from service.model_repo import ModelSpec
@@ -52,7 +53,7 @@ class ServiceContext:
     settings: Settings
     metrics: Metrics
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    hot_endpoints: dict[str, Callable[[Request], Awaitable[Response]]] = field(default_factory=dict)
+    hot_endpoints: dict[str, Endpoint] = field(default_factory=dict)
 
     @property
     def batcher(self) -> Batcher:
@@ -127,7 +128,7 @@ def _number_kind(annotation: Any) -> type | None:
 PLAIN_INT = re.compile(r"-?[0-9]+")  # what a query or JSON key may write for an int
 
 
-def hot_route(ctx: ServiceContext, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+def hot_route(ctx: ServiceContext, path: str, endpoint: Endpoint) -> None:
     """Serve ``POST path`` by ``endpoint`` straight from the service's middleware (``service.hot_lane``), its
     documented FastAPI route staying for the OpenAPI document (and for 405s). For an endpoint that takes only
     the ``Request`` and validates by itself, FastAPI's route adds nothing but cost per request: dependency
