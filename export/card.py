@@ -67,6 +67,37 @@ def front_matter(manifest: dict) -> str:
     return "\n".join([*lines, "---"])
 
 
+MANIFEST_LINE = (
+    "- `manifest.json`: what the service reads, the training configuration, verification, metrics."
+)
+
+
+def encoder_line(entry: dict, manifest: dict) -> str:
+    """The card's *Files* line for the manifest's ``encoder`` entry (``gan-train-encoder``)."""
+    height, width, channels = manifest["image_shape"]
+    recovery = entry.get("recovery") or {}
+    mse = recovery.get("latent_mse")
+    image, label = entry["inputs"]["image"], entry["inputs"]["label"]
+    return (
+        f"- `{entry['file']}` (sha256 `{entry['sha256']}`): the encoder of `POST /v1/project`, inputs "
+        f"`{image}` uint8 [N, {height}, {width}, {channels}] and `{label}` int64 [N]; output "
+        f"`{entry['output']}` float32 [N, {manifest['latent_dim']}]"
+        + (f" (latent MSE {mse:.3f} on generated images)" if isinstance(mse, int | float) else "")
+        + "."
+    )
+
+
+def with_encoder_line(card: str, entry: dict, manifest: dict) -> str:
+    """``card`` with its *Files* line for the encoder added or replaced (the rest of the card unchanged);
+    ``card`` as it is when it has no *Files* list to add to."""
+    lines = [line for line in card.splitlines() if not line.startswith(f"- `{entry['file']}`")]
+    if MANIFEST_LINE not in lines:
+        return card
+    at = lines.index(MANIFEST_LINE)
+    lines.insert(at, encoder_line(entry, manifest))
+    return "\n".join(lines) + ("\n" if card.endswith("\n") else "")
+
+
 def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
     """``progress``: ``state.json``'s epoch/step, when known."""
     m = manifest
@@ -97,8 +128,10 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
             f"`{morph['inputs']['label_weights']}` float32 [N, {m['num_classes']}] (a convex mix of labels) "
             "instead of the int label."
         )
+    if m.get("encoder"):
+        lines.append(encoder_line(m["encoder"], m))
     lines += [
-        "- `manifest.json`: what the service reads, the training configuration, verification, metrics.",
+        MANIFEST_LINE,
         f"- `{SAMPLES_FILE}`: the sample grid below.",
         "",
         "## Output normalisation",

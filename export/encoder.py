@@ -26,9 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from contracts.files import atomic_path, sha256_file
+from contracts.files import atomic_path, atomic_write_text, sha256_file
 from contracts.latents import latents_for_seeds
 from contracts.model_dir import (
+    CARD_FILE,
     ENCODER_FILE,
     IMAGE_INPUT,
     LABEL_INPUT,
@@ -40,6 +41,7 @@ from contracts.model_dir import (
 )
 from contracts.run_dir import is_run_dir
 from evaluation.sources import ImageSource, open_source
+from export.card import with_encoder_line
 from export.graph import DEFAULT_OPSET, export_onnx, to_image
 from export.graph_check import verify_model_dir
 from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, VERIFY_BATCH_SIZES, VERIFY_SEED, session
@@ -193,6 +195,9 @@ def add_encoder(source_dir: Path, model_dir: Path, config: EncoderConfig, log=pr
     raw = json.loads((model_dir / MANIFEST_FILE).read_text())
     raw["encoder"] = entry
     write_manifest(model_dir, raw)
+    card_path = model_dir / CARD_FILE
+    if card_path.is_file():  # the card lists the new file (the rest of it is the export's)
+        atomic_write_text(card_path, with_encoder_line(card_path.read_text(), entry, raw))
     verify_model_dir(model_dir)
     return entry
 

@@ -15,6 +15,7 @@ import torch
 
 from contracts.model_dir import ENCODER_FILE, ModelDirError, parse_manifest, read_manifest
 from evaluation.sources import open_source
+from export.card import MANIFEST_LINE, with_encoder_line
 from export.encoder import add_encoder, check_encoder_parity, folded_generator, main, same_generator
 from export.graph_check import verify_model_dir
 from train.encoder import EncoderConfig, train_encoder
@@ -39,10 +40,25 @@ def test_the_encoder_is_added_verified_and_served_by_onnx_runtime(run_dir, model
     assert entry["verification"]["latent_max_abs_diff"] <= entry["verification"]["latent_tolerance"]
     assert entry["source"] == {"kind": "run", "name": run_dir.name, "generator_sha256": before.sha256}
     assert entry["training"]["steps"] == TINY.steps and entry["recovery"]["images"] > 0
+    card = (model_copy / "README.md").read_text()
+    assert f"- `{ENCODER_FILE}` (sha256 `{entry['sha256']}`): the encoder of `POST /v1/project`" in card
+    assert card.index(ENCODER_FILE) < card.index("- `manifest.json`")  # in the card's Files list
     session = ort.InferenceSession(str(model_copy / ENCODER_FILE), providers=["CPUExecutionProvider"])
     images = np.zeros((3, *manifest.image_shape), np.uint8)
     (latent,) = session.run(["latent"], {"image": images, "label": np.arange(3, dtype=np.int64)})
     assert latent.shape == (3, manifest.latent_dim) and latent.dtype == np.float32
+
+
+def test_a_new_encoder_replaces_its_line_in_the_card_and_a_card_without_files_is_left_alone():
+    manifest = {"image_shape": [28, 28, 1], "latent_dim": 8}
+    entry = {"file": "encoder.onnx", "sha256": "b" * 64, "inputs": {"image": "image", "label": "label"},
+             "output": "latent", "recovery": {"latent_mse": 0.25}}  # fmt: skip
+    stale = f"- `encoder.onnx` (sha256 `{'a' * 64}`): old"
+    old = f"# m\n\n## Files\n\n- `model.onnx`: x\n{stale}\n{MANIFEST_LINE}\n"
+    card = with_encoder_line(old, entry, manifest)
+    assert card.count("encoder.onnx") == 1 and "b" * 64 in card and "latent MSE 0.250" in card
+    assert card.splitlines()[-1] == MANIFEST_LINE and card.endswith("\n")
+    assert with_encoder_line("# no files\n", entry, manifest) == "# no files\n"
 
 
 def test_parity_is_checked_against_pytorch(run_dir, model_copy):
