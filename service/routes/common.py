@@ -222,7 +222,11 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "parameter and its range.",
     },
     429: {"model": ErrorBody, "description": "Queue full; retry after `Retry-After` seconds."},
-    503: {"model": ErrorBody, "description": "Not accepting work (warm-up failed or shutting down)."},
+    503: {
+        "model": ErrorBody,
+        "description": "Not accepting work (warm-up failed or shutting down), or, under gan-serve, the "
+        "connection arrived over GAN_MAX_CONNECTIONS open ones (answered at once, unread; Retry-After).",
+    },
     504: {"model": ErrorBody, "description": "The request's deadline passed."},
 }
 
