@@ -382,6 +382,11 @@ class Batcher:
         self._in_flight = True
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, size, batch)
+        except Unavailable as exc:  # a remote backend down or saturated: said once where it changes state
+            log.debug("a batch of %d not run: %s", rows, exc)
+            for s in batch:
+                self._fail(s.job, exc)
+            return
         except Exception as exc:
             log.exception("inference failed for a batch of %d", rows)
             for s in batch:

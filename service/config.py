@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     inference_model: str | None = Field(
         None, description="The model's name on the inference backend (default: the manifest's name)."
     )
+    inference_api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key sent to the backend in GAN_INFERENCE_API_KEY_HEADER on every call (a gan-serve backend "
+            "with GAN_API_KEYS needs one); environment only, never a flag."
+        ),
+    )
+    inference_api_key_header: str = Field("X-API-Key", description="Header carrying the backend's key.")
     inference_timeout_s: float = Field(
         10.0,
         gt=0,

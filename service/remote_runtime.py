@@ -57,8 +57,10 @@ class RemoteRuntime:
         self.intra_op_threads: int | None = None
         self.timeout_s = settings.inference_timeout_s
         self._model_path = f"/v2/models/{quote(self.model, safe='')}"
+        key = settings.inference_api_key
         self._client = httpx.Client(
             base_url=self.url,
+            headers={settings.inference_api_key_header: key.get_secret_value()} if key else None,
             timeout=httpx.Timeout(settings.inference_timeout_s, connect=settings.inference_connect_timeout_s),
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -137,7 +138,8 @@ def test_the_front_ends_own_v2_answers_as_the_backend(front, backend_url):
     assert remote.json()["outputs"] == direct.json()["outputs"]
 
 
-def test_a_dead_backend_gives_503_and_unready_then_recovers(manifest_only, local):
+def test_a_dead_backend_gives_503_and_unready_then_recovers(manifest_only, local, caplog):
+    caplog.set_level(logging.INFO)
     port = free_port()
     with (
         backend(port) as (url, process),
@@ -162,6 +164,9 @@ def test_a_dead_backend_gives_503_and_unready_then_recovers(manifest_only, local
             recovered = front.post("/generate?label=2&seed=3")
             assert recovered.status_code == 200
             assert recovered.content == local.post("/generate?label=2&seed=3").content
+    # the outage is said where it begins and ends, not as a traceback for every batch refused meanwhile
+    assert not [r for r in caplog.records if r.exc_info and "inference failed" in r.getMessage()]
+    assert any("not ready until it is" in r.getMessage() for r in caplog.records)
 
 
 # --- stub backends: metadata as the test wants it, inference as slow as it wants
@@ -325,3 +330,16 @@ def test_an_inference_url_that_is_no_http_url_is_refused_naming_the_variable(man
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("gan-serve: invalid settings: GAN_INFERENCE_URL") and "http://" in line, line
+
+
+def test_a_backend_that_needs_an_api_key_gets_the_one_configured(manifest_only, local):
+    """A gan-serve backend with GAN_API_KEYS: a front end without GAN_INFERENCE_API_KEY is refused at start
+    in one line (401, not a wait for the start timeout); with the key it serves the same bytes."""
+    with running_server(None, drain_s=0, api_keys="backend-secret") as (url, _):
+        refused = gan_serve(manifest_only, url, GAN_INFERENCE_START_TIMEOUT_S="30")
+        settings = front_settings(manifest_only, url, inference_api_key="backend-secret")
+        with serve_in_process(settings, open_runtime) as front:
+            answer = front.post("/generate?label=4&seed=2")
+    assert_refused(refused, url, "refused (401")
+    assert answer.status_code == 200, answer.text
+    assert answer.content == local.post("/generate?label=4&seed=2").content
