@@ -73,6 +73,18 @@ def targets(report: dict[str, Any]) -> list[str]:
     return ["## Targets (issue #16; reported, not asserted)", "", *table, ""]
 
 
+# what each framework peer gan-bench drives is, for the sentence under the peers table
+PEER_DESCRIPTIONS = {
+    "LitServe": "The LitServe peer is `loadtest.litserve_peer`: LitServe's own batching (max_batch_size 64, "
+    "batch_timeout 2 ms), one ONNX Runtime session (one intra-op thread) in its inference worker process, "
+    "the service's PNG encoder; its CPU counts every process of the server.",
+    "Ray Serve": "The Ray Serve peer is `loadtest.ray_peer`: one replica with `@serve.batch` (max_batch_size "
+    "64, batch_wait_timeout_s 2 ms, max_ongoing_requests 64) behind Ray Serve's HTTP proxy, in a local Ray "
+    "cluster of one CPU, one ONNX Runtime session (one intra-op thread) in the replica, the service's PNG "
+    "encoder; its CPU counts every process of the cluster (GCS, raylet, agents, controller, proxy, replica).",
+}
+
+
 def peers(report: dict[str, Any]) -> list[str]:
     """Single-image POST /generate on every server, level by level (the levels ran interleaved)."""
     p = report.get("peers")
@@ -120,13 +132,7 @@ def peers(report: dict[str, Any]) -> list[str]:
         "*CPU ms/answer* is the server process's CPU time (every thread) per answer. The naive peer is "
         "`loadtest.naive_server`: FastAPI, a sync route run in Starlette's thread pool, one batch-1 ONNX "
         "Runtime call (one intra-op thread) and one `Image.save` PNG per request."
-        + (
-            " The LitServe peer is `loadtest.litserve_peer`: LitServe's own batching (max_batch_size 64, "
-            "batch_timeout 2 ms), one ONNX Runtime session (one intra-op thread) in its inference worker "
-            "process, the service's PNG encoder; its CPU counts every process of the server."
-            if "LitServe" in measured
-            else ""
-        ),
+        + "".join(f" {text}" for name, text in PEER_DESCRIPTIONS.items() if name in measured),
         "",
     ]
 

@@ -6,9 +6,10 @@
    encoding (issue #16's definition; latent sampling and the batch sizes really formed are reported beside).
 3. The service under single-image load at concurrency 1..128, with dynamic batching and with max_batch=1,
    interleaved level by level with its peers on the same model: the naive server (``loadtest.naive_server``:
-   a sync FastAPI route, one batch-1 ORT call per request) and, where installed, LitServe
-   (``loadtest.litserve_peer``: LitServe's own batching; the ``peers`` extra); Ray Serve and BentoML have no
-   adapter yet (rows say "not installed", or "installed; no adapter" when they are).
+   a sync FastAPI route, one batch-1 ORT call per request) and, where installed (the ``peers`` extra),
+   LitServe (``loadtest.litserve_peer``: LitServe's own batching) and Ray Serve (``loadtest.ray_peer``:
+   ``@serve.batch`` in a local one-CPU Ray cluster); rows say "not installed" otherwise. BentoML has no
+   adapter yet (its rows say "not installed", or "installed; no adapter" when it is).
 4. Bulk delivery (``/v1/bulk`` .npz stream and ``/generate?format=npy``) as a share of raw ORT images/s.
 
 The load generator runs in this process on the same cores; its CPU is reported for every level.
@@ -57,7 +58,10 @@ TARGET_VS_NAIVE = {COMPOSE_AT: 1.5, LOW_CONCURRENCY: 1.0}
 # serving frameworks with their own batching, measured when installed (none is a dependency)
 FRAMEWORK_PEERS = (("Ray Serve", "ray"), ("LitServe", "litserve"), ("BentoML", "bentoml"))
 # those gan-bench drives: name -> the server.* context manager that starts it (same arguments as naive)
-DRIVEN_PEERS = {"LitServe": server.litserve_peer}
+DRIVEN_PEERS = {"LitServe": server.litserve_peer, "Ray Serve": server.ray_peer}
+# the servers gan-bench starts: the service with batching on and off, the trivial app, the naive peer, then
+# the driven peers in DRIVEN_PEERS' order
+SERVERS = 4 + len(DRIVEN_PEERS)
 MEASURED = "measured"
 
 
@@ -77,8 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--port",
         type=port,
         default=None,
-        help="first of five consecutive ports for the servers it starts: the service with batching on, "
-        "with it off, the trivial app, the naive peer, the LitServe peer (default: free ports)",
+        help=f"first of {SERVERS} consecutive ports for the servers it starts: the service with batching "
+        f"on, with it off, the trivial app, the naive peer, then the {', '.join(DRIVEN_PEERS)} peers, each "
+        "whether installed or not (default: free ports)",
     )
     p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help="comma-separated client counts")
     p.add_argument("--compose-at", type=int, default=COMPOSE_AT, help="concurrency of the composed limit")
@@ -116,8 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--env: no service setting {unknown} (see service/config.py)")
     if {"host", "port"} & set(args.extra):
         p.error("--env: the servers run on the loopback interface; pin their ports with --port")
-    if args.port and args.port > 65535 - 4:
-        p.error(f"--port: {args.port} leaves no room for the four ports after it")
+    if args.port and args.port > 65535 - (SERVERS - 1):
+        p.error(f"--port: {args.port} leaves no room for the {SERVERS - 1} ports after it")
     try:
         effective = Settings(**args.extra)  # checked by the service's own rules
     except ValidationError as exc:
@@ -318,8 +323,8 @@ def vs_naive_targets(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def framework_peers() -> list[dict[str, Any]]:
-    """Ray Serve, LitServe, BentoML: whether each is installed, and for those gan-bench drives (LitServe) and
-    that are installed, an empty ``levels`` list the run fills level by level."""
+    """Ray Serve, LitServe, BentoML: whether each is installed, and for those gan-bench drives (DRIVEN_PEERS)
+    and that are installed, an empty ``levels`` list the run fills level by level."""
     peers: list[dict[str, Any]] = []
     for name, module in FRAMEWORK_PEERS:
         if not importlib.util.find_spec(module):
@@ -356,9 +361,9 @@ def cpu_view(
 
 
 def server_ports(first: int | None) -> tuple[int | None, ...]:
-    """``--port``'s five ports: the service with batching on, with it off, the trivial app, the naive peer,
-    the LitServe peer (None: free)."""
-    return (None,) * 5 if first is None else tuple(first + i for i in range(5))
+    """``--port``'s ``SERVERS`` ports: the service with batching on, with it off, the trivial app, the naive
+    peer, the driven peers in ``DRIVEN_PEERS``' order (None: free)."""
+    return (None,) * SERVERS if first is None else tuple(first + i for i in range(SERVERS))
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -386,7 +391,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     names = "".join(f", {peer['name']}" for peer in driven)
     print(f"servers: batching on (max_batch={args.max_batch}), off (max_batch=1), trivial, naive{names} ...")
     with contextlib.ExitStack() as stack:
-        on_port, off_port, trivial_port, naive_port, litserve_port = server_ports(args.port)
+        on_port, off_port, trivial_port, naive_port, *driven_ports = server_ports(args.port)
         on_log, off_log = log_dir / "service-on.log", log_dir / "service-off.log"
         on_srv = stack.enter_context(server.service(report["service_settings"], on_log, port=on_port))
         info = levels.model_info_of(on_srv.url)
@@ -395,7 +400,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             server.trivial_app(log_dir / "trivial.log", info.image_shape, port=trivial_port)
         )
         naive_srv = stack.enter_context(server.naive(log_dir / "naive.log", args.model_dir, port=naive_port))
-        peer_ports = {"LitServe": litserve_port}
+        peer_ports = dict(zip(DRIVEN_PEERS, driven_ports, strict=True))
         peer_srvs = [
             stack.enter_context(
                 DRIVEN_PEERS[peer["name"]](

@@ -1,16 +1,19 @@
-"""What the peers of ``gan-bench`` share (``loadtest.naive_server``, ``loadtest.litserve_peer``): their
-command line, handed to the server processes through the environment, and the served model as one CPU ONNX
-Runtime session with its input and output names."""
+"""What the peers of ``gan-bench`` share (``loadtest.naive_server``, ``loadtest.litserve_peer``,
+``loadtest.ray_peer``): their command line, handed to the server processes through the environment, the served
+model as one CPU ONNX Runtime session with its input and output names, and the clean-up of processes a
+framework leaves behind."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import psutil
 
 from contracts.model_dir import read_manifest, verified_graph
 
@@ -68,3 +71,16 @@ def open_peer_model(env: PeerEnv) -> PeerModel:
         manifest.num_classes,
         manifest.latent_dim,
     )
+
+
+def stop_leftovers(processes: list[psutil.Process], timeout_s: float = 5.0) -> None:
+    """Terminate, then kill, those of ``processes`` (a peer's descendants, listed before its framework shut
+    down) still running ``timeout_s`` after: a framework stopped while it starts can leave some orphaned."""
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=timeout_s)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()

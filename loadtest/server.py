@@ -142,11 +142,18 @@ def external(url: str, ready_path: str = "/readyz") -> Iterator[Server]:
 
 
 @contextmanager
+def _peer(module: str, ready_path: str, log: Path, model_dir: Path, port: int | None) -> Iterator[Server]:
+    """A peer (``python -m module``, ``loadtest.peer_model``'s flags) on ``port`` (None: a free one)."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", module, "--model-dir", str(model_dir), "--port", str(port)]
+    with _spawn(cmd, os.environ, f"http://127.0.0.1:{port}", ready_path, log) as server:
+        yield server
+
+
+@contextmanager
 def naive(log: Path, model_dir: Path, port: int | None = None) -> Iterator[Server]:
     """The naive peer (``loadtest.naive_server``: a sync FastAPI route, one batch-1 ORT call per request)."""
-    port = port or free_port()
-    cmd = [sys.executable, "-m", "loadtest.naive_server", "--model-dir", str(model_dir), "--port", str(port)]
-    with _spawn(cmd, os.environ, f"http://127.0.0.1:{port}", "/healthz", log) as server:
+    with _peer("loadtest.naive_server", "/healthz", log, model_dir, port) as server:
         yield server
 
 
@@ -154,7 +161,13 @@ def naive(log: Path, model_dir: Path, port: int | None = None) -> Iterator[Serve
 def litserve_peer(log: Path, model_dir: Path, port: int | None = None) -> Iterator[Server]:
     """The LitServe peer (``loadtest.litserve_peer``: LitServe's own batching, up to 64 per ORT call); waits
     for LitServe's /health. Needs the ``peers`` extra (litserve)."""
-    port = port or free_port()
-    cmd = [sys.executable, "-m", "loadtest.litserve_peer", "--model-dir", str(model_dir), "--port", str(port)]
-    with _spawn(cmd, os.environ, f"http://127.0.0.1:{port}", "/health", log) as server:
+    with _peer("loadtest.litserve_peer", "/health", log, model_dir, port) as server:
+        yield server
+
+
+@contextmanager
+def ray_peer(log: Path, model_dir: Path, port: int | None = None) -> Iterator[Server]:
+    """The Ray Serve peer (``loadtest.ray_peer``: ``@serve.batch``, up to 64 per ORT call, in a local Ray
+    cluster of one CPU); waits for its deployment's /healthz. Needs the ``peers`` extra (ray[serve])."""
+    with _peer("loadtest.ray_peer", "/healthz", log, model_dir, port) as server:
         yield server

@@ -223,14 +223,14 @@ def test_the_naive_peer_answers_the_services_bytes_and_validates(monkeypatch: py
 def test_framework_peers_say_whether_they_are_installed() -> None:
     peers = {p["name"]: p for p in benchmark.framework_peers()}
     assert list(peers) == ["Ray Serve", "LitServe", "BentoML"]
-    for name in ("Ray Serve", "BentoML"):  # no adapter: never driven
-        assert peers[name]["status"] in ("not installed", "installed; no adapter in gan-bench yet")
-        assert "levels" not in peers[name]
-    litserve = peers["LitServe"]
-    if importlib.util.find_spec("litserve"):
-        assert litserve == {"name": "LitServe", "status": "measured", "levels": []}
-    else:
-        assert litserve == {"name": "LitServe", "status": "not installed"}
+    # no adapter: never driven
+    assert peers["BentoML"]["status"] in ("not installed", "installed; no adapter in gan-bench yet")
+    assert "levels" not in peers["BentoML"]
+    for name, module in (("LitServe", "litserve"), ("Ray Serve", "ray")):  # driven when installed
+        if importlib.util.find_spec(module):
+            assert peers[name] == {"name": name, "status": "measured", "levels": []}
+        else:
+            assert peers[name] == {"name": name, "status": "not installed"}
 
 
 def test_markdown_has_a_row_per_level_for_a_measured_framework_peer() -> None:
@@ -246,5 +246,11 @@ def test_markdown_has_a_row_per_level_for_a_measured_framework_peer() -> None:
     assert "| 64 | LitServe (its own batching) | 500.0 | 25.0 | 50.0 | 3.000 | 1.25× | 0 |" in text
     assert "| 64 | LitServe | measured |" not in text
     assert "| 64 | Ray Serve | not installed |" in text and "| 64 | BentoML | not installed |" in text
-    assert "`loadtest.litserve_peer`" in text
+    assert "`loadtest.litserve_peer`" in text and "`loadtest.ray_peer`" not in text
     assert "| 8 | LitServe" not in text  # no level 8 measured for it: no row
+
+    ray = [{**level(64, 400.0, 60.0, {}, 0.0), "server_cpu_ms_per_request": 4.0}]
+    data["peers"]["frameworks"][0] = {"name": "Ray Serve", "status": "measured", "levels": ray}
+    text = render_markdown(data)
+    assert "| 64 | Ray Serve (its own batching) | 400.0 |" in text and "`loadtest.ray_peer`" in text
+    assert "| 64 | Ray Serve | " not in text

@@ -74,7 +74,7 @@ def test_help_shows_the_defaults_and_the_port_flag(
         (
             "benchmark",
             ["--model-dir", str(MODEL_DIR), "--port", "65534"],
-            "no room for the four ports after it",
+            "ports after it",
         ),
     ],
 )
@@ -86,10 +86,11 @@ def test_port_flag_errors(module: str, argv: list[str], message: str, capsys: py
 
 
 def test_bench_ports_are_consecutive_from_the_given_one():
-    from loadtest.benchmark import server_ports
+    from loadtest.benchmark import DRIVEN_PEERS, server_ports
 
-    assert server_ports(8100) == (8100, 8101, 8102, 8103, 8104)
-    assert server_ports(None) == (None,) * 5
+    count = 4 + len(DRIVEN_PEERS)  # the service on and off, the trivial app, the naive peer, the driven peers
+    assert server_ports(8100) == tuple(range(8100, 8100 + count))
+    assert server_ports(None) == (None,) * count
 
 
 def test_gan_loadtest_serves_on_the_pinned_port_and_says_where_the_reports_are(tmp_path: Path):
