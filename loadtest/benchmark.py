@@ -9,7 +9,11 @@
    a sync FastAPI route, one batch-1 ORT call per request) and, where installed (the ``peers`` extra),
    LitServe (``loadtest.litserve_peer``: LitServe's own batching) and Ray Serve (``loadtest.ray_peer``:
    ``@serve.batch`` in a local one-CPU Ray cluster); rows say "not installed" otherwise. BentoML has no
-   adapter yet (its rows say "not installed", or "installed; no adapter" when it is).
+   adapter (its rows say "not installed", or "installed; no adapter" when it is): no release installs
+   against constraints.txt's pins (checked 2026-12-01 for 1.0.25, 1.1.11, 1.2.0, 1.2.20, 1.3.0, 1.3.22, 1.4.0,
+   1.4.30, 1.4.40). 1.3.22 and 1.4.x need opentelemetry-instrumentation-aiohttp-client, whose newest
+   release (0.66b1) needs opentelemetry-api==1.45.1 where 1.45.2 is pinned; 1.1 to 1.3.0 and 1.2.20 pin
+   opentelemetry-api==1.20.0; 1.0.x needs starlette<0.29 (1.10.0 pinned).
 4. Bulk delivery (``/v1/bulk`` .npz stream and ``/generate?format=npy``) as a share of raw ORT images/s.
 
 The load generator runs in this process on the same cores; its CPU is reported for every level.
@@ -82,8 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=port,
         default=None,
         help=f"first of {SERVERS} consecutive ports for the servers it starts: the service with batching "
-        f"on, with it off, the trivial app, the naive peer, then the {', '.join(DRIVEN_PEERS)} peers, each "
-        "whether installed or not (default: free ports)",
+        f"on, with it off, the trivial app, the naive peer, then one per driven peer "
+        f"({', '.join(DRIVEN_PEERS)}), installed or not (default: free ports)",
     )
     p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help="comma-separated client counts")
     p.add_argument("--compose-at", type=int, default=COMPOSE_AT, help="concurrency of the composed limit")
