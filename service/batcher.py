@@ -5,9 +5,8 @@ in images. One loop on the event loop assembles batches of at most ``max_batch``
 room left is split across batches. Interactive work goes ahead of bulk, but while bulk work waits, at least
 one batch in every ``bulk_min_share`` takes bulk rows first (up to ``max_batch``, the room left going to
 interactive work), so a bulk stream progresses by at least ``max_batch`` images every ``bulk_min_share``
-batches however busy the interactive lane is. While no interactive request waits, bulk work fills batches
-of up to ``bulk_max_batch`` rows (more images per second on the CPU). A job that arrives while the inference
-thread is idle runs at once; only jobs that arrived while a batch was running (under load) wait, at most
+batches however busy the interactive lane is. A job that arrives while the inference thread is idle runs at
+once; only jobs that arrived while a batch was running (the service is under load) wait, at most
 ``max_wait_ms`` after the oldest of them arrived, for their batch to fill. A batch is padded to the next
 bucket size (every bucket is warmed up before the service is ready) and runs on the single inference thread,
 so the event loop stays free. Rows are sliced back into their jobs' outputs. A row's pixels do not depend on
@@ -345,8 +344,7 @@ class Batcher:
 
     def _take_batch(self) -> list[_Slice]:
         """Up to ``max_batch`` rows of one graph kind, each lane FIFO: interactive jobs first, then bulk; but
-        when bulk work has waited through ``bulk_min_share - 1`` batches since it last went first, bulk. With
-        no interactive job waiting, up to ``bulk_batch`` rows of bulk work."""
+        when bulk work has waited through ``bulk_min_share - 1`` batches since it last went first, bulk."""
         order = (Lane.INTERACTIVE, Lane.BULK)
         if self._lanes[Lane.BULK]:
             if self._bulk_skipped + 1 >= self.settings.bulk_min_share:
@@ -357,9 +355,7 @@ class Batcher:
             self._bulk_skipped = 0
         heads = [lane[0] for lane in (self._lanes[order[0]], self._lanes[order[1]]) if lane]
         kind = heads[0].kind
-        # bulk work alone (no interactive request waits) may fill a larger batch: more images per second
-        capacity = self.settings.max_batch if self._lanes[Lane.INTERACTIVE] else self.settings.bulk_batch
-        room, batch = capacity, []
+        room, batch = self.settings.max_batch, []
         for lane in order:
             queue = self._lanes[lane]
             for job in list(queue):
@@ -368,7 +364,7 @@ class Batcher:
                 if job.kind != kind:
                     continue
                 rows = min(room, job.waiting_rows)
-                batch.append(_Slice(job, job.next_row, job.next_row + rows, capacity - room))
+                batch.append(_Slice(job, job.next_row, job.next_row + rows, self.settings.max_batch - room))
                 job.next_row += rows
                 room -= rows
                 self._count(job, -rows)

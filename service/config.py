@@ -86,16 +86,6 @@ class Settings(BaseSettings):
 
     # --- dynamic batching
     max_batch: int = Field(64, ge=1, le=4096, description="Most latents run in one inference call.")
-    bulk_max_batch: int = Field(
-        256,
-        ge=0,
-        le=4096,
-        description=(
-            "Most latents in a batch of bulk work alone (no interactive request waiting): on the CPU a "
-            "larger batch makes more images per second, and no interactive request is waiting to feel it. "
-            "At most max_batch (or 0): max_batch. With GAN_INFERENCE_URL, max_batch unless set."
-        ),
-    )
     # 0: the next batch is whatever queued while the last one ran. gan-bench on 2 cores, mnist-cdcgan 1.2.0:
     # 5 ms gave 689 / 1,480 req/s at 4 / 64 clients, 0 gave 1,265 / 1,810 (same mean batch 32 at 64 clients):
     # waiting for rows that closed-loop clients cannot send until they are answered only adds latency.
@@ -313,27 +303,18 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def bulk_batch(self) -> int:
-        """Most rows of a batch of bulk work alone: ``bulk_max_batch``, never under ``max_batch``; a remote
-        backend's batch bound is not known here, so it gets ``max_batch`` unless the operator chose."""
-        if self.inference_url and "bulk_max_batch" not in self.model_fields_set:
-            return self.max_batch
-        return max(self.max_batch, self.bulk_max_batch)
-
-    @property
     def buckets(self) -> tuple[int, ...]:
-        """Sorted pad sizes: ``batch_buckets`` (default: powers of two) up to ``max_batch``, and powers of two
-        on up to ``bulk_batch`` when that is larger; always with ``max_batch`` and ``bulk_batch``."""
-        sizes = set(self.batch_buckets or batch_buckets(self.max_batch))
-        sizes |= {size for size in batch_buckets(self.bulk_batch) if size > self.max_batch}
-        return tuple(sorted(sizes | {self.max_batch, self.bulk_batch}))
+        """Sorted pad sizes, always ending with ``max_batch``."""
+        if self.batch_buckets:
+            return tuple(sorted(set(self.batch_buckets) | {self.max_batch}))
+        return batch_buckets(self.max_batch)
 
 
 def with_model_hints(settings: Settings, max_batch_hint: int | None) -> Settings:
     """``settings`` with the model directory's advice applied where the operator set nothing: an
     autoregressive model's manifest hints at a smaller ``max_batch`` (its sampling loop makes a large batch
-    slow, and every bucket up to ``max_batch`` is warmed up before the service is ready), and bulk batches no
-    larger. An explicit ``GAN_MAX_BATCH`` always wins."""
+    slow, and every bucket up to ``max_batch`` is warmed up before the service is ready). An explicit
+    ``GAN_MAX_BATCH`` always wins."""
     if (
         max_batch_hint is None
         or "max_batch" in settings.model_fields_set
@@ -341,12 +322,6 @@ def with_model_hints(settings: Settings, max_batch_hint: int | None) -> Settings
     ):
         return settings
     buckets = [size for size in settings.batch_buckets if size <= max_batch_hint]
-    bulk = settings.bulk_max_batch if "bulk_max_batch" in settings.model_fields_set else max_batch_hint
     return Settings.model_validate(
-        {
-            **settings.model_dump(),
-            "max_batch": max_batch_hint,
-            "batch_buckets": buckets,
-            "bulk_max_batch": bulk,
-        }
+        {**settings.model_dump(), "max_batch": max_batch_hint, "batch_buckets": buckets}
     )

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     settings = settings or Settings()
     spec = load_spec(settings)
     settings = with_model_hints(settings, spec.manifest.max_batch_hint)
-    metrics = Metrics(max(settings.buckets))
+    metrics = Metrics(settings.max_batch)
     ctx = ServiceContext(spec, settings, metrics)
 
     @asynccontextmanager

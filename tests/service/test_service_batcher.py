@@ -61,7 +61,7 @@ def sample(metric, **labels) -> float:
 
 def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
     async def scenario():
-        settings = make_settings(max_batch=32, bulk_max_batch=128)
+        settings = make_settings(max_batch=32)
         seen: list[tuple[GraphKind, int]] = []
 
         class Recording(Runtime):
@@ -78,8 +78,7 @@ def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
         return seen, runtime.graphs
 
     seen, graphs = asyncio.run(scenario())
-    # the interactive buckets up to max_batch, and on to bulk_max_batch
-    assert sorted(seen) == sorted((kind, size) for kind in graphs for size in (1, 2, 4, 8, 16, 32, 64, 128))
+    assert sorted(seen) == sorted((kind, size) for kind in graphs for size in (1, 2, 4, 8, 16, 32))
 
 
 def test_seeded_latents_and_encoding_on_the_inference_thread_give_the_same_bytes():
@@ -125,23 +124,16 @@ def test_seeded_latents_and_encoding_on_the_inference_thread_give_the_same_bytes
     assert isinstance(failed, ValueError)
 
 
-@pytest.mark.parametrize(
-    ("bulk_max_batch", "sizes"),
-    [
-        (0, [64, 64, 32]),  # 150 = 64 + 64 + 22, padded to 32
-        (256, [256]),  # a large job alone is bulk work: one batch of up to bulk_max_batch, padded
-    ],
-)
-def test_large_job_is_split_padded_and_identical_to_one_call(bulk_max_batch, sizes):
+def test_large_job_is_split_padded_and_identical_to_one_call():
     async def scenario():
-        batcher, runtime = await started_batcher(max_batch=64, bulk_max_batch=bulk_max_batch)
+        batcher, runtime = await started_batcher(max_batch=64)
         z, labels = job(100, 150, 6)
         images = await batcher.generate(GraphKind.MAIN, z, labels)
         await batcher.close()
         return images, runtime, z, labels
 
     images, runtime, z, labels = asyncio.run(scenario())
-    assert [size for _, size, _ in runtime.calls] == sizes
+    assert [size for _, size, _ in runtime.calls] == [64, 64, 32]  # 150 = 64 + 64 + 22, padded to 32
     np.testing.assert_array_equal(images, Runtime(SPEC, make_settings()).run(GraphKind.MAIN, z, labels))
 
 

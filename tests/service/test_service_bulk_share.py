@@ -71,40 +71,8 @@ def test_a_share_of_one_puts_bulk_first_in_every_batch():
 
 def test_interactive_work_still_goes_ahead_when_bulk_had_its_share():
     batches = share_sequence(share=8, interactive_jobs=2, bulk_rows=100)
-    # two interactive batches first; then bulk alone (nothing else waits), in one batch over max_batch
-    assert batches == [(INTERACTIVE, 0), (INTERACTIVE, 0), (BULK, 100)]
-
-
-def bulk_alone(bulk_rows: int, **settings: int) -> list[int]:
-    """A bulk job alone (after a held blocker): the rows of each batch that carried it."""
-
-    async def scenario():
-        batcher, runtime = await started_batcher(**settings)
-        blocker = await hold_inference(batcher, runtime)
-        bulk = asyncio.create_task(
-            batcher.generate(GraphKind.MAIN, *job(1, bulk_rows, BULK), lane=Lane.BULK, admit=False)
-        )
-        await asyncio.sleep(0)
-        runtime.gate.set()
-        await asyncio.gather(blocker, bulk)
-        await batcher.close()
-        return runtime.calls[1:]
-
-    return [size for _, size, _ in asyncio.run(scenario())]
-
-
-def test_bulk_work_alone_fills_batches_of_bulk_max_batch_padded_to_its_buckets():
-    # 600 rows in batches of 256, 256 and 88 (padded to the 128 bucket between max_batch and bulk_max_batch)
-    assert bulk_alone(600, max_batch=64, bulk_max_batch=256) == [256, 256, 128]
-    assert bulk_alone(600, max_batch=64, bulk_max_batch=0) == [64] * 9 + [32]  # 0: max_batch
-    assert make_settings(max_batch=64, bulk_max_batch=256).buckets == (1, 2, 4, 8, 16, 32, 64, 128, 256)
-    assert make_settings(max_batch=64, bulk_max_batch=32).bulk_batch == 64  # never under max_batch
-
-
-def test_a_remote_backend_gets_max_batch_for_bulk_unless_it_was_chosen():
-    remote = {"inference_url": "http://backend:8000", "max_batch": 64}
-    assert make_settings(**remote).bulk_batch == 64
-    assert make_settings(**remote, bulk_max_batch=128).bulk_batch == 128
+    # two interactive batches first; then bulk alone (nothing else waits)
+    assert batches == [(INTERACTIVE, 0), (INTERACTIVE, 0), (BULK, 64), (BULK, 36)]
 
 
 def test_bulk_chunks_run_at_the_guaranteed_rate_under_endless_interactive_load():

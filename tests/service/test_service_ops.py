@@ -174,10 +174,8 @@ def test_settings_from_environment(monkeypatch):
     settings = Settings(_env_file=None)
     assert [k.get_secret_value() for k in settings.api_keys] == ["key-alpha-9", "key-beta-7"]
     assert "key-alpha-9" not in repr(settings)
-    assert settings.buckets == (8, 32, 64, 128, 256)  # and powers of two on to bulk_max_batch
-    assert Settings(_env_file=None, max_batch=48, batch_buckets=[], bulk_max_batch=0).buckets == (
-        1, 2, 4, 8, 16, 32, 48,
-    )  # fmt: skip
+    assert settings.buckets == (8, 32, 64)
+    assert Settings(_env_file=None, max_batch=48, batch_buckets=[]).buckets == (1, 2, 4, 8, 16, 32, 48)
 
 
 @pytest.mark.parametrize(
@@ -307,15 +305,3 @@ def test_routes_solve_no_dependency_but_the_key_check_which_runs_on_the_loop():
     [key_check] = api_key_dependencies(settings)
     # a coroutine: FastAPI would run a plain ``def`` dependency in its thread pool
     assert inspect.iscoroutinefunction(key_check.dependency.__call__)
-
-
-def test_a_manifest_max_batch_hint_bounds_bulk_batches_too_unless_chosen():
-    """An autoregressive model's hint (slow large batches) applies to bulk batches as to interactive ones;
-    settings the operator chose win."""
-    from service.config import with_model_hints
-
-    hinted = with_model_hints(Settings(_env_file=None), 16)
-    assert (hinted.max_batch, hinted.bulk_batch, max(hinted.buckets)) == (16, 16, 16)
-    chosen = with_model_hints(Settings(_env_file=None, bulk_max_batch=32), 16)
-    assert (chosen.max_batch, chosen.bulk_batch) == (16, 32)
-    assert with_model_hints(Settings(_env_file=None, max_batch=64), 16).bulk_batch == 256
