@@ -86,7 +86,8 @@ PEER_DESCRIPTIONS = {
 
 
 def peers(report: dict[str, Any]) -> list[str]:
-    """Single-image POST /generate on every server, level by level (the levels ran interleaved)."""
+    """Single-image POST /generate on every server, level by level (the service's and the naive server's
+    levels ran interleaved, each framework peer's after them, on its own)."""
     p = report.get("peers")
     if not p:
         return []
@@ -125,7 +126,10 @@ def peers(report: dict[str, Any]) -> list[str]:
         ]
     head = ["clients", "server", "req/s", "p50 ms", "p99 ms", "CPU ms/answer", "vs naive", "errors"]
     return [
-        "## Peers: single-image POST /generate on the same model (levels interleaved)",
+        "## Peers: single-image POST /generate on the same model",
+        "",
+        "The service's and the naive server's levels ran interleaved; each framework peer's after them, "
+        "with only that peer started.",
         "",
         *_table(head, rows),
         "",

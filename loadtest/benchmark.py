@@ -5,10 +5,12 @@
    route's req/s on the same server setup, the model's time per image at batch ``max_batch`` (64), one PNG
    encoding (issue #16's definition; latent sampling and the batch sizes really formed are reported beside).
 3. The service under single-image load at concurrency 1..128, with dynamic batching and with max_batch=1,
-   interleaved level by level with its peers on the same model: the naive server (``loadtest.naive_server``:
-   a sync FastAPI route, one batch-1 ORT call per request) and, where installed (the ``peers`` extra),
-   LitServe (``loadtest.litserve_peer``: LitServe's own batching) and Ray Serve (``loadtest.ray_peer``:
-   ``@serve.batch`` in a local one-CPU Ray cluster); rows say "not installed" otherwise. BentoML has no
+   interleaved level by level with the naive server (``loadtest.naive_server``: a sync FastAPI route, one
+   batch-1 ORT call per request); then, where installed (the ``peers`` extra), each framework peer on its
+   own, started for its levels and stopped after (an idle Ray cluster keeps about a third of a core busy,
+   which would weigh on whoever is measured beside it): LitServe (``loadtest.litserve_peer``: LitServe's own
+   batching) and Ray Serve (``loadtest.ray_peer``: ``@serve.batch`` in a local one-CPU Ray cluster); rows
+   say "not installed" otherwise. BentoML has no
    adapter (its rows say "not installed", or "installed; no adapter" when it is): no release installs
    against constraints.txt's pins (checked 2026-12-01 for 1.0.25, 1.1.11, 1.2.0, 1.2.20, 1.3.0, 1.3.22, 1.4.0,
    1.4.30, 1.4.40). 1.3.22 and 1.4.x need opentelemetry-instrumentation-aiohttp-client, whose newest
@@ -405,16 +407,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         )
         naive_srv = stack.enter_context(server.naive(log_dir / "naive.log", args.model_dir, port=naive_port))
         peer_ports = dict(zip(DRIVEN_PEERS, driven_ports, strict=True))
-        peer_srvs = [
-            stack.enter_context(
-                DRIVEN_PEERS[peer["name"]](
-                    log_dir / f"{peer['name'].lower().replace(' ', '-')}.log",
-                    args.model_dir,
-                    port=peer_ports.get(peer["name"]),
-                )
-            )
-            for peer in driven
-        ]
         # each level runs on every server back to back, so all see the same neighbours on a shared machine
         on, off = [], []
         # the framework ceiling right after the level the limit is composed at (or the last level)
@@ -425,10 +417,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             naive = levels.single(naive_srv, traffic.single_image, info, concurrency, plan)
             report["peers"]["naive"].append(naive)
             _print_peer("naive peer", concurrency, naive)
-            for peer, peer_srv in zip(driven, peer_srvs, strict=True):
-                record = levels.single(peer_srv, traffic.single_image, info, concurrency, plan)
-                peer["levels"].append(record)
-                _print_peer(peer["name"], concurrency, record)
             if concurrency == framework_after:
                 report["framework"] = {
                     "trivial_route": levels.single(
@@ -438,6 +426,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 }
         report["bulk"] = levels.bulk_delivery(on_srv, info, args.bulk_n, args.bulk_repeats, args.seed)
         report["server_rss_bytes"] = on_srv.rss_bytes()
+        # the framework peers after, one at a time, each up only for its own levels: an idle Ray cluster
+        # alone keeps about a third of a core busy, which would weigh on whoever is measured beside it
+        for peer in driven:
+            log = log_dir / f"{peer['name'].lower().replace(' ', '-')}.log"
+            start = DRIVEN_PEERS[peer["name"]]
+            with start(log, args.model_dir, port=peer_ports.get(peer["name"])) as peer_srv:
+                for concurrency in args.levels:
+                    record = levels.single(peer_srv, traffic.single_image, info, concurrency, plan)
+                    peer["levels"].append(record)
+                    _print_peer(peer["name"], concurrency, record)
     report["service"] = {"batching_on": on, "batching_off": off}
     time_formed_sizes(report, args)
     report["composed"] = compose(report, args)

@@ -29,9 +29,9 @@ def one_request(host: str, port: int, target: str) -> tuple[str, float]:
             while chunk := sock.recv(65536):
                 answer += chunk
     except OSError:
-        if not answer.startswith(b"HTTP/1.1 "):
+        if not answer.startswith(b"HTTP/1."):
             return FAILED, time.perf_counter() - started
-    status = answer[9:12].decode("ascii", "replace") if answer.startswith(b"HTTP/1.1 ") else FAILED
+    status = answer[9:12].decode("ascii", "replace") if answer.startswith(b"HTTP/1.") else FAILED
     return status, time.perf_counter() - started
 
 
