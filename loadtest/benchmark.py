@@ -10,12 +10,12 @@
    own, started for its levels and stopped after (an idle Ray cluster keeps about a third of a core busy,
    which would weigh on whoever is measured beside it): LitServe (``loadtest.litserve_peer``: LitServe's own
    batching) and Ray Serve (``loadtest.ray_peer``: ``@serve.batch`` in a local one-CPU Ray cluster); rows
-   say "not installed" otherwise. BentoML has no
-   adapter (its rows say "not installed", or "installed; no adapter" when it is): no release installs
-   against constraints.txt's pins (checked 2026-12-01 for 1.0.25, 1.1.11, 1.2.0, 1.2.20, 1.3.0, 1.3.22, 1.4.0,
-   1.4.30, 1.4.40). 1.3.22 and 1.4.x need opentelemetry-instrumentation-aiohttp-client, whose newest
-   release (0.66b1) needs opentelemetry-api==1.45.1 where 1.45.2 is pinned; 1.1 to 1.3.0 and 1.2.20 pin
-   opentelemetry-api==1.20.0; 1.0.x needs starlette<0.29 (1.10.0 pinned).
+   say "not installed" otherwise. BentoML has no adapter (its rows say "not installed", or "installed; no
+   adapter" when it is): no release installs against constraints.txt's pins (checked 2026-12-01 for
+   1.0.25, 1.1.11, 1.2.0, 1.2.20, 1.3.0, 1.3.22, 1.4.0, 1.4.30, 1.4.40). 1.3.22 and 1.4.x need
+   opentelemetry-instrumentation-aiohttp-client, whose newest release (0.66b1) needs opentelemetry-api==1.45.1
+   where 1.45.2 is pinned; 1.1 to 1.3.0 and 1.2.20 pin opentelemetry-api==1.20.0; 1.0.x needs
+   starlette<0.29 (1.10.0 pinned).
 4. Bulk delivery (``/v1/bulk`` .npz stream and ``/generate?format=npy``) as a share of raw ORT images/s.
 
 The load generator runs in this process on the same cores; its CPU is reported for every level.
@@ -407,7 +407,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         )
         naive_srv = stack.enter_context(server.naive(log_dir / "naive.log", args.model_dir, port=naive_port))
         peer_ports = dict(zip(DRIVEN_PEERS, driven_ports, strict=True))
-        # each level runs on every server back to back, so all see the same neighbours on a shared machine
+        # each level runs on the service and the naive peer back to back, so both see the same neighbours
         on, off = [], []
         # the framework ceiling right after the level the limit is composed at (or the last level)
         framework_after = args.compose_at if args.compose_at in args.levels else args.levels[-1]

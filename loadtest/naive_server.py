@@ -27,7 +27,6 @@ from contracts.latents import MAX_SEED, latent_for_seed
 from loadtest.peer_model import PeerEnv, open_peer_model, peer_args
 
 ENV = PeerEnv(model_dir="NAIVE_MODEL_DIR", threads="NAIVE_INTRA_OP_THREADS")
-MODEL_DIR_ENV = ENV.model_dir
 
 
 def create_app() -> FastAPI:

@@ -45,6 +45,12 @@ def new_request_id() -> str:
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
+def saturated_body(reason: str) -> bytes:
+    """The JSON error of a refusal made before the app runs (the queue door's 429, the connection cap's
+    503)."""
+    return json.dumps({"error": f"server saturated: {reason}"}).encode()
+
+
 CLIENT_EXTENSION = "gan.client"  # scope["extensions"] key of the request's ClientConnection
 NO_KEY = "gan.no_key"  # scope key set by service.auth.ApiKeyGate on a request without a valid key
 ENDPOINT_KEY = "gan.endpoint"  # scope key naming the endpoint of a request answered before routing
@@ -129,7 +135,7 @@ class QueueDoor:
         ):
             reason = self.queue_full()
             if reason is not None:
-                body = json.dumps({"error": f"server saturated: {reason}"}).encode()
+                body = saturated_body(reason)
                 scope[ENDPOINT_KEY] = scope["path"]  # the route's label in the metrics and the log
                 headers = [*self.headers, (b"content-length", str(len(body)).encode())]
                 await send({"type": "http.response.start", "status": 429, "headers": headers})

@@ -6,7 +6,6 @@ work. Used by ``gan-serve``."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any, cast
@@ -17,7 +16,13 @@ from uvicorn.server import ServerState
 
 from service.config import Settings
 from service.metrics import METRICS_STATE
-from service.middleware import CLIENT_EXTENSION, REQUEST_ID, ClientConnection, new_request_id
+from service.middleware import (
+    CLIENT_EXTENSION,
+    REQUEST_ID,
+    ClientConnection,
+    new_request_id,
+    saturated_body,
+)
 
 log = logging.getLogger(__name__)
 LIMIT_LOG_EVERY_S = 10.0  # at most one warning per this many seconds while connections are refused
@@ -155,18 +160,16 @@ class AtConnectionLimit(asyncio.Protocol):
 
 def at_limit_answer(max_connections: int, retry_after_s: int) -> bytes:
     """The 503 for a connection over the limit, but for its request id (``%s``, one per refusal)."""
-    body = json.dumps(
-        {
-            "error": f"server saturated: it holds its most open connections ({max_connections}, "
-            f"GAN_MAX_CONNECTIONS); retry after {retry_after_s} s"
-        }
+    body = saturated_body(
+        f"it holds its most open connections ({max_connections}, GAN_MAX_CONNECTIONS); "
+        f"retry after {retry_after_s} s"
     )
     head = (
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
         f"retry-after: {retry_after_s}\r\n{REQUEST_ID.lower()}: %s\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
-    return (head + body).encode("ascii")
+    return head.encode("ascii") + body
 
 
 class ConnectionLimit:

@@ -209,7 +209,7 @@ def test_the_naive_peer_answers_the_services_bytes_and_validates(monkeypatch: py
     from service.runtime import GraphKind, Runtime
 
     model_dir = Settings().model_dir
-    monkeypatch.setenv(naive_server.MODEL_DIR_ENV, str(model_dir))
+    monkeypatch.setenv(naive_server.ENV.model_dir, str(model_dir))
     spec = load_model_dir(model_dir)
     with TestClient(naive_server.create_app()) as client:
         answer = client.post("/generate", params={"label": 3, "seed": 11})
