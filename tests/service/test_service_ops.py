@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import logging
@@ -35,6 +36,18 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_startup_heap_is_frozen_out_of_the_cyclic_collector():
+    """A full collection over the start-up heap held every request in the process 25-115 ms at 64 clients;
+    after start-up it is frozen, so later full collections walk only what requests left behind."""
+    from fastapi.testclient import TestClient
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(make_settings())) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() > 0
 
 
 def test_readiness_is_503_until_every_bucket_is_warm(gated):
