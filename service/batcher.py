@@ -8,9 +8,12 @@ interactive work), so a bulk stream progresses by at least ``max_batch`` images 
 batches however busy the interactive lane is. A job that arrives while the inference thread is idle runs at
 once; only jobs that arrived while a batch was running (the service is under load) wait, at most
 ``max_wait_ms`` after the oldest of them arrived, for their batch to fill. A batch is padded to the next
-bucket size (every bucket is warmed up before the service is ready) and runs on the single inference thread,
-so the event loop stays free. Rows are sliced back into their jobs' outputs. A row's pixels do not depend on
-its neighbours (the runtime is deterministic per row), so batching never changes results.
+bucket size (every bucket is warmed up before the service is ready) and runs on an inference thread, so the
+event loop stays free. Batches run one at a time on the first stream; bulk work may also run on further ones
+(``GAN_BULK_INFERENCE_STREAMS``, by default one per core a session's threads leave free), several bulk batches
+at once, which is how one bulk pull uses a machine whose cores one call cannot fill. Rows are sliced back
+into their jobs' outputs. A row's pixels do not depend on its neighbours (the runtime is deterministic per
+row), so batching never changes results.
 
 The per-image work beside the model runs on the inference thread too, not on the event loop: a job may give
 its latents as ``SeededLatents`` (drawn there, row by row, as the batch is assembled) and an ``encode``
@@ -28,6 +31,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,7 +45,7 @@ import numpy as np
 from contracts.latents import latent_for_seed
 from service.config import Settings
 from service.metrics import Metrics
-from service.runtime import GraphKind, Runtime
+from service.runtime import GraphKind, Runtime, inference_streams
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +160,12 @@ class Batcher:
         self._admitted_rows = 0  # waiting rows of admitted jobs
         self._streams = 0
         self._bulk_skipped = 0  # batches taken, while bulk work waited, since the last that put bulk first
-        self._in_flight = False  # a batch is in the inference thread
+        self._in_flight = False  # a batch is in the first inference thread
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-inference")
+        self.streams = inference_streams(settings, runtime)
+        self._executor = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="gan-inference")
+        self._out_lock = threading.Lock()  # two bulk batches may bring a job's first rows at once
         self._task: asyncio.Task[None] | None = None
         if metrics.multiprocess:  # a scrape in another worker cannot call back here: write every change
             self._depth = {lane: metrics.queue_depth.labels(lane.value) for lane in Lane}
@@ -312,7 +318,7 @@ class Batcher:
             return
         self.ready = True
         self.metrics.ready.set(1)
-        await self._serve()
+        await asyncio.gather(self._serve(), *(self._serve_bulk() for _ in range(self.streams - 1)))
 
     async def _warm_up(self) -> None:
         loop = asyncio.get_running_loop()
@@ -340,7 +346,33 @@ class Batcher:
                     async with asyncio.timeout(fill_by):
                         await self._wakeup.wait()
                 continue
-            await self._run(self._take_batch())
+            self._in_flight = True
+            try:
+                await self._run(self._take_batch())
+            finally:
+                self._in_flight = False
+
+    async def _serve_bulk(self) -> None:
+        """A further inference stream: bulk batches only, as long as bulk work waits."""
+        while True:
+            batch = self._take_bulk_batch()
+            if batch:
+                await self._run(batch)
+                continue
+            if self._closing:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _take_bulk_batch(self) -> list[_Slice]:
+        """Up to ``max_batch`` rows of the bulk lane's jobs of its first job's kind, FIFO; none of a job that
+        encodes its answer (its encoding waits for its last rows, which must then run after the others)."""
+        queue = self._lanes[Lane.BULK]
+        eligible = [job for job in queue if job.encode is None]
+        if not eligible:
+            return []
+        kind = eligible[0].kind
+        return self._fill(queue, [job for job in eligible if job.kind == kind], [])
 
     def _take_batch(self) -> list[_Slice]:
         """Up to ``max_batch`` rows of one graph kind, each lane FIFO: interactive jobs first, then bulk; but
@@ -355,21 +387,26 @@ class Batcher:
             self._bulk_skipped = 0
         heads = [lane[0] for lane in (self._lanes[order[0]], self._lanes[order[1]]) if lane]
         kind = heads[0].kind
-        room, batch = self.settings.max_batch, []
+        batch: list[_Slice] = []
         for lane in order:
             queue = self._lanes[lane]
-            for job in list(queue):
-                if room == 0:
-                    break
-                if job.kind != kind:
-                    continue
-                rows = min(room, job.waiting_rows)
-                batch.append(_Slice(job, job.next_row, job.next_row + rows, self.settings.max_batch - room))
-                job.next_row += rows
-                room -= rows
-                self._count(job, -rows)
-                if job.waiting_rows == 0:
-                    queue.remove(job)
+            self._fill(queue, [job for job in queue if job.kind == kind], batch)
+        return batch
+
+    def _fill(self, queue: deque[_Job], jobs: list[_Job], batch: list[_Slice]) -> list[_Slice]:
+        """Slices of ``jobs`` (waiting in ``queue``, in order) appended to ``batch`` up to ``max_batch`` rows
+        in all; a job whose rows are all taken leaves the queue."""
+        offset = batch[-1].offset + batch[-1].stop - batch[-1].start if batch else 0
+        for job in jobs:
+            if offset == self.settings.max_batch:
+                break
+            rows = min(self.settings.max_batch - offset, job.waiting_rows)
+            batch.append(_Slice(job, job.next_row, job.next_row + rows, offset))
+            job.next_row += rows
+            offset += rows
+            self._count(job, -rows)
+            if job.waiting_rows == 0:
+                queue.remove(job)
         return batch
 
     async def _run(self, batch: list[_Slice]) -> None:
@@ -379,7 +416,6 @@ class Batcher:
         for s in batch:
             if s.job.started is None:
                 s.job.started = started
-        self._in_flight = True
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, size, batch)
         except Unavailable as exc:  # a remote backend down or saturated: said once where it changes state
@@ -392,8 +428,6 @@ class Batcher:
             for s in batch:
                 self._fail(s.job, exc)
             return
-        finally:
-            self._in_flight = False
         elapsed = time.monotonic() - started
         self.metrics.batch_size.observe(rows)
         self.metrics.batch_padding.inc(size - rows)
@@ -403,8 +437,9 @@ class Batcher:
 
     def _infer(self, size: int, batch: list[_Slice]) -> None:
         """On the inference thread: assemble the batch (drawing seeded latents), run it, copy each slice into
-        its job's output, and encode every job whose last rows these were. Batches run one after another on
-        this one thread, so a job's earlier rows are in its output when its last slice arrives."""
+        its job's output, and encode every job whose last rows these were. The first stream's batches run one
+        after another, and only that stream takes jobs that encode, so a job's earlier rows are in its output
+        when its last slice arrives."""
         kind = batch[0].job.kind
         z, condition = self._empty_batch(kind, size)
         for s in batch:
@@ -420,7 +455,9 @@ class Batcher:
             if job.abandoned:  # the caller gave up or its deadline passed: its rows are discarded
                 continue
             if job.out is None:
-                job.out = np.empty((job.n, *images.shape[1:]), dtype=images.dtype)
+                with self._out_lock:
+                    if job.out is None:
+                        job.out = np.empty((job.n, *images.shape[1:]), dtype=images.dtype)
             job.out[s.start : s.stop] = images[s.offset : s.offset + s.stop - s.start]
             if job.encode is not None and s.stop == job.n:
                 try:

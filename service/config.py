@@ -157,6 +157,16 @@ class Settings(BaseSettings):
         2, ge=1, le=64, description="Chunks of one bulk stream queued ahead of the writer."
     )
     max_bulk_streams: int = Field(4, ge=1, le=1024, description="Concurrent bulk streams; more get 429.")
+    bulk_inference_streams: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description=(
+            "Batches of bulk work that may run at once in one worker, each on its own inference thread; "
+            "interactive work keeps the first. 0: as many as the cores hold sessions of intra_op_threads "
+            "(cores // intra_op_threads) on the CPU, 1 elsewhere. 1: every batch runs on one thread."
+        ),
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
     max_header_bytes: int = Field(
         65536,

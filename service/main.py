@@ -73,8 +73,13 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
         metrics.model_info.labels(
             spec.manifest.name, spec.manifest.version, runtime.providers[0], str(threads or "-")
         ).set(1)
-        log.info("runtime %s, intra-op threads: %s", runtime.providers, threads or "-")
         batcher = Batcher(runtime, settings, metrics)
+        log.info(
+            "runtime %s, intra-op threads: %s, bulk inference streams: %d",
+            runtime.providers,
+            threads or "-",
+            batcher.streams,
+        )
         batcher.start()
         ctx.lifecycle.batcher = batcher
         install_sigterm_drain(ctx.lifecycle, settings.drain_s)

@@ -130,6 +130,19 @@ def intra_op_threads(settings: Settings, cores: int | None = None) -> int:
     return max(1, cores // max(1, settings.workers))  # workers 0 (auto) is resolved by gan-serve
 
 
+def inference_streams(settings: Settings, runtime: InferenceRuntime, cores: int | None = None) -> int:
+    """Batches of bulk work one worker may run at once (``GAN_BULK_INFERENCE_STREAMS``; 0: every core busy
+    with sessions of ``intra_op_threads`` on the CPU). One ORT session takes concurrent calls; for this
+    model two one-thread calls at once make about twice the images of one, two threads per call about 1.2x
+    (reports/bench/NOTES.md)."""
+    if settings.bulk_inference_streams:
+        return settings.bulk_inference_streams
+    if runtime.intra_op_threads is None or runtime.providers[0] != CPU:  # a remote backend, a GPU
+        return 1
+    cores = cores if cores is not None else available_cores()
+    return max(1, cores // runtime.intra_op_threads)
+
+
 class Runtime:
     def __init__(self, spec: ModelSpec, settings: Settings):
         self.spec = spec

@@ -28,6 +28,11 @@ class ModelCard(BaseModel):
     intra_op_threads: int | None = Field(
         None, description="ONNX Runtime threads per operator in this worker's session (null while starting)."
     )
+    bulk_inference_streams: int | None = Field(
+        None,
+        description="Bulk batches this worker runs at once, each on its own inference thread (null while "
+        "starting).",
+    )
     max_n: int = Field(description="Most images per /generate request.")
     sampling: str = Field(
         "latent",
@@ -67,6 +72,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 label_interpolation=spec.label_morph is not None and m.conditional,
                 providers=batcher.runtime.providers if batcher is not None else [],
                 intra_op_threads=batcher.runtime.intra_op_threads if batcher is not None else None,
+                bulk_inference_streams=batcher.streams if batcher is not None else None,
                 max_n=settings.max_n,
                 sampling=m.sampling,
                 latent_space=m.has_latent_space,

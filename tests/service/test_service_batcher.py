@@ -139,7 +139,7 @@ def test_large_job_is_split_padded_and_identical_to_one_call():
 
 def test_interactive_work_goes_ahead_of_bulk():
     async def scenario():
-        batcher, runtime = await started_batcher(max_batch=64)
+        batcher, runtime = await started_batcher(max_batch=64, bulk_inference_streams=1)  # one stream's order
         blocker = await hold_inference(batcher, runtime)
         bulk = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(1, 200, 1), lane=Lane.BULK))
         await asyncio.sleep(0)
@@ -217,7 +217,7 @@ def depth_while_queued() -> list[tuple[float, float]]:
     5 cancelled, all done. Also run in a subprocess with several workers' metrics (below)."""
 
     async def scenario():
-        settings = make_settings()
+        settings = make_settings(bulk_inference_streams=1)  # no further stream takes the 100 meanwhile
         batcher, runtime = await start_batcher(settings)
 
         def depth() -> tuple[float, float]:

@@ -23,6 +23,9 @@ from service.runtime import GraphKind
 
 INTERACTIVE, BULK = 2, 1  # the labels that tell the lanes' rows apart in a batch
 E2E_TIMEOUT_S = 120.0  # generous: reached only when bulk starves
+# the lane order is the first inference stream's; further bulk-only streams would take bulk rows beside it
+# (tests/service/test_service_batcher.py covers them)
+ONE_STREAM = 1
 
 
 def share_sequence(share: int, interactive_jobs: int, bulk_rows: int) -> list[tuple[int, int]]:
@@ -31,7 +34,9 @@ def share_sequence(share: int, interactive_jobs: int, bulk_rows: int) -> list[tu
     its first row, its bulk rows)."""
 
     async def scenario():
-        batcher, runtime = await started_batcher(max_batch=64, bulk_min_share=share)
+        batcher, runtime = await started_batcher(
+            max_batch=64, bulk_min_share=share, bulk_inference_streams=ONE_STREAM
+        )
         blocker = await hold_inference(batcher, runtime)
         bulk = asyncio.create_task(
             batcher.generate(GraphKind.MAIN, *job(1, bulk_rows, BULK), lane=Lane.BULK, admit=False)
@@ -80,7 +85,9 @@ def test_bulk_chunks_run_at_the_guaranteed_rate_under_endless_interactive_load()
     taken), yet a bulk job of 4 batches' worth finishes, within the batches the rule allows."""
 
     async def scenario():
-        batcher, runtime = await started_batcher(max_batch=64, bulk_min_share=3)
+        batcher, runtime = await started_batcher(
+            max_batch=64, bulk_min_share=3, bulk_inference_streams=ONE_STREAM
+        )
         blocker = await hold_inference(batcher, runtime)
         stop = asyncio.Event()
 

@@ -56,6 +56,8 @@ def test_a_healthy_process_is_alive_while_it_warms_up_and_after(client):
 def test_models_and_metrics_report_the_session_as_it_runs(client):
     [model] = client.get("/v1/models").json()
     assert model["providers"] == [CPU] and model["intra_op_threads"] >= 1
+    cores = available_cores()
+    assert model["bulk_inference_streams"] == max(1, cores // model["intra_op_threads"])
     metrics = client.get("/metrics").text
     expected = (
         f'gan_model_info{{intra_op_threads="{model["intra_op_threads"]}",model="{model["name"]}",'

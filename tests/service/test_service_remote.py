@@ -113,6 +113,7 @@ def test_models_and_metrics_say_what_runs(front, backend_url):
     (card,) = front.get("/v1/models").json()
     assert card["providers"] == [f"remote: {backend_url} model {MODEL}"]
     assert card["intra_op_threads"] is None and card["label_interpolation"] is False
+    assert card["bulk_inference_streams"] == 1  # the backend's cores are not this process's to fill
     assert card["sha256"] == SPEC.main.sha256
     assert f'provider="remote: {backend_url} model {MODEL}"' in front.get("/metrics").text
 

@@ -249,7 +249,7 @@ def test_a_full_queue_refuses_at_once_without_waiting_for_work_in_front(monkeypa
         return request_latents(seed, *args, **kwargs)
 
     monkeypatch.setattr(contracts.latents, "request_latents", watched_latents)
-    settings = make_settings(max_queue_images=1024)
+    settings = make_settings(max_queue_images=1024, bulk_inference_streams=1)  # the 1,024 stay queued
     runtimes: list[GatedRuntime] = []
 
     def factory(spec, s):

@@ -1,0 +1,119 @@
+"""Further inference streams for bulk work (``GAN_BULK_INFERENCE_STREAMS``): how many, that bulk batches
+really run at once on them, with the same bytes, and what stays on the first stream."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from service_support import make_settings
+from test_service_batcher import SPEC, hold_inference, job, start_batcher
+
+from service.batcher import Batcher, Lane
+from service.metrics import Metrics
+from service.runtime import CPU, CUDA, GraphKind, Runtime, inference_streams
+
+OVERLAP_TIMEOUT_S = 30.0  # how long a call waits for a second one: reached only when calls never overlap
+
+
+@pytest.mark.parametrize(
+    ("setting", "threads", "provider", "cores", "expected"),
+    [
+        (0, 1, CPU, 2, 2),  # this machine's default: one one-thread call per core
+        (0, 1, CPU, 16, 16),
+        (0, 4, CPU, 16, 4),
+        (0, 16, CPU, 16, 1),  # one call fills every core already
+        (0, 3, CPU, 2, 1),
+        (0, None, CPU, 16, 1),  # a remote backend: not this process's cores
+        (0, 1, CUDA, 16, 1),
+        (3, 1, CPU, 16, 3),  # the setting wins
+        (3, 1, CUDA, 16, 3),
+    ],
+)
+def test_streams_fill_the_cores_with_sessions_of_the_chosen_threads(
+    setting, threads, provider, cores, expected
+):
+    runtime = SimpleNamespace(intra_op_threads=threads, providers=[provider])
+    settings = make_settings(bulk_inference_streams=setting)
+    assert inference_streams(settings, runtime, cores=cores) == expected
+
+
+class MeetsAnotherCall(Runtime):
+    """Each inference call after warm-up waits until a second one has started: only calls that run at once
+    get through."""
+
+    def __init__(self, spec, settings, timeout_s: float):
+        super().__init__(spec, settings)
+        self.warm = False
+        self.barrier = threading.Barrier(2, timeout=timeout_s)
+        self.threads: set[str] = set()
+
+    def run(self, kind, z, condition):
+        if self.warm:
+            self.barrier.wait()
+            self.threads.add(threading.current_thread().name)
+        return super().run(kind, z, condition)
+
+
+async def bulk_through(streams: int, timeout_s: float) -> tuple[np.ndarray, np.ndarray, set[str]]:
+    settings = make_settings(max_batch=64, bulk_inference_streams=streams)
+    runtime = MeetsAnotherCall(SPEC, settings, timeout_s)
+    batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
+    batcher.start()
+    try:
+        while not batcher.ready:
+            await asyncio.sleep(0.005)
+        runtime.warm = True
+        z, labels = job(7, 128, 3)  # two batches of 64
+        images = await batcher.generate(GraphKind.MAIN, z, labels, lane=Lane.BULK, admit=False)
+    finally:
+        runtime.barrier.abort()  # a call left waiting (one stream) is released
+        await batcher.close()
+    return images, Runtime(SPEC, settings).run(GraphKind.MAIN, z, labels), runtime.threads
+
+
+def test_two_streams_run_a_bulk_jobs_batches_at_once_with_the_same_bytes():
+    images, reference, threads = asyncio.run(bulk_through(2, OVERLAP_TIMEOUT_S))
+    np.testing.assert_array_equal(images, reference)
+    assert len(threads) == 2
+
+
+def test_one_stream_runs_them_one_after_another():
+    with pytest.raises(threading.BrokenBarrierError):  # the first call waited for a second in vain
+        asyncio.run(bulk_through(1, timeout_s=1.0))
+
+
+def test_interactive_work_and_jobs_that_encode_stay_on_the_first_stream():
+    """With the first stream held, a further stream takes bulk rows at once but neither interactive rows nor a
+    bulk-lane job that encodes (its encoding must follow all its rows, which only one stream's order
+    guarantees)."""
+
+    async def scenario():
+        batcher, runtime = await start_batcher(make_settings(max_batch=64, bulk_inference_streams=2))
+        assert batcher.streams == 2
+        blocker = await hold_inference(batcher, runtime)
+        interactive = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(2, 3, 2)))
+        encoded = asyncio.create_task(
+            batcher.generate(
+                GraphKind.MAIN, *job(3, 100, 3), lane=Lane.BULK, encode=lambda images: images.sum()
+            )
+        )
+        await asyncio.sleep(0.05)
+        waiting_before_bulk = dict(batcher._waiting)
+        bulk = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(4, 64, 4), lane=Lane.BULK))
+        while batcher._waiting[Lane.BULK] != 100:
+            await asyncio.sleep(0.005)  # the further stream takes the 64 plain bulk rows (held at the gate)
+        runtime.gate.set()
+        results = await asyncio.gather(blocker, interactive, encoded, bulk)
+        await batcher.close()
+        return waiting_before_bulk, results, runtime.calls
+
+    waiting, (_, small, encoded_sum, bulk), calls = asyncio.run(scenario())
+    assert waiting == {Lane.INTERACTIVE: 3, Lane.BULK: 100}  # the idle further stream took neither
+    z, labels = job(3, 100, 3)
+    assert encoded_sum == Runtime(SPEC, make_settings()).run(GraphKind.MAIN, z, labels).sum()
+    assert small.shape[0] == 3 and bulk.shape[0] == 64
+    assert [int(labels[0]) for _, _, labels in calls].count(4) == 1  # the plain bulk job in one batch
