@@ -5,6 +5,7 @@ service's own ``Runtime``, so the session options are the served ones), PNG enco
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -67,6 +68,26 @@ class Generator:
 
     def run(self, batch: int) -> np.ndarray:
         return self.runtime.run(GraphKind.MAIN, *self.inputs(batch))
+
+    def concurrent(self, size: int, streams: int, seconds: float) -> float:
+        """Images/s of ``streams`` threads calling the one session at once with batches of ``size``, as the
+        service's bulk inference streams do."""
+        z, labels = self.inputs(size)
+        self.runtime.run(GraphKind.MAIN, z, labels)
+        counts = [0] * streams
+        start = time.perf_counter()
+
+        def call(stream: int) -> None:
+            while time.perf_counter() - start < seconds:
+                self.runtime.run(GraphKind.MAIN, z, labels)
+                counts[stream] += size
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(counts) / (time.perf_counter() - start)
 
     def sweep(self, sizes: Iterable[int], min_seconds: float) -> dict[int, Timing]:
         timings = {}

@@ -125,6 +125,25 @@ def test_compose_uses_the_model_at_max_batch_and_the_service_thread_setting() ->
     assert benchmark.compose(data, args)["limit"]["rps"] < expected
 
 
+def test_with_several_bulk_streams_the_bulk_target_compares_with_as_many_concurrent_calls() -> None:
+    args = argparse.Namespace(compose_at=64, max_batch=8)
+    data = report()
+    single = benchmark.compose(data, args)
+    data["ort"]["cpu_streams"] = {
+        "streams": 2,
+        "intra_op_threads": 1,
+        "images_per_s": {"8": 2500.0, "16": 3000.0},
+    }
+    composed = benchmark.compose(data, args)
+    assert composed["bulk_ort_peak_images_per_s"] == 3000.0
+    assert composed["targets"]["bulk_share_of_peak_ort"]["measured"] == pytest.approx(1500 / 3000)
+    assert composed["bulk_ort_reference"] == "2 concurrent calls, intra_op_threads=1"
+    # one stream: the one-call sweep's peak, as before
+    assert single["bulk_ort_peak_images_per_s"] == single["ort_peak_images_per_s"]
+    markdown = render_markdown({**data, "composed": composed})
+    assert "2 concurrent calls, intra_op_threads=1, peak 3,000 images/s" in markdown
+
+
 def test_markdown_carries_the_figures() -> None:
     data = report()
     data["composed"] = benchmark.compose(data, argparse.Namespace(compose_at=64, max_batch=8))
@@ -254,3 +273,22 @@ def test_markdown_has_a_row_per_level_for_a_measured_framework_peer() -> None:
     text = render_markdown(data)
     assert "| 64 | Ray Serve (its own batching) | 400.0 |" in text and "`loadtest.ray_peer`" in text
     assert "| 64 | Ray Serve | " not in text
+
+
+def test_concurrent_calls_time_the_service_model_as_its_bulk_streams_run_it(monkeypatch) -> None:
+    from pathlib import Path
+
+    from service.config import Settings
+
+    model_dir = Path(__file__).resolve().parents[2] / "models" / "mnist-cdcgan"
+    args = argparse.Namespace(
+        model_dir=model_dir, service_threads=1, max_batch=8, ort_seconds=0.05, effective=None
+    )
+    args.effective = Settings(_env_file=None, model_dir=model_dir, bulk_inference_streams=2)
+    monkeypatch.setattr(benchmark, "CONCURRENT_SECONDS", 0.05)
+    measured = benchmark.concurrent_calls(args, [1, 8, 16, 32, 64])
+    assert measured["streams"] == 2 and measured["intra_op_threads"] == 1
+    assert set(measured["images_per_s"]) == {"8", "16", "32"}  # max_batch up to 4 times it
+    assert all(rate > 0 for rate in measured["images_per_s"].values())
+    args.effective = Settings(_env_file=None, model_dir=model_dir, bulk_inference_streams=1)
+    assert benchmark.concurrent_calls(args, [8]) is None
