@@ -15,7 +15,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from contracts import seed_sequence
+
 MAX_SEED = 2**32 - 1
+# from this many seeds, seeding their generators together (contracts.seed_sequence) is cheaper than one by
+# one: about 7 against 17-31 µs a seed at 256, a fixed ~160 µs for the vectorised hash
+VECTORISED_MIN_SEEDS = 16
 _PARALLEL_EPS = 1e-6
 
 
@@ -32,7 +37,11 @@ def latent_for_seed(seed: int, latent_dim: int) -> np.ndarray:
 
 
 def latents_for_seeds(seeds: Iterable[int], latent_dim: int) -> np.ndarray:
-    rows = [latent_for_seed(int(seed), latent_dim) for seed in seeds]
+    seeds = [int(seed) for seed in seeds]
+    if len(seeds) >= VECTORISED_MIN_SEEDS:  # the same generators, their seeding hashed all at once
+        rows = [g.standard_normal(latent_dim, dtype=np.float32) for g in seed_sequence.generators(seeds)]
+    else:
+        rows = [latent_for_seed(seed, latent_dim) for seed in seeds]
     return np.stack(rows) if rows else np.zeros((0, latent_dim), dtype=np.float32)
 
 

@@ -16,10 +16,10 @@ into their jobs' outputs. A row's pixels do not depend on its neighbours (the ru
 row), so batching never changes results.
 
 The per-image work beside the model runs on the inference thread too, not on the event loop: a job may give
-its latents as ``SeededLatents`` (drawn there, row by row, as the batch is assembled) and an ``encode``
-function (run there on the job's images once its last rows are out, e.g. PNG encoding), so for a small
-request the loop only parses, queues and writes. (reports/bench/NOTES.md: the loop was the bottleneck, and
-latents + PNG were a fifth of its work.)
+its latents as ``SeededLatents`` (drawn there, every seeded row of a batch at once, as it is assembled) and an
+``encode`` function (run there on the job's images once its last rows are out, e.g. PNG encoding), so for a
+small request the loop only parses, queues and writes. (reports/bench/NOTES.md: the loop was the bottleneck,
+and latents + PNG were a fifth of its work.)
 
 Every single-image request passes through here, so the per-job path stays lean: one future and one deadline
 timer per job, Prometheus children looked up once.
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from contracts.latents import latent_for_seed
+from contracts.latents import latents_for_seeds
 from service.config import Settings
 from service.metrics import Metrics
 from service.runtime import GraphKind, Runtime, inference_streams
@@ -91,12 +91,14 @@ class SeededLatents:
     def __len__(self) -> int:
         return self.n
 
-    def fill(self, out: np.ndarray, start: int) -> None:
-        """Rows ``start ..`` of these latents into ``out`` (one row per row of ``out``)."""
-        for i in range(len(out)):
-            out[i] = latent_for_seed(self.seed + start + i, self.latent_dim)
-        if self.truncation != 1.0:  # elementwise in float32, as contracts.latents.truncate
-            out *= np.float32(self.truncation)
+    def seeds(self, start: int, stop: int) -> range:
+        """The seeds of rows ``start .. stop``."""
+        return range(self.seed + start, self.seed + stop)
+
+    def truncate(self, rows: np.ndarray) -> None:
+        """Scale drawn rows in place (elementwise in float32, as contracts.latents.truncate)."""
+        if self.truncation != 1.0:
+            rows *= np.float32(self.truncation)
 
 
 Encode = Callable[[np.ndarray], Any]
@@ -442,10 +444,17 @@ class Batcher:
         when its last slice arrives."""
         kind = batch[0].job.kind
         z, condition = self._empty_batch(kind, size)
+        seeded = [s for s in batch if isinstance(s.job.z, SeededLatents)]
+        if seeded:  # every seeded row of the batch drawn in one go (their generators seeded together)
+            seeds = [seed for s in seeded for seed in s.job.z.seeds(s.start, s.stop)]
+            drawn = latents_for_seeds(seeds, z.shape[1])
+        taken = 0
         for s in batch:
             rows = slice(s.offset, s.offset + s.stop - s.start)
             if isinstance(s.job.z, SeededLatents):
-                s.job.z.fill(z[rows], s.start)
+                z[rows] = drawn[taken : taken + s.stop - s.start]
+                taken += s.stop - s.start
+                s.job.z.truncate(z[rows])
             else:
                 z[rows] = s.job.z[s.start : s.stop]
             condition[rows] = s.job.condition[s.start : s.stop]

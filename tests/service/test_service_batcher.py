@@ -124,6 +124,42 @@ def test_seeded_latents_and_encoding_on_the_inference_thread_give_the_same_bytes
     assert isinstance(failed, ValueError)
 
 
+def test_a_batch_of_many_seeded_jobs_draws_each_jobs_own_latents():
+    """Enough seeded rows in one batch that their generators are seeded together (contracts.seed_sequence),
+    among explicit latents, with each job's own truncation: every job gets the images of its own seeds."""
+    truncations = [1.0, 0.5, 0.7]
+
+    async def scenario():
+        batcher, runtime = await started_batcher(max_batch=64)
+        blocker = await hold_inference(batcher, runtime)
+        seeded = [
+            asyncio.create_task(
+                batcher.generate(
+                    GraphKind.MAIN,
+                    SeededLatents(1000 + 7 * i, 1 + i % 3, SPEC.latent_dim, truncations[i % 3]),
+                    np.full(1 + i % 3, i % SPEC.num_classes),
+                )
+            )
+            for i in range(20)
+        ]
+        explicit = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(5, 3, 2)))
+        await asyncio.sleep(0)
+        runtime.gate.set()
+        results = await asyncio.gather(blocker, explicit, *seeded)
+        await batcher.close()
+        return results[1:], runtime.calls
+
+    (explicit, *seeded), calls = asyncio.run(scenario())
+    assert calls[1][1] == 64 and len(calls) == 2  # the 42 rows ran as one batch after the blocker
+    reference = Runtime(SPEC, make_settings())
+    np.testing.assert_array_equal(explicit, reference.run(GraphKind.MAIN, *job(5, 3, 2)))
+    for i, images in enumerate(seeded):
+        n = 1 + i % 3
+        z = latents.request_latents(1000 + 7 * i, n, SPEC.latent_dim, truncations[i % 3])
+        expected = reference.run(GraphKind.MAIN, z, np.full(n, i % SPEC.num_classes))
+        np.testing.assert_array_equal(images, expected)
+
+
 def test_large_job_is_split_padded_and_identical_to_one_call():
     async def scenario():
         batcher, runtime = await started_batcher(max_batch=64)
