@@ -10,12 +10,13 @@
    own, started for its levels and stopped after (an idle Ray cluster keeps about a third of a core busy,
    which would weigh on whoever is measured beside it): LitServe (``loadtest.litserve_peer``: LitServe's own
    batching) and Ray Serve (``loadtest.ray_peer``: ``@serve.batch`` in a local one-CPU Ray cluster); rows
-   say "not installed" otherwise. BentoML has no adapter (its rows say "not installed", or "installed; no
-   adapter" when it is): no release installs against constraints.txt's pins (checked 2026-12-01 for
-   1.0.25, 1.1.11, 1.2.0, 1.2.20, 1.3.0, 1.3.22, 1.4.0, 1.4.30, 1.4.40). 1.3.22 and 1.4.x need
-   opentelemetry-instrumentation-aiohttp-client, whose newest release (0.66b1) needs opentelemetry-api==1.45.1
-   where 1.45.2 is pinned; 1.1 to 1.3.0 and 1.2.20 pin opentelemetry-api==1.20.0; 1.0.x needs
-   starlette<0.29 (1.10.0 pinned).
+   say "not installed" otherwise. BentoML (``loadtest.bentoml_peer``: adaptive batching behind a route of
+   its own) runs from a virtual environment of its own, named by ``GAN_BENCH_BENTOML_PYTHON``: no release
+   installs against constraints.txt's pins (checked 2026-12-01 for 1.0.25, 1.1.11, 1.2.0, 1.2.20, 1.3.0,
+   1.3.22, 1.4.0, 1.4.30, 1.4.40). 1.3.22 and 1.4.x need opentelemetry-instrumentation-aiohttp-client, whose
+   newest release (0.66b1) needs opentelemetry-api==1.45.1 where 1.45.2 is pinned; 1.1 to 1.3.0 and 1.2.20
+   pin opentelemetry-api==1.20.0; 1.0.x needs starlette<0.29 (1.10.0 pinned). Its rows say "not installed"
+   without that variable.
 4. Bulk delivery (``/v1/bulk`` .npz stream and ``/generate?format=npy``) as a share of raw ORT images/s.
 
 The load generator runs in this process on the same cores; its CPU is reported for every level.
@@ -66,10 +67,19 @@ TARGET_VS_NAIVE = {COMPOSE_AT: 1.5, LOW_CONCURRENCY: 1.0}
 # the batch sizes timed, max_batch up to this many times it
 CONCURRENT_SECONDS = 1.0
 CONCURRENT_MAX_FACTOR = 4
-# serving frameworks with their own batching, measured when installed (none is a dependency)
-FRAMEWORK_PEERS = (("Ray Serve", "ray"), ("LitServe", "litserve"), ("BentoML", "bentoml"))
+# serving frameworks with their own batching, measured when installed (none is a dependency): name -> whether
+# it is (BentoML's own virtual environment: server.bentoml_python)
+FRAMEWORK_PEERS = {
+    "Ray Serve": lambda: importlib.util.find_spec("ray") is not None,
+    "LitServe": lambda: importlib.util.find_spec("litserve") is not None,
+    "BentoML": lambda: server.bentoml_python() is not None,
+}
 # those gan-bench drives: name -> the server.* context manager that starts it (same arguments as naive)
-DRIVEN_PEERS = {"LitServe": server.litserve_peer, "Ray Serve": server.ray_peer}
+DRIVEN_PEERS = {
+    "LitServe": server.litserve_peer,
+    "Ray Serve": server.ray_peer,
+    "BentoML": server.bentoml_peer,
+}
 # the servers gan-bench starts: the service with batching on and off, the trivial app, the naive peer, then
 # the driven peers in DRIVEN_PEERS' order
 SERVERS = 4 + len(DRIVEN_PEERS)
@@ -366,17 +376,14 @@ def vs_naive_targets(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def framework_peers() -> list[dict[str, Any]]:
-    """Ray Serve, LitServe, BentoML: whether each is installed, and for those gan-bench drives (DRIVEN_PEERS)
-    and that are installed, an empty ``levels`` list the run fills level by level."""
-    peers: list[dict[str, Any]] = []
-    for name, module in FRAMEWORK_PEERS:
-        if not importlib.util.find_spec(module):
-            peers.append({"name": name, "status": "not installed"})
-        elif name in DRIVEN_PEERS:
-            peers.append({"name": name, "status": MEASURED, "levels": []})
-        else:
-            peers.append({"name": name, "status": "installed; no adapter in gan-bench yet"})
-    return peers
+    """Ray Serve, LitServe, BentoML: whether each is installed, and for those that are, an empty ``levels``
+    list the run fills level by level."""
+    return [
+        {"name": name, "status": MEASURED, "levels": []}
+        if installed()
+        else {"name": name, "status": "not installed"}
+        for name, installed in FRAMEWORK_PEERS.items()
+    ]
 
 
 def cpu_view(

@@ -55,9 +55,13 @@ def peer_args(description: str, port: int, env: PeerEnv, argv: list[str] | None)
     return args
 
 
+def peer_model_dir(env: PeerEnv) -> Path:
+    return Path(os.environ.get(env.model_dir, str(DEFAULT_MODEL_DIR)))
+
+
 def open_peer_model(env: PeerEnv) -> PeerModel:
     """The model named by ``env``'s variables (verified against its manifest), on the CPU."""
-    model_dir = Path(os.environ.get(env.model_dir, str(DEFAULT_MODEL_DIR)))
+    model_dir = peer_model_dir(env)
     manifest = read_manifest(model_dir)
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(os.environ.get(env.threads, "1"))

@@ -18,6 +18,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# the interpreter of a virtual environment with BentoML (it does not install against this project's pins)
+BENTOML_PYTHON_ENV = "GAN_BENCH_BENTOML_PYTHON"
 READY_TIMEOUT_S = 120.0  # model load + warm-up of every batch size on a busy 2-core machine
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.2
@@ -142,12 +145,32 @@ def external(url: str, ready_path: str = "/readyz") -> Iterator[Server]:
 
 
 @contextmanager
-def _peer(module: str, ready_path: str, log: Path, model_dir: Path, port: int | None) -> Iterator[Server]:
+def _peer(
+    module: str,
+    ready_path: str,
+    log: Path,
+    model_dir: Path,
+    port: int | None,
+    python: str = sys.executable,
+    env: Mapping[str, str] = os.environ,
+) -> Iterator[Server]:
     """A peer (``python -m module``, ``loadtest.peer_model``'s flags) on ``port`` (None: a free one)."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", module, "--model-dir", str(model_dir), "--port", str(port)]
-    with _spawn(cmd, os.environ, f"http://127.0.0.1:{port}", ready_path, log) as server:
+    cmd = [python, "-m", module, "--model-dir", str(model_dir), "--port", str(port)]
+    with _spawn(cmd, env, f"http://127.0.0.1:{port}", ready_path, log) as server:
         yield server
+
+
+def bentoml_python() -> str | None:
+    """``GAN_BENCH_BENTOML_PYTHON`` when it names an interpreter that imports bentoml, else None."""
+    python = os.environ.get(BENTOML_PYTHON_ENV)
+    if not python:
+        return None
+    try:
+        found = subprocess.run([python, "-c", "import bentoml"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return python if found.returncode == 0 else None
 
 
 @contextmanager
@@ -162,6 +185,23 @@ def litserve_peer(log: Path, model_dir: Path, port: int | None = None) -> Iterat
     """The LitServe peer (``loadtest.litserve_peer``: LitServe's own batching, up to 64 per ORT call); waits
     for LitServe's /health. Needs the ``peers`` extra (litserve)."""
     with _peer("loadtest.litserve_peer", "/health", log, model_dir, port) as server:
+        yield server
+
+
+@contextmanager
+def bentoml_peer(log: Path, model_dir: Path, port: int | None = None) -> Iterator[Server]:
+    """The BentoML peer (``loadtest.bentoml_peer``: adaptive batching, up to 64 per ORT call), run by the
+    interpreter ``GAN_BENCH_BENTOML_PYTHON`` names, with this repository on its path; waits for /readyz."""
+    python = bentoml_python()
+    if python is None:
+        raise ServerError(
+            f"{BENTOML_PYTHON_ENV} names no interpreter with bentoml (loadtest/bentoml_peer.py)"
+        )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    with _peer("loadtest.bentoml_peer", "/readyz", log, model_dir, port, python, env) as server:
         yield server
 
 

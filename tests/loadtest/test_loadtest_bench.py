@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from contracts import latents
-from loadtest import benchmark
+from loadtest import benchmark, server
 from loadtest.bench_report import render_markdown
 from loadtest.run import duration_seconds
 
@@ -242,14 +242,17 @@ def test_the_naive_peer_answers_the_services_bytes_and_validates(monkeypatch: py
 def test_framework_peers_say_whether_they_are_installed() -> None:
     peers = {p["name"]: p for p in benchmark.framework_peers()}
     assert list(peers) == ["Ray Serve", "LitServe", "BentoML"]
-    # no adapter: never driven
-    assert peers["BentoML"]["status"] in ("not installed", "installed; no adapter in gan-bench yet")
-    assert "levels" not in peers["BentoML"]
-    for name, module in (("LitServe", "litserve"), ("Ray Serve", "ray")):  # driven when installed
-        if importlib.util.find_spec(module):
+    installed = {
+        "LitServe": importlib.util.find_spec("litserve") is not None,
+        "Ray Serve": importlib.util.find_spec("ray") is not None,
+        "BentoML": server.bentoml_python() is not None,  # its own virtual environment
+    }
+    for name, present in installed.items():  # each driven when installed
+        if present:
             assert peers[name] == {"name": name, "status": "measured", "levels": []}
         else:
             assert peers[name] == {"name": name, "status": "not installed"}
+    assert set(benchmark.DRIVEN_PEERS) == set(peers)
 
 
 def test_markdown_has_a_row_per_level_for_a_measured_framework_peer() -> None:

@@ -1,11 +1,13 @@
 """The framework peers gan-bench drives besides LitServe (``tests/loadtest/test_loadtest_litserve.py``): Ray
-Serve (``loadtest.ray_peer``), each skipped where its framework (the ``peers`` extra) is not installed.
+Serve (``loadtest.ray_peer``, the ``peers`` extra) and BentoML (``loadtest.bentoml_peer``, its own virtual
+environment), each skipped where its framework is not installed.
 Started through ``loadtest.server`` as gan-bench starts them, each answers the service's bytes for the same
 request, alone and batched by the framework (20 at once), and rejects what the service rejects; stopped, it
 leaves no process behind."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -20,8 +22,12 @@ from loadtest import server
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "mnist-cdcgan"
 Start = Callable[..., AbstractContextManager[server.Server]]
-# (framework module, the loadtest.server context manager that starts its peer)
-PEERS = {"ray": ("ray.serve", server.ray_peer)}
+# (whether its framework is here, the loadtest.server context manager that starts its peer); BentoML runs from
+# a virtual environment of its own (GAN_BENCH_BENTOML_PYTHON, see loadtest/bentoml_peer.py)
+PEERS: dict[str, tuple[Callable[[], bool], Start]] = {
+    "ray": (lambda: importlib.util.find_spec("ray") is not None, server.ray_peer),
+    "bentoml": (lambda: server.bentoml_python() is not None, server.bentoml_peer),
+}
 
 
 def _answers(client: httpx.Client, url: str, requests: list[tuple[int, int]]) -> list[httpx.Response]:
@@ -38,8 +44,9 @@ def _answers(client: httpx.Client, url: str, requests: list[tuple[int, int]]) ->
 def test_a_framework_peer_answers_the_services_bytes(
     peer: str, served: server.Server, tmp_path: Path
 ) -> None:
-    module, start = PEERS[peer]
-    pytest.importorskip(module)
+    present, start = PEERS[peer]
+    if not present():
+        pytest.skip(f"{peer} is not installed here")
     with (
         start(tmp_path / f"{peer}.log", MODEL_DIR, port=server.free_port()) as peer_server,
         httpx.Client(timeout=60.0) as client,

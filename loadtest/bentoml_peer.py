@@ -1,0 +1,89 @@
+"""The BentoML peer: the same model served by BentoML with its adaptive batching, for ``gan-bench`` to measure
+the service against a third serving framework that batches by itself.
+
+Same interface and work per answer as the other peers (``loadtest.naive_server``, ``loadtest.litserve_peer``,
+``loadtest.ray_peer``) and the service: ``POST /generate?label=L&seed=S`` (seed optional, drawn when absent),
+the latent by the contract's seed rule, one ONNX Runtime session on the CPU with one intra-op thread, the PNG
+by ``service.encoding.png_bytes``, so the same seed answers the same bytes as ``gan-serve``.
+
+BentoML's documented way to batch behind a route of one's own: a front service (``GanPeer``) with the route
+on a FastAPI app mounted by ``bentoml.asgi_app``, calling a model service (``GanModel``, ``bentoml.depends``)
+whose ``@bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=...)`` method BentoML's dispatcher
+feeds with adaptive batches. One worker each; BentoML runs them as separate processes, children of the
+process started here, which ``gan-bench``'s CPU and RSS readings include. Readiness: BentoML's ``/readyz``.
+
+BentoML does not install against this project's pins (``loadtest/benchmark.py`` says why), so it runs from a
+virtual environment of its own: ``GAN_BENCH_BENTOML_PYTHON`` names its interpreter (with bentoml,
+onnxruntime, numpy, pillow and psutil), and the repository root goes on its ``PYTHONPATH``.
+
+    $GAN_BENCH_BENTOML_PYTHON -m loadtest.bentoml_peer --model-dir models/mnist-cdcgan --port 8005
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import Response
+
+from contracts.latents import MAX_SEED, latent_for_seed
+from contracts.model_dir import read_manifest
+from loadtest.peer_model import PeerEnv, open_peer_model, peer_args, peer_model_dir
+from service.encoding import png_bytes
+
+MAX_BATCH_SIZE = 64  # the service's max_batch
+MAX_LATENCY_MS = 1000  # BentoML's latency goal for its dispatcher (its default is 60 s); not tuned
+ENV = PeerEnv(model_dir="BENTOML_PEER_MODEL_DIR", threads="BENTOML_PEER_INTRA_OP_THREADS")
+SERVICE = "loadtest.bentoml_peer:GanPeer"
+
+app = FastAPI()
+
+
+@bentoml.service(workers=1)
+class GanModel:
+    def __init__(self) -> None:
+        self.model = open_peer_model(ENV)
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def generate(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of ``[latent..., label]`` (one batchable input: BentoML batches along its first axis) →
+        uint8 images."""
+        return self.model.run(rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64))
+
+
+@bentoml.service(workers=1)
+@bentoml.asgi_app(app)
+class GanPeer:
+    model = bentoml.depends(GanModel)
+
+    def __init__(self) -> None:
+        self.spec = read_manifest(peer_model_dir(ENV))  # the label bound and latent size: no model here
+
+    @app.post("/generate")
+    async def generate(
+        self,
+        label: Annotated[int, Query(ge=0)],
+        seed: Annotated[int | None, Query(ge=0, le=MAX_SEED)] = None,
+    ) -> Response:
+        if label >= self.spec.num_classes:
+            raise HTTPException(422, f"label must be < {self.spec.num_classes}")
+        seed = random.randrange(MAX_SEED + 1) if seed is None else seed
+        row = np.append(latent_for_seed(seed, self.spec.latent_dim), np.float32(label))[None]
+        images = await self.model.to_async.generate(row)
+        return Response(png_bytes(images[0]), media_type="image/png", headers={"X-Seed": str(seed)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = peer_args("The BentoML peer of gan-bench.", 8005, ENV, argv)
+    command = [sys.executable, "-m", "bentoml", "serve", SERVICE]
+    # BentoML's own server in this process (SIGTERM reaches it); its services read the model from the env
+    os.execv(sys.executable, [*command, "--host", args.host, "--port", str(args.port)])
+
+
+if __name__ == "__main__":
+    main()
