@@ -22,18 +22,17 @@ onnxruntime, numpy, pillow and psutil), and the repository root goes on its ``PY
 from __future__ import annotations
 
 import os
-import random
 import sys
 from typing import Annotated
 
 import bentoml
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Query
 from fastapi.responses import Response
 
 from contracts.latents import MAX_SEED, latent_for_seed
 from contracts.model_dir import read_manifest
-from loadtest.peer_model import PeerEnv, open_peer_model, peer_args, peer_model_dir
+from loadtest.peer_model import PeerEnv, open_peer_model, peer_args, peer_model_dir, request_seed
 from service.encoding import png_bytes
 
 MAX_BATCH_SIZE = 64  # the service's max_batch
@@ -70,9 +69,7 @@ class GanPeer:
         label: Annotated[int, Query(ge=0)],
         seed: Annotated[int | None, Query(ge=0, le=MAX_SEED)] = None,
     ) -> Response:
-        if label >= self.spec.num_classes:
-            raise HTTPException(422, f"label must be < {self.spec.num_classes}")
-        seed = random.randrange(MAX_SEED + 1) if seed is None else seed
+        seed = request_seed(label, seed, self.spec.num_classes)
         row = np.append(latent_for_seed(seed, self.spec.latent_dim), np.float32(label))[None]
         images = await self.model.to_async.generate(row)
         return Response(png_bytes(images[0]), media_type="image/png", headers={"X-Seed": str(seed)})

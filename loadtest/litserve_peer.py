@@ -21,18 +21,17 @@ LitServe registers the route with that annotation, so FastAPI validates ``label`
 """
 
 import os
-import random
 import signal
 from typing import Annotated
 
 import litserve as ls
 import numpy as np
-from fastapi import HTTPException, Query
+from fastapi import Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from contracts.latents import MAX_SEED, latent_for_seed
-from loadtest.peer_model import PeerEnv, open_peer_model, peer_args
+from loadtest.peer_model import PeerEnv, open_peer_model, peer_args, request_seed
 from service.encoding import png_bytes
 
 MAX_BATCH_SIZE = 64  # the service's max_batch
@@ -53,9 +52,7 @@ class GanAPI(ls.LitAPI):
         self.model = open_peer_model(ENV)
 
     def decode_request(self, request: Annotated[GenerateQuery, Query()]) -> tuple[int, int, np.ndarray]:
-        if request.label >= self.model.num_classes:
-            raise HTTPException(422, f"label must be < {self.model.num_classes}")
-        seed = random.randrange(MAX_SEED + 1) if request.seed is None else request.seed
+        seed = request_seed(request.label, request.seed, self.model.num_classes)
         return request.label, seed, latent_for_seed(seed, self.model.latent_dim)
 
     def batch(self, inputs: list[tuple[int, int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:

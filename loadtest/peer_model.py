@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import psutil
+from fastapi import HTTPException
 
+from contracts.latents import MAX_SEED
 from contracts.model_dir import read_manifest, verified_graph
 
 DEFAULT_MODEL_DIR = Path("models/mnist-cdcgan")
@@ -53,6 +56,14 @@ def peer_args(description: str, port: int, env: PeerEnv, argv: list[str] | None)
     os.environ[env.model_dir] = str(args.model_dir)
     os.environ[env.threads] = str(args.intra_op_threads)
     return args
+
+
+def request_seed(label: int, seed: int | None, num_classes: int) -> int:
+    """The seed a peer draws with (a random one when the request names none), once ``label`` is known to be
+    below ``num_classes`` (else 422, as the service answers)."""
+    if label >= num_classes:
+        raise HTTPException(422, f"label must be < {num_classes}")
+    return random.randrange(MAX_SEED + 1) if seed is None else seed
 
 
 def peer_model_dir(env: PeerEnv) -> Path:

@@ -28,7 +28,6 @@ Validation as the other peers: ``label`` 0..num_classes-1 and ``seed`` 0..MAX_SE
 """
 
 import os
-import random
 import signal
 import threading
 from pathlib import Path
@@ -37,12 +36,12 @@ from typing import Annotated
 import numpy as np
 import psutil
 import ray
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Query
 from fastapi.responses import Response
 from ray import serve
 
 from contracts.latents import MAX_SEED, latent_for_seed
-from loadtest.peer_model import PeerEnv, open_peer_model, peer_args, stop_leftovers
+from loadtest.peer_model import PeerEnv, open_peer_model, peer_args, request_seed, stop_leftovers
 from service.encoding import png_bytes
 
 MAX_BATCH_SIZE = 64  # the service's max_batch
@@ -72,9 +71,7 @@ class GanDeployment:
         label: Annotated[int, Query(ge=0)],
         seed: Annotated[int | None, Query(ge=0, le=MAX_SEED)] = None,
     ) -> Response:
-        if label >= self.model.num_classes:
-            raise HTTPException(422, f"label must be < {self.model.num_classes}")
-        seed = random.randrange(MAX_SEED + 1) if seed is None else seed
+        seed = request_seed(label, seed, self.model.num_classes)
         image = await self.run_batch((label, seed))
         return Response(png_bytes(image), media_type="image/png", headers={"X-Seed": str(seed)})
 
