@@ -231,11 +231,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface gan-serve binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port gan-serve binds.")
     workers: int = Field(
-        1,
+        0,
         ge=0,
         le=64,
-        description="Worker processes (each loads the model). `auto` (or 0): chosen at start-up from the "
-        "measured balance between the Python work per answer and the model's per image (service.capacity).",
+        description="Worker processes (each loads the model). `auto` (or 0, the default): chosen at start-up "
+        "from the measured balance between the Python work per answer and the model's per image "
+        "(service.capacity).",
     )
     request_cpu_ms: float = Field(
         1.2,

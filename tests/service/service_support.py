@@ -132,12 +132,15 @@ def serve_in_thread(
 
 
 def start_server(port: int, **env: object) -> subprocess.Popen:
-    """`gan-serve` (as ``python -m service.cli``) in a subprocess, settings through ``GAN_*``."""
+    """`gan-serve` (as ``python -m service.cli``) in a subprocess, settings through ``GAN_*``; one worker
+    unless ``workers`` is given (what these tests count, such as connections per worker, is one process's;
+    the default, ``auto``, is tested in test_service_capacity)."""
     environ = {
         **os.environ,
         "GAN_MODEL_DIR": str(MODEL_DIR),
         "GAN_ACCESS_LOG": "false",
         "GAN_LOG_LEVEL": "warning",
+        "GAN_WORKERS": "1",
         **{f"GAN_{k.upper()}": str(v) for k, v in env.items()},
     }
     return subprocess.Popen(
