@@ -13,10 +13,16 @@ feeds with adaptive batches. One worker each; BentoML runs them as separate proc
 process started here, which ``gan-bench``'s CPU and RSS readings include. Readiness: BentoML's ``/readyz``.
 
 BentoML does not install against this project's pins (``loadtest/benchmark.py`` says why), so it runs from a
-virtual environment of its own: ``GAN_BENCH_BENTOML_PYTHON`` names its interpreter (with bentoml,
-onnxruntime, numpy, pillow and psutil), and the repository root goes on its ``PYTHONPATH``.
+virtual environment of its own, whose interpreter ``GAN_BENCH_BENTOML_PYTHON`` names; the repository root goes
+on its ``PYTHONPATH``. BentoML 1.4.30: from 1.4.31 (checked up to 1.4.40) the front service's calls to the
+model service fail under load ("Server disconnected", then HTTP 500 or a reset connection for the client:
+with 1.4.40, 659 failures beside 594 answers in 5 s at 64 clients; bentoml/BentoML#5540 reports the same
+regression), while 1.4.30 answers every request.
 
-    $GAN_BENCH_BENTOML_PYTHON -m loadtest.bentoml_peer --model-dir models/mnist-cdcgan --port 8005
+    python3 -m venv /tmp/bentoml
+    /tmp/bentoml/bin/pip install bentoml==1.4.30 fastapi onnxruntime pillow psutil
+    GAN_BENCH_BENTOML_PYTHON=/tmp/bentoml/bin/python gan-bench ...
+    $GAN_BENCH_BENTOML_PYTHON -m loadtest.bentoml_peer --model-dir models/mnist-cdcgan --port 8005   # alone
 """
 
 from __future__ import annotations
