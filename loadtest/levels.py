@@ -8,6 +8,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,10 +166,26 @@ async def pull(url: str, call: traffic.Call) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class BulkReference:
+    """Raw ORT run as the bulk path runs it, timed before each measured ``/v1/bulk`` pull and after the last,
+    so the pulls and their reference see the machine at the same moments (its speed drifts by more than the
+    target's margin over a run)."""
+
+    label: str
+    measure: Callable[[], float]  # images/s
+
+
 def bulk_delivery(
-    srv: server.Server, info: ModelInfo, bulk_n: int, repeats: int, seed: int
+    srv: server.Server,
+    info: ModelInfo,
+    bulk_n: int,
+    repeats: int,
+    seed: int,
+    reference: BulkReference | None = None,
 ) -> dict[str, Any]:
-    """Images/s one client receives from ``/v1/bulk`` (.npz stream) and ``/generate?n=1024&format=npy``."""
+    """Images/s one client receives from ``/v1/bulk`` (.npz stream) and ``/generate?n=1024&format=npy``; with
+    ``reference``, the /v1/bulk pulls interleaved with it."""
     rng = random.Random(seed)
     kinds = {
         "v1_bulk_npz": lambda: traffic.bulk(rng, info, bulk_n),
@@ -177,12 +194,20 @@ def bulk_delivery(
     results = {}
     for name, make in kinds.items():
         asyncio.run(pull(srv.url, make()))  # warm-up pull
-        pulls = [asyncio.run(pull(srv.url, make())) for _ in range(repeats)]
+        between = reference if reference is not None and name == "v1_bulk_npz" else None
+        references = [between.measure()] if between else []
+        pulls = []
+        for _ in range(repeats):
+            pulls.append(asyncio.run(pull(srv.url, make())))
+            if between:
+                references.append(between.measure())
         results[name] = {
             "pulls": pulls,
             "images_per_s": float(np.mean([p["images_per_s"] for p in pulls])),
             "errors": sum(p["error"] is not None for p in pulls),
         }
+        if between:
+            results[name]["reference"] = {"label": between.label, "images_per_s": references}
         print(f"  bulk {name}: {results[name]['images_per_s']:.0f} img/s received")
     return results
 

@@ -295,3 +295,53 @@ def test_concurrent_calls_time_the_service_model_as_its_bulk_streams_run_it(monk
     assert all(rate > 0 for rate in measured["images_per_s"].values())
     args.effective = Settings(_env_file=None, model_dir=model_dir, bulk_inference_streams=1)
     assert benchmark.concurrent_calls(args, [8]) is None
+
+
+def test_bulk_pulls_are_interleaved_with_their_reference(served: server.Server) -> None:
+    from loadtest import levels
+
+    info = levels.model_info_of(served.url)
+    timed: list[int] = []
+
+    def measure() -> float:
+        timed.append(len(timed))
+        return 1000.0 + len(timed)
+
+    result = levels.bulk_delivery(served, info, 256, 2, 0, levels.BulkReference("2 calls", measure))
+    bulk = result["v1_bulk_npz"]
+    assert len(bulk["pulls"]) == 2 and bulk["errors"] == 0
+    assert bulk["reference"] == {
+        "label": "2 calls",
+        "images_per_s": [1001.0, 1002.0, 1003.0],
+    }  # before, between, after
+    assert "reference" not in result["generate_npy_1024"]
+
+
+def test_the_bulk_target_uses_the_reference_timed_between_the_pulls() -> None:
+    args = argparse.Namespace(compose_at=64, max_batch=8)
+    data = report()
+    data["ort"]["cpu_streams"] = {"streams": 2, "intra_op_threads": 1, "images_per_s": {"8": 9000.0}}
+    data["bulk"]["v1_bulk_npz"]["reference"] = {
+        "label": "2 concurrent call(s)",
+        "images_per_s": [2000.0, 1000.0, 3000.0],
+    }
+    composed = benchmark.compose(data, args)
+    assert composed["bulk_ort_peak_images_per_s"] == 2000.0  # the median, not the start-of-run 9,000
+    assert composed["targets"]["bulk_share_of_peak_ort"]["measured"] == pytest.approx(1500 / 2000)
+    assert composed["bulk_ort_reference"] == "2 concurrent call(s), timed between the pulls: median of 3"
+
+
+def test_the_bulk_reference_times_the_model_as_the_bulk_streams_run_it(monkeypatch) -> None:
+    from pathlib import Path
+
+    from service.config import Settings
+
+    model_dir = Path(__file__).resolve().parents[2] / "models" / "mnist-cdcgan"
+    effective = Settings(_env_file=None, model_dir=model_dir, device="cpu", bulk_inference_streams=2)
+    args = argparse.Namespace(
+        model_dir=model_dir, service_threads=1, max_batch=8, ort_max_batch=1024, effective=effective
+    )
+    monkeypatch.setattr(benchmark, "BETWEEN_PULLS_SECONDS", 0.02)
+    reference = benchmark.bulk_reference(args)
+    assert reference.label == "2 concurrent call(s), intra_op_threads=1"
+    assert reference.measure() > 0
