@@ -20,13 +20,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
 
-from contracts import latents
 from contracts.latents import choose_seed
 from service import encoding, label_mix
-from service.batcher import Batcher, DeadlineExceeded, Lane
+from service.batcher import Batcher, DeadlineExceeded, Lane, SeededLatents
 from service.errors import check_range, invalid, labels_ignored
 from service.middleware import CLIENT_EXTENSION, StreamCutShort, StreamStalled, StreamTimedOut
 from service.routes.bounds import bounded, one_of
@@ -230,10 +228,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         batcher: Batcher, labels: np.ndarray, seed: int, truncation: float
     ) -> AsyncIterator[np.ndarray]:
         async def chunk(start: int) -> np.ndarray:
+            # the latents are drawn by the inference stream that runs each batch, right before its call
             stop = min(start + settings.bulk_chunk, len(labels))
-            z = await run_in_threadpool(
-                latents.request_latents, seed + start, stop - start, spec.latent_dim, truncation
-            )
+            z = SeededLatents(seed + start, stop - start, spec.latent_dim, truncation)
             return await batcher.generate(GraphKind.MAIN, z, labels[start:stop], lane=Lane.BULK, admit=False)
 
         pending: deque[asyncio.Future[np.ndarray]] = deque()
