@@ -11,7 +11,7 @@ cores, ``c * m / (g + m)``, spread over them gives each ``max(1, round(c * m / (
 ``m`` is measured at start-up: the served graph on one thread at ``GAN_MAX_BATCH``. ``g`` is
 ``GAN_REQUEST_CPU_MS``, the figure ``gan-bench`` measures (its *balance* line: the service's CPU per
 single-image answer less the model's per image); its default is that figure from the reference run in
-``reports/bench/quiet``.
+``reports/bench/peers``.
 """
 
 from __future__ import annotations

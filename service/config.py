@@ -239,7 +239,7 @@ class Settings(BaseSettings):
         "(service.capacity).",
     )
     request_cpu_ms: float = Field(
-        1.2,
+        0.72,
         gt=0,
         le=1000,
         description="With `workers=auto`: CPU ms per single-image answer that holds the interpreter lock, as "
