@@ -20,6 +20,12 @@ def test_every_adversarial_model_meets_every_loss_and_the_vae_its_own():
     assert len(set(pairs)) == len(pairs)
 
 
+def test_the_default_comparison_leaves_out_autoregressive_models_unless_named():
+    assert "pixelcnn" not in CompareSettings().models
+    assert set(CompareSettings().models) == {m for m, v in VARIANTS.items() if not v.autoregressive}
+    assert "pixelcnn" in compare_parser().parse_args(["--models", "cdcgan,pixelcnn"]).models
+
+
 def test_every_planned_run_is_a_valid_config_and_its_command_remakes_it():
     settings = CompareSettings(epochs=3, seed=2)
     for model, loss in variant_names(tuple(VARIANTS), tuple(LOSSES)):
