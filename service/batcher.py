@@ -413,7 +413,7 @@ class Batcher:
 
     async def _run(self, batch: list[_Slice]) -> None:
         rows = sum(s.stop - s.start for s in batch)
-        size = self.buckets[bisect.bisect_left(self.buckets, rows)]
+        size = self.buckets[bisect.bisect_left(self.buckets, rows)] if self.runtime.pads_batches else rows
         started = time.monotonic()
         for s in batch:
             if s.job.started is None:

@@ -48,6 +48,8 @@ class BackendUnavailable(Unavailable):
 
 
 class RemoteRuntime:
+    pads_batches = False  # the backend batches and pads for itself; padding rows would cross the network
+
     def __init__(self, spec: ModelSpec, settings: Settings, *, probe: bool = True):
         assert settings.inference_url, "RemoteRuntime needs GAN_INFERENCE_URL"
         self.spec = spec

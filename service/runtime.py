@@ -55,6 +55,9 @@ class InferenceRuntime(Protocol):
     spec: ModelSpec
     providers: list[str]  # what really runs the graphs, as /v1/models and gan_model_info report it
     intra_op_threads: int | None  # None: not this process's to say (a remote backend)
+    # whether batches are padded to GAN_BATCH_BUCKETS (a few warmed-up shapes for a local session); a remote
+    # backend gets the rows alone: padding would only add bytes on the network
+    pads_batches: bool
 
     @property
     def graphs(self) -> tuple[GraphKind, ...]: ...
@@ -144,6 +147,8 @@ def inference_streams(settings: Settings, runtime: InferenceRuntime, cores: int 
 
 
 class Runtime:
+    pads_batches = True
+
     def __init__(self, spec: ModelSpec, settings: Settings):
         self.spec = spec
         self.device = settings.device

@@ -81,6 +81,41 @@ def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
     assert sorted(seen) == sorted((kind, size) for kind in graphs for size in (1, 2, 4, 8, 16, 32))
 
 
+@pytest.mark.parametrize(("pads", "expected"), [(True, [4, 8]), (False, [3, 5])])
+def test_batches_are_padded_to_a_bucket_only_for_a_runtime_that_pads(pads, expected):
+    """A local session gets its few warmed-up shapes; a remote backend (pads_batches False) gets the rows
+    alone, so no padding rows cross the network."""
+
+    async def scenario():
+        settings = make_settings(max_batch=32)
+        sizes: list[int] = []
+
+        class Recording(Runtime):
+            pads_batches = pads
+            warm = False
+
+            def run(self, kind, z, condition):
+                if self.warm:
+                    sizes.append(len(z))
+                return super().run(kind, z, condition)
+
+        runtime = Recording(SPEC, settings)
+        batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
+        batcher.start()
+        while not batcher.ready:
+            await asyncio.sleep(0.005)
+        runtime.warm = True
+        three = await batcher.generate(GraphKind.MAIN, *job(1, 3, 1))
+        five = await batcher.generate(GraphKind.MAIN, *job(2, 5, 2))
+        await batcher.close()
+        return sizes, three, five
+
+    sizes, three, five = asyncio.run(scenario())
+    assert sizes == expected and len(three) == 3 and len(five) == 5
+    reference = Runtime(SPEC, make_settings())
+    np.testing.assert_array_equal(five, reference.run(GraphKind.MAIN, *job(2, 5, 2)))
+
+
 def test_seeded_latents_and_encoding_on_the_inference_thread_give_the_same_bytes():
     """Latents drawn row by row as batches form (a job split across three batches, truncated, beside small
     jobs) and answers encoded on the inference thread equal the route's old path: latents drawn first, images
