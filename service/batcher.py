@@ -164,6 +164,7 @@ class Batcher:
         self._bulk_skipped = 0  # batches taken, while bulk work waited, since the last that put bulk first
         self._in_flight = False  # a batch is in the first inference thread
         self._wakeup = asyncio.Event()
+        self._bulk_wakeup = asyncio.Event()  # the further streams': set by bulk work only, not every request
         self._closing = False
         self.streams = inference_streams(settings, runtime)
         self._executor = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="gan-inference")
@@ -189,6 +190,7 @@ class Batcher:
         """Stop accepting work, finish every queued job, stop the inference thread."""
         self._closing = True
         self._wakeup.set()
+        self._bulk_wakeup.set()
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
@@ -277,6 +279,8 @@ class Batcher:
         self._lanes[job.lane].append(job)
         self._count(job, job.n)
         self._wakeup.set()
+        if job.lane is Lane.BULK:
+            self._bulk_wakeup.set()
 
     def _count(self, job: _Job, rows: int) -> None:
         self._waiting[job.lane] += rows
@@ -363,8 +367,8 @@ class Batcher:
                 continue
             if self._closing:
                 return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            self._bulk_wakeup.clear()
+            await self._bulk_wakeup.wait()
 
     def _take_bulk_batch(self) -> list[_Slice]:
         """Up to ``max_batch`` rows of the bulk lane's jobs of its first job's kind, FIFO; none of a job that
