@@ -7,7 +7,9 @@ reads them all through a ``MultiProcessCollector``. Each gauge then says how the
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,12 +21,29 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.mmap_dict import MmapedDict
 
 from contracts.buckets import batch_buckets
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch to multiprocess mode
+READY = "gan_ready"
+READY_FILES = "gauge_livemin_*.db"  # each worker's livemin gauges (gan_ready's mode), named by its pid
+
+
+def workers_ready(directory: str) -> int:
+    """How many workers' files in the multiprocess directory hold gan_ready 1. A worker that has left is not
+    counted: gan-serve's supervisor removes its live gauges' file (``mark_process_dead``)."""
+    ready = 0
+    for path in Path(directory).glob(READY_FILES):
+        try:
+            entries = MmapedDict.read_all_values_from_file(str(path))
+        except OSError:  # removed meanwhile: a worker that left
+            continue
+        ready += any(json.loads(entry[0])[0] == READY and entry[1] == 1 for entry in entries)
+    return ready
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -111,7 +130,7 @@ class Metrics:
         # livemin: any live worker may take the next connection, so the service is ready when all of them are
         # (a worker still warming up or draining shows 0)
         self.ready = Gauge(
-            "gan_ready",
+            READY,
             "1 once the model is loaded and every batch size warmed up",
             multiprocess_mode="livemin",
             registry=r,

@@ -68,7 +68,7 @@ def build_health_router(ctx: ServiceContext) -> APIRouter:
 
     @router.get("/v2/health/ready")
     async def ready() -> Response:
-        return Response(status_code=200 if readiness(ctx.lifecycle)[0] else 503)
+        return Response(status_code=200 if readiness(ctx)[0] else 503)
 
     return router
 
@@ -112,7 +112,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             check_model(model, model_version)
         except ProtocolError as exc:
             return _error(str(exc), exc.status)
-        return Response(status_code=200 if readiness(ctx.lifecycle)[0] else 503)
+        return Response(status_code=200 if readiness(ctx)[0] else 503)
 
     async def infer(request: Request, model: str, model_version: str | None = None) -> Response:
         try:

@@ -1,16 +1,24 @@
 """Operations: liveness (503 once warm-up has failed, so an orchestrator restarts the process), readiness
-(503 until warmed up and while draining) and Prometheus metrics."""
+(503 until warmed up, with several workers until every worker is, and while draining) and Prometheus
+metrics."""
 
 from __future__ import annotations
+
+import os
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.routes.common import Lifecycle, ServiceContext
+from service.metrics import MULTIPROC_DIR_ENV, workers_ready
+from service.routes.common import ServiceContext
 
 
-def readiness(lifecycle: Lifecycle) -> tuple[bool, str]:
+def readiness(ctx: ServiceContext) -> tuple[bool, str]:
+    """Ready when this worker is warmed up and, with several workers, every one of them is: whichever worker a
+    probe reaches, the answer is the server's, not only its own (a load balancer or a smoke test that saw
+    200 from one worker would otherwise send work to another still warming up)."""
+    lifecycle = ctx.lifecycle
     batcher = lifecycle.batcher
     if lifecycle.draining:
         return False, "draining"
@@ -20,7 +28,14 @@ def readiness(lifecycle: Lifecycle) -> tuple[bool, str]:
         return False, batcher.failed
     if (why := batcher.runtime.unavailable) is not None:  # a remote inference backend down or slow
         return False, why
-    return (True, "ready") if batcher.ready else (False, "warming up")
+    if not batcher.ready:
+        return False, "warming up"
+    workers, directory = ctx.settings.workers, os.environ.get(MULTIPROC_DIR_ENV)
+    if workers > 1 and ctx.metrics.multiprocess and directory:
+        ready = workers_ready(directory)
+        if ready < workers:
+            return False, f"warming up: {ready} of {workers} workers ready"
+    return True, "ready"
 
 
 def build_router(ctx: ServiceContext) -> APIRouter:
@@ -58,7 +73,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         responses={503: {"description": "Not ready: starting, warming up, draining or failed."}},
     )
     async def readyz() -> JSONResponse:
-        ready, status = readiness(ctx.lifecycle)
+        ready, status = readiness(ctx)
         headers = {} if ready else {"Retry-After": str(settings.retry_after_s)}
         return JSONResponse(
             {"status": status, "model": spec.manifest.name},

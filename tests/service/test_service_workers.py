@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
-from service_support import READY_TIMEOUT_S, free_port, start_server, stop_server
+from service_support import READY_TIMEOUT_S, REPO_ROOT, free_port, start_server, stop_server
 from test_service_live import raw_post
 from test_service_ops import metric_value
+
+from service.metrics import workers_ready
 
 ROUND = 8  # concurrent requests (each on its own connection, so the kernel spreads them over the workers)
 MAX_ROUNDS = 50
@@ -67,6 +71,9 @@ def test_two_workers_share_one_metrics_view(tmp_path, monkeypatch):
             return started and metric_value(scrape(), "gan_ready") == 1
 
         eventually(both_ready, READY_TIMEOUT_S, "two warm workers")
+        for _ in range(ROUND):  # whichever worker answers: the server's readiness
+            ready = httpx.get(url + "/readyz")
+            assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
         async def burst(first: int) -> list[tuple[int, dict[str, str]]]:
             seeds = range(first, first + ROUND)
@@ -114,3 +121,44 @@ def test_two_workers_share_one_metrics_view(tmp_path, monkeypatch):
         stop_server(process)
     assert process.returncode == 0
     assert not list(tmp_path.glob("gan-serve-metrics-*")), "the metrics directory outlived the server"
+
+
+def test_readiness_counts_the_workers_whose_files_say_ready(tmp_path):
+    """/readyz with several workers is 200 only when every worker's gan_ready is 1: counted from each worker's
+    own file, as three processes (two ready, one warming up) leave them."""
+    script = "import sys; from service.metrics import Metrics; Metrics(8).ready.set(int(sys.argv[1]))"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for value in (1, 0, 1):
+        subprocess.run(
+            [sys.executable, "-c", script, str(value)], env=env, cwd=REPO_ROOT, check=True, timeout=60
+        )
+    assert len(worker_files(tmp_path, "gauge_livemin")) == 3
+    assert workers_ready(str(tmp_path)) == 2
+    assert workers_ready(str(tmp_path / "nothing-here")) == 0
+
+
+def test_a_ready_worker_answers_not_ready_while_another_warms_up(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from service.routes.ops import readiness
+
+    script = "import sys; from service.metrics import Metrics; Metrics(8).ready.set(int(sys.argv[1]))"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for value in (1, 0):  # this worker (warm) and another still warming up
+        subprocess.run(
+            [sys.executable, "-c", script, str(value)], env=env, cwd=REPO_ROOT, check=True, timeout=60
+        )
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    warm = SimpleNamespace(ready=True, failed=None, runtime=SimpleNamespace(unavailable=None))
+    ctx = SimpleNamespace(
+        lifecycle=SimpleNamespace(batcher=warm, draining=False),
+        settings=SimpleNamespace(workers=2),
+        metrics=SimpleNamespace(multiprocess=True),
+    )
+    assert readiness(ctx) == (False, "warming up: 1 of 2 workers ready")
+    subprocess.run([sys.executable, "-c", script, "1"], env=env, cwd=REPO_ROOT, check=True, timeout=60)
+    ctx.settings.workers = 3  # a third worker, warm: two of three ready, still not the server
+    assert readiness(ctx) == (False, "warming up: 2 of 3 workers ready")
+    ctx.settings.workers = 2  # as many ready as GAN_WORKERS: ready
+    assert readiness(ctx) == (True, "ready")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
