@@ -29,16 +29,23 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
 
 import bentoml
 import numpy as np
-from fastapi import FastAPI, Query
+from fastapi import FastAPI
 from fastapi.responses import Response
 
-from contracts.latents import MAX_SEED, latent_for_seed
+from contracts.latents import latent_for_seed
 from contracts.model_dir import read_manifest
-from loadtest.peer_model import PeerEnv, open_peer_model, peer_args, peer_model_dir, request_seed
+from loadtest.peer_model import (
+    LabelQuery,
+    PeerEnv,
+    SeedQuery,
+    open_peer_model,
+    peer_args,
+    peer_model_dir,
+    request_seed,
+)
 from service.encoding import png_bytes
 
 MAX_BATCH_SIZE = 64  # the service's max_batch
@@ -72,8 +79,8 @@ class GanPeer:
     @app.post("/generate")
     async def generate(
         self,
-        label: Annotated[int, Query(ge=0)],
-        seed: Annotated[int | None, Query(ge=0, le=MAX_SEED)] = None,
+        label: LabelQuery,
+        seed: SeedQuery = None,
     ) -> Response:
         seed = request_seed(label, seed, self.spec.num_classes)
         row = np.append(latent_for_seed(seed, self.spec.latent_dim), np.float32(label))[None]

@@ -14,7 +14,6 @@ No ``from __future__ import annotations``: the label's bound is a closure value 
 """
 
 import io
-import random
 from typing import Annotated
 
 import numpy as np
@@ -23,8 +22,8 @@ from fastapi import FastAPI, Query
 from fastapi.responses import Response
 from PIL import Image
 
-from contracts.latents import MAX_SEED, latent_for_seed
-from loadtest.peer_model import PeerEnv, open_peer_model, peer_args
+from contracts.latents import latent_for_seed
+from loadtest.peer_model import PeerEnv, SeedQuery, open_peer_model, peer_args, request_seed
 
 ENV = PeerEnv(model_dir="NAIVE_MODEL_DIR", threads="NAIVE_INTRA_OP_THREADS")
 
@@ -41,9 +40,9 @@ def create_app() -> FastAPI:
     @app.post("/generate")
     def generate(
         label: Annotated[int, Query(ge=0, le=top)],
-        seed: Annotated[int | None, Query(ge=0, le=MAX_SEED)] = None,
+        seed: SeedQuery = None,
     ) -> Response:
-        seed = random.randrange(MAX_SEED + 1) if seed is None else seed
+        seed = request_seed(label, seed, model.num_classes)
         z = latent_for_seed(seed, model.latent_dim)[None]
         image = model.run(z, np.array([label], dtype=np.int64))[0]
         buffer = io.BytesIO()

@@ -11,16 +11,21 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import onnxruntime as ort
 import psutil
-from fastapi import HTTPException
+from fastapi import HTTPException, Query
 
 from contracts.latents import MAX_SEED
 from contracts.model_dir import read_manifest, verified_graph
 
 DEFAULT_MODEL_DIR = Path("models/mnist-cdcgan")
+# POST /generate's query parameters as the peers declare them (the label's upper bound, the model's, is
+# checked by ``request_seed``)
+LabelQuery = Annotated[int, Query(ge=0)]
+SeedQuery = Annotated[int | None, Query(ge=0, le=MAX_SEED)]
 
 
 @dataclass(frozen=True)

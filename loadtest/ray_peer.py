@@ -31,17 +31,24 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import psutil
 import ray
-from fastapi import FastAPI, Query
+from fastapi import FastAPI
 from fastapi.responses import Response
 from ray import serve
 
-from contracts.latents import MAX_SEED, latent_for_seed
-from loadtest.peer_model import PeerEnv, open_peer_model, peer_args, request_seed, stop_leftovers
+from contracts.latents import latent_for_seed
+from loadtest.peer_model import (
+    LabelQuery,
+    PeerEnv,
+    SeedQuery,
+    open_peer_model,
+    peer_args,
+    request_seed,
+    stop_leftovers,
+)
 from service.encoding import png_bytes
 
 MAX_BATCH_SIZE = 64  # the service's max_batch
@@ -68,8 +75,8 @@ class GanDeployment:
     @app.post("/generate")
     async def generate(
         self,
-        label: Annotated[int, Query(ge=0)],
-        seed: Annotated[int | None, Query(ge=0, le=MAX_SEED)] = None,
+        label: LabelQuery,
+        seed: SeedQuery = None,
     ) -> Response:
         seed = request_seed(label, seed, self.model.num_classes)
         image = await self.run_batch((label, seed))
