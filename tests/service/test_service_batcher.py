@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from service import encoding
 from service.batcher import Batcher, DeadlineExceeded, Lane, QueueFull, SeededLatents, Unavailable
 from service.config import Settings
 from service.metrics import Metrics
-from service.model_repo import load_model_dir
+from service.model_repo import ModelSpec, load_model_dir
 from service.runtime import GraphKind, Runtime
 
 SPEC = load_model_dir(MODEL_DIR)
@@ -33,8 +35,12 @@ async def started_batcher(**overrides) -> tuple[Batcher, GatedRuntime]:
     return await start_batcher(make_settings(**overrides))
 
 
-async def start_batcher(settings: Settings) -> tuple[Batcher, GatedRuntime]:
-    runtime = GatedRuntime(SPEC, settings)
+async def start_batcher(
+    settings: Settings, runtime_factory: Callable[[ModelSpec, Settings], Runtime] = GatedRuntime
+) -> tuple[Batcher, Any]:
+    """A started batcher on ``runtime_factory``'s runtime, once warmed up (then the runtime's ``warm`` is
+    set: calls after it are the test's)."""
+    runtime = runtime_factory(SPEC, settings)
     batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
     batcher.start()
     while not batcher.ready:
@@ -61,7 +67,6 @@ def sample(metric, **labels) -> float:
 
 def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
     async def scenario():
-        settings = make_settings(max_batch=32)
         seen: list[tuple[GraphKind, int]] = []
 
         class Recording(Runtime):
@@ -69,11 +74,7 @@ def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
                 seen.append((kind, len(z)))
                 return super().run(kind, z, condition)
 
-        runtime = Recording(SPEC, settings)
-        batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
-        batcher.start()
-        while not batcher.ready:
-            await asyncio.sleep(0.005)
+        batcher, runtime = await start_batcher(make_settings(max_batch=32), Recording)
         await batcher.close()
         return seen, runtime.graphs
 
@@ -86,29 +87,15 @@ def test_batches_are_padded_to_a_bucket_only_for_a_runtime_that_pads(pads, expec
     """A local session gets its few warmed-up shapes; a remote backend (pads_batches False) gets the rows
     alone, so no padding rows cross the network."""
 
+    class Recording(GatedRuntime):
+        pads_batches = pads
+
     async def scenario():
-        settings = make_settings(max_batch=32)
-        sizes: list[int] = []
-
-        class Recording(Runtime):
-            pads_batches = pads
-            warm = False
-
-            def run(self, kind, z, condition):
-                if self.warm:
-                    sizes.append(len(z))
-                return super().run(kind, z, condition)
-
-        runtime = Recording(SPEC, settings)
-        batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
-        batcher.start()
-        while not batcher.ready:
-            await asyncio.sleep(0.005)
-        runtime.warm = True
+        batcher, runtime = await start_batcher(make_settings(max_batch=32), Recording)
         three = await batcher.generate(GraphKind.MAIN, *job(1, 3, 1))
         five = await batcher.generate(GraphKind.MAIN, *job(2, 5, 2))
         await batcher.close()
-        return sizes, three, five
+        return [size for _, size, _ in runtime.calls], three, five
 
     sizes, three, five = asyncio.run(scenario())
     assert sizes == expected and len(three) == 3 and len(five) == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,8 +13,7 @@ import pytest
 from service_support import make_settings
 from test_service_batcher import SPEC, hold_inference, job, start_batcher
 
-from service.batcher import Batcher, Lane
-from service.metrics import Metrics
+from service.batcher import Lane
 from service.runtime import CPU, CUDA, GraphKind, Runtime, inference_streams
 
 OVERLAP_TIMEOUT_S = 30.0  # how long a call waits for a second one: reached only when calls never overlap
@@ -60,13 +60,8 @@ class MeetsAnotherCall(Runtime):
 
 async def bulk_through(streams: int, timeout_s: float) -> tuple[np.ndarray, np.ndarray, set[str]]:
     settings = make_settings(max_batch=64, bulk_inference_streams=streams)
-    runtime = MeetsAnotherCall(SPEC, settings, timeout_s)
-    batcher = Batcher(runtime, settings, Metrics(settings.max_batch))
-    batcher.start()
+    batcher, runtime = await start_batcher(settings, partial(MeetsAnotherCall, timeout_s=timeout_s))
     try:
-        while not batcher.ready:
-            await asyncio.sleep(0.005)
-        runtime.warm = True
         z, labels = job(7, 128, 3)  # two batches of 64
         images = await batcher.generate(GraphKind.MAIN, z, labels, lane=Lane.BULK, admit=False)
     finally:
