@@ -206,12 +206,18 @@ def ort_sweeps(args: argparse.Namespace) -> dict[str, Any]:
     return {"cpu": cpu, "cpu_streams": concurrent_calls(args, sizes), "gpu": gpu_sweeps(args, sizes)}
 
 
+def bulk_path(args: argparse.Namespace) -> tuple[components.Generator, int]:
+    """The served graph on the service's CPU thread setting, and how many bulk batches the service runs at
+    once with it."""
+    generator = components.Generator(args.model_dir, "cpu", threads=args.service_threads)
+    return generator, inference_streams(args.effective, generator.runtime)
+
+
 def concurrent_calls(args: argparse.Namespace, sizes: list[int]) -> dict[str, Any] | None:
     """Raw ORT as the service's bulk path runs it on the CPU: as many concurrent calls on one session as its
     bulk inference streams, at the batch sizes from max_batch up (the reference of the bulk target when the
     service runs more than one stream). None with one stream."""
-    generator = components.Generator(args.model_dir, "cpu", threads=args.service_threads)
-    streams = inference_streams(args.effective, generator.runtime)
+    generator, streams = bulk_path(args)
     if streams == 1:
         return None
     seconds = max(args.ort_seconds, CONCURRENT_SECONDS)
@@ -230,8 +236,7 @@ def bulk_reference(args: argparse.Namespace) -> levels.BulkReference | None:
     the service runs on a GPU (its reference stays the GPU sweep)."""
     if args.effective.device != "cpu" and components.gpu_available():
         return None
-    generator = components.Generator(args.model_dir, "cpu", threads=args.service_threads)
-    streams = inference_streams(args.effective, generator.runtime)
+    generator, streams = bulk_path(args)
     sizes = [size for size in (1, 2, 4) if size * args.max_batch <= max(args.ort_max_batch, args.max_batch)]
 
     def measure() -> float:
