@@ -67,7 +67,7 @@ TARGET_VS_NAIVE = {COMPOSE_AT: 1.5, LOW_CONCURRENCY: 1.0}
 # raw ORT with concurrent calls (the bulk reference with several bulk streams): seconds per batch size, and
 # the batch sizes timed, max_batch up to this many times it
 CONCURRENT_SECONDS = 1.0
-BETWEEN_PULLS_SECONDS = 0.5  # per batch size, each time the bulk reference is timed between pulls
+BETWEEN_PULLS_SECONDS = 1.5  # each time the bulk reference is timed between pulls
 CONCURRENT_MAX_FACTOR = 4
 # serving frameworks with their own batching, measured when installed (none is a dependency): name -> whether
 # it is (BentoML's own virtual environment: server.bentoml_python)
@@ -120,8 +120,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="intra-op thread counts of the raw sweep (0: the service's derived default, docs/operations.md)",
     )
     p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="max_batch with batching on")
-    p.add_argument("--bulk-n", type=int, default=8192, help="images per /v1/bulk pull")
-    p.add_argument("--bulk-repeats", type=int, default=2, help="measured pulls of each bulk kind")
+    p.add_argument(
+        "--bulk-n",
+        type=int,
+        default=32768,
+        help="images per /v1/bulk pull (a few seconds each: shorter pulls measure the machine's jitter)",
+    )
+    p.add_argument("--bulk-repeats", type=int, default=3, help="measured pulls of each bulk kind")
     p.add_argument(
         "--env",
         action="append",
@@ -230,20 +235,26 @@ def concurrent_calls(args: argparse.Namespace, sizes: list[int]) -> dict[str, An
     return {"streams": streams, "intra_op_threads": generator.runtime.intra_op_threads, "images_per_s": rates}
 
 
-def bulk_reference(args: argparse.Namespace) -> levels.BulkReference | None:
+def bulk_reference(
+    args: argparse.Namespace, streams_sweep: dict[str, Any] | None
+) -> levels.BulkReference | None:
     """Raw ORT as the bulk path runs it on the CPU (as many concurrent calls on one session as the service's
-    bulk inference streams; peak over max_batch up to 4x it), for timing between the bulk pulls; None when
-    the service runs on a GPU (its reference stays the GPU sweep)."""
+    bulk inference streams), for timing between the bulk pulls, at the batch size where the start-of-run
+    sweep of concurrent calls peaked (``streams_sweep``; max_batch without one). One size timed for longer
+    rather than the best of several short timings: the best of several noisy readings overstates the
+    reference. None when the service runs on a GPU (its reference stays the GPU sweep)."""
     if args.effective.device != "cpu" and components.gpu_available():
         return None
     generator, streams = bulk_path(args)
-    sizes = [size for size in (1, 2, 4) if size * args.max_batch <= max(args.ort_max_batch, args.max_batch)]
+    rates = (streams_sweep or {}).get("images_per_s") or {str(args.max_batch): 0.0}
+    size = int(max(rates, key=rates.__getitem__))
 
     def measure() -> float:
-        return max(generator.concurrent(k * args.max_batch, streams, BETWEEN_PULLS_SECONDS) for k in sizes)
+        return generator.concurrent(size, streams, BETWEEN_PULLS_SECONDS)
 
     threads = generator.runtime.intra_op_threads
-    return levels.BulkReference(f"{streams} concurrent call(s), intra_op_threads={threads}", measure)
+    label = f"{streams} concurrent call(s) of {size} images, intra_op_threads={threads}"
+    return levels.BulkReference(label, measure)
 
 
 def on_gpu(report: dict[str, Any]) -> bool:
@@ -498,7 +509,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                     "service_healthz": levels.single(on_srv, levels.healthz, info, args.compose_at, plan),
                 }
         report["bulk"] = levels.bulk_delivery(
-            on_srv, info, args.bulk_n, args.bulk_repeats, args.seed, bulk_reference(args)
+            on_srv,
+            info,
+            args.bulk_n,
+            args.bulk_repeats,
+            args.seed,
+            bulk_reference(args, report["ort"]["cpu_streams"]),
         )
         report["server_rss_bytes"] = on_srv.rss_bytes()
         # the framework peers after, one at a time, each up only for its own levels: an idle Ray cluster

@@ -152,7 +152,9 @@ class Settings(BaseSettings):
         100.0, gt=0, description="Bound on the absolute value of each coordinate of an explicit latent."
     )
     max_bulk_n: int = Field(1_000_000, ge=1, description="Most images in one streamed bulk (.npz) request.")
-    bulk_chunk: int = Field(256, ge=1, le=65536, description="Images per chunk of a bulk stream.")
+    bulk_chunk: int = Field(
+        1024, ge=1, le=65536, description="Images per chunk of a bulk stream (written as one piece)."
+    )
     bulk_prefetch: int = Field(
         2, ge=1, le=64, description="Chunks of one bulk stream queued ahead of the writer."
     )

@@ -342,6 +342,15 @@ def test_the_bulk_reference_times_the_model_as_the_bulk_streams_run_it(monkeypat
         model_dir=model_dir, service_threads=1, max_batch=8, ort_max_batch=1024, effective=effective
     )
     monkeypatch.setattr(benchmark, "BETWEEN_PULLS_SECONDS", 0.02)
-    reference = benchmark.bulk_reference(args)
-    assert reference.label == "2 concurrent call(s), intra_op_threads=1"
-    assert reference.measure() > 0
+    sweep = {"streams": 2, "intra_op_threads": 1, "images_per_s": {"8": 900.0, "16": 1200.0, "32": 1100.0}}
+    assert benchmark.bulk_reference(args, sweep).measure() > 0  # the real model, timed
+    timed: list[int] = []
+    monkeypatch.setattr(
+        benchmark.components.Generator,
+        "concurrent",
+        lambda self, size, streams, seconds: timed.append(size) or 1.0,
+    )
+    reference = benchmark.bulk_reference(args, sweep)  # at the sweep's peak size only
+    assert reference.label == "2 concurrent call(s) of 16 images, intra_op_threads=1"
+    assert reference.measure() == 1.0 and timed == [16]
+    assert benchmark.bulk_reference(args, None).label.startswith("2 concurrent call(s) of 8 images")
