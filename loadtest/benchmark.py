@@ -246,8 +246,8 @@ def bulk_reference(
     if args.effective.device != "cpu" and components.gpu_available():
         return None
     generator, streams = bulk_path(args)
-    rates = (streams_sweep or {}).get("images_per_s") or {str(args.max_batch): 0.0}
-    size = int(max(rates, key=rates.__getitem__))
+    rates = (streams_sweep or {}).get("images_per_s")
+    size = int(max(rates, key=rates.__getitem__)) if rates else args.max_batch
 
     def measure() -> float:
         return generator.concurrent(size, streams, BETWEEN_PULLS_SECONDS)
