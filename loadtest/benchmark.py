@@ -126,7 +126,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=32768,
         help="images per /v1/bulk pull (a few seconds each: shorter pulls measure the machine's jitter)",
     )
-    p.add_argument("--bulk-repeats", type=int, default=3, help="measured pulls of each bulk kind")
+    p.add_argument(
+        "--bulk-repeats",
+        type=int,
+        default=5,
+        help="measured pulls of each bulk kind (the bulk target is the median of the /v1/bulk pulls' ratios)",
+    )
     p.add_argument(
         "--env",
         action="append",
@@ -358,11 +363,13 @@ def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     at_max_batch = sweep.get(str(args.max_batch), {}).get("images_per_s")
     bulk = report["bulk"]["v1_bulk_npz"]["images_per_s"]
     bulk_peak, bulk_reference = bulk_reference_peak(report, peak_ort, reference)
+    pull_ratios = bulk_pull_ratios(report)
+    bulk_share = statistics.median(pull_ratios) if pull_ratios else stats.ratio(bulk, bulk_peak)
     targets = {
         **vs_naive_targets(report),
         "single_share_of_limit": _target(share, TARGET_SHARE_OF_LIMIT),
         "single_p99_ms": _target(level["p99_ms"], TARGET_P99_MS, below=True),
-        "bulk_share_of_peak_ort": _target(stats.ratio(bulk, bulk_peak), TARGET_BULK_SHARE),
+        "bulk_share_of_peak_ort": _target(bulk_share, TARGET_BULK_SHARE),
     }
     return {
         "concurrency": args.compose_at,
@@ -381,7 +388,25 @@ def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "bulk_share_of_ort_at_max_batch": stats.ratio(bulk, at_max_batch),
         "bulk_ort_reference": bulk_reference,
         "bulk_ort_peak_images_per_s": bulk_peak,
+        "bulk_pull_ratios": pull_ratios,
     }
+
+
+def bulk_pull_ratios(report: dict[str, Any]) -> list[float] | None:
+    """Each ``/v1/bulk`` pull over the mean of the reference timed just before and just after it (on the CPU,
+    when the reference was timed between the pulls): the target reads their median, each pull set against
+    the machine's speed at its own moment rather than against the run's middle reading."""
+    measured = report["bulk"]["v1_bulk_npz"]
+    between = measured.get("reference")
+    if not between or on_gpu(report):
+        return None
+    rates = between["images_per_s"]
+    pulls = [pull["images_per_s"] for pull in measured.get("pulls", [])]
+    if not pulls or len(rates) != len(pulls) + 1:
+        return None
+    return [
+        pull / ((before + after) / 2) for pull, before, after in zip(pulls, rates, rates[1:], strict=False)
+    ]
 
 
 def bulk_reference_peak(report: dict[str, Any], peak_ort: float, reference: str) -> tuple[float, str]:

@@ -11,9 +11,10 @@ once; only jobs that arrived while a batch was running (the service is under loa
 bucket size (every bucket is warmed up before the service is ready) and runs on an inference thread, so the
 event loop stays free. Batches run one at a time on the first stream; bulk work may also run on further ones
 (``GAN_BULK_INFERENCE_STREAMS``, by default one per core a session's threads leave free), several bulk batches
-at once, which is how one bulk pull uses a machine whose cores one call cannot fill. Rows are sliced back
-into their jobs' outputs. A row's pixels do not depend on its neighbours (the runtime is deterministic per
-row), so batching never changes results.
+at once, which is how one bulk pull uses a machine whose cores one call cannot fill; their batches hold up to
+``GAN_BULK_MAX_BATCH`` rows (fewer hand-offs per bulk chunk; interactive latency is not at stake on them).
+Rows are sliced back into their jobs' outputs. A row's pixels do not depend on its neighbours (the runtime is
+deterministic per row), so batching never changes results.
 
 The per-image work beside the model runs on the inference thread too, not on the event loop: a job may give
 its latents as ``SeededLatents`` (drawn there, every seeded row of a batch at once, as it is assembled) and an
@@ -167,6 +168,10 @@ class Batcher:
         self._bulk_wakeup = asyncio.Event()  # the further streams': set by bulk work only, not every request
         self._closing = False
         self.streams = inference_streams(settings, runtime)
+        # the bulk-only streams' batches may be larger (fewer calls per chunk); only they use these sizes
+        self._bulk_sizes = settings.bulk_buckets if self.streams > 1 else ()
+        self.bulk_batch = settings.bulk_batch if self.streams > 1 else settings.max_batch
+        self._sizes = self.buckets + self._bulk_sizes
         self._executor = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="gan-inference")
         self._out_lock = threading.Lock()  # two bulk batches may bring a job's first rows at once
         self._task: asyncio.Task[None] | None = None
@@ -329,7 +334,7 @@ class Batcher:
     async def _warm_up(self) -> None:
         loop = asyncio.get_running_loop()
         for kind in self.runtime.graphs:
-            for size in self.buckets:
+            for size in self.buckets + (self._bulk_sizes if kind is GraphKind.MAIN else ()):
                 z, condition = self._empty_batch(kind, size)
                 await loop.run_in_executor(self._executor, self.runtime.run, kind, z, condition)
 
@@ -371,14 +376,16 @@ class Batcher:
             await self._bulk_wakeup.wait()
 
     def _take_bulk_batch(self) -> list[_Slice]:
-        """Up to ``max_batch`` rows of the bulk lane's jobs of its first job's kind, FIFO; none of a job that
-        encodes its answer (its encoding waits for its last rows, which must then run after the others)."""
+        """Up to ``bulk_batch`` rows (``max_batch`` of a graph other than the main one) of the bulk lane's
+        jobs of its first job's kind, FIFO; none of a job that encodes its answer (its encoding waits for its
+        last rows, which must then run after the others)."""
         queue = self._lanes[Lane.BULK]
         eligible = [job for job in queue if job.encode is None]
         if not eligible:
             return []
         kind = eligible[0].kind
-        return self._fill(queue, [job for job in eligible if job.kind == kind], [])
+        limit = self.settings.bulk_batch if kind is GraphKind.MAIN else self.settings.max_batch
+        return self._fill(queue, [job for job in eligible if job.kind == kind], [], limit)
 
     def _take_batch(self) -> list[_Slice]:
         """Up to ``max_batch`` rows of one graph kind, each lane FIFO: interactive jobs first, then bulk; but
@@ -399,14 +406,17 @@ class Batcher:
             self._fill(queue, [job for job in queue if job.kind == kind], batch)
         return batch
 
-    def _fill(self, queue: deque[_Job], jobs: list[_Job], batch: list[_Slice]) -> list[_Slice]:
-        """Slices of ``jobs`` (waiting in ``queue``, in order) appended to ``batch`` up to ``max_batch`` rows
-        in all; a job whose rows are all taken leaves the queue."""
+    def _fill(
+        self, queue: deque[_Job], jobs: list[_Job], batch: list[_Slice], limit: int | None = None
+    ) -> list[_Slice]:
+        """Slices of ``jobs`` (waiting in ``queue``, in order) appended to ``batch`` up to ``limit`` rows in
+        all (``max_batch`` by default); a job whose rows are all taken leaves the queue."""
+        limit = limit or self.settings.max_batch
         offset = batch[-1].offset + batch[-1].stop - batch[-1].start if batch else 0
         for job in jobs:
-            if offset == self.settings.max_batch:
+            if offset == limit:
                 break
-            rows = min(self.settings.max_batch - offset, job.waiting_rows)
+            rows = min(limit - offset, job.waiting_rows)
             batch.append(_Slice(job, job.next_row, job.next_row + rows, offset))
             job.next_row += rows
             offset += rows
@@ -417,7 +427,7 @@ class Batcher:
 
     async def _run(self, batch: list[_Slice]) -> None:
         rows = sum(s.stop - s.start for s in batch)
-        size = self.buckets[bisect.bisect_left(self.buckets, rows)] if self.runtime.pads_batches else rows
+        size = self._sizes[bisect.bisect_left(self._sizes, rows)] if self.runtime.pads_batches else rows
         started = time.monotonic()
         for s in batch:
             if s.job.started is None:

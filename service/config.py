@@ -159,6 +159,15 @@ class Settings(BaseSettings):
         2, ge=1, le=64, description="Chunks of one bulk stream queued ahead of the writer."
     )
     max_bulk_streams: int = Field(4, ge=1, le=1024, description="Concurrent bulk streams; more get 429.")
+    bulk_max_batch: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        description=(
+            "Most rows in a batch of the further inference streams, which run bulk work only (max_batch if "
+            "larger): fewer, larger calls per bulk chunk; interactive batches stay at max_batch."
+        ),
+    )
     bulk_inference_streams: int = Field(
         0,
         ge=0,
@@ -322,19 +331,34 @@ class Settings(BaseSettings):
             return tuple(sorted(set(self.batch_buckets) | {self.max_batch}))
         return batch_buckets(self.max_batch)
 
+    @property
+    def bulk_batch(self) -> int:
+        """Most rows in a batch of a bulk-only inference stream."""
+        return max(self.max_batch, self.bulk_max_batch)
+
+    @property
+    def bulk_buckets(self) -> tuple[int, ...]:
+        """Pad sizes above ``max_batch`` for the bulk-only streams' batches: doubling up to ``bulk_batch``."""
+        sizes, size = [], self.max_batch * 2
+        while size < self.bulk_batch:
+            sizes.append(size)
+            size *= 2
+        return (*sizes, self.bulk_batch) if self.bulk_batch > self.max_batch else ()
+
 
 def with_model_hints(settings: Settings, max_batch_hint: int | None) -> Settings:
     """``settings`` with the model directory's advice applied where the operator set nothing: an
     autoregressive model's manifest hints at a smaller ``max_batch`` (its sampling loop makes a large batch
     slow, and every bucket up to ``max_batch`` is warmed up before the service is ready). An explicit
-    ``GAN_MAX_BATCH`` always wins."""
-    if (
-        max_batch_hint is None
-        or "max_batch" in settings.model_fields_set
-        or max_batch_hint >= settings.max_batch
-    ):
+    ``GAN_MAX_BATCH`` always wins, and an explicit ``GAN_BULK_MAX_BATCH`` for the bulk streams' batches."""
+    if max_batch_hint is None:
         return settings
-    buckets = [size for size in settings.batch_buckets if size <= max_batch_hint]
-    return Settings.model_validate(
-        {**settings.model_dump(), "max_batch": max_batch_hint, "batch_buckets": buckets}
-    )
+    hinted: dict[str, object] = {}
+    if "max_batch" not in settings.model_fields_set and max_batch_hint < settings.max_batch:
+        hinted["max_batch"] = max_batch_hint
+        hinted["batch_buckets"] = [size for size in settings.batch_buckets if size <= max_batch_hint]
+    if "bulk_max_batch" not in settings.model_fields_set and max_batch_hint < settings.bulk_max_batch:
+        hinted["bulk_max_batch"] = max_batch_hint
+    if not hinted:
+        return settings
+    return Settings.model_validate({**settings.model_dump(), **hinted})

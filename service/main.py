@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     settings = settings or Settings()
     spec = load_spec(settings)
     settings = with_model_hints(settings, spec.manifest.max_batch_hint)
-    metrics = Metrics(settings.max_batch)
+    metrics = Metrics(settings.bulk_batch)  # the largest batch any stream runs
     ctx = ServiceContext(spec, settings, metrics)
 
     @asynccontextmanager

@@ -46,7 +46,14 @@ class ModelCard(BaseModel):
         "need one; an autoregressive model answers them 422 (generate, every-label and bulk still work).",
     )
     max_batch: int | None = Field(
-        None, description="Most images per inference call in this worker (null while starting)."
+        None,
+        description="Most images per inference call in this worker's first stream, which runs interactive "
+        "work (null while starting).",
+    )
+    bulk_max_batch: int | None = Field(
+        None,
+        description="Most images per inference call of bulk work on this worker's further streams; "
+        "max_batch without them (null while starting).",
     )
 
 
@@ -77,6 +84,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 sampling=m.sampling,
                 latent_space=m.has_latent_space,
                 max_batch=batcher.settings.max_batch if batcher is not None else None,
+                bulk_max_batch=batcher.bulk_batch if batcher is not None else None,
             )
         ]
 

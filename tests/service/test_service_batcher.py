@@ -65,7 +65,10 @@ def sample(metric, **labels) -> float:
     return next(s.value for s in family.samples if s.name == name and s.labels == labels)
 
 
-def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
+@pytest.mark.parametrize(("streams", "bulk_sizes"), [(1, ()), (2, (64, 128))])
+def test_warm_up_runs_every_bucket_of_every_graph_before_ready(streams, bulk_sizes):
+    """Every bucket of every graph; with bulk-only streams, their larger batch sizes of the main graph too."""
+
     async def scenario():
         seen: list[tuple[GraphKind, int]] = []
 
@@ -74,12 +77,14 @@ def test_warm_up_runs_every_bucket_of_every_graph_before_ready():
                 seen.append((kind, len(z)))
                 return super().run(kind, z, condition)
 
-        batcher, runtime = await start_batcher(make_settings(max_batch=32), Recording)
+        settings = make_settings(max_batch=32, bulk_max_batch=128, bulk_inference_streams=streams)
+        batcher, runtime = await start_batcher(settings, Recording)
         await batcher.close()
         return seen, runtime.graphs
 
     seen, graphs = asyncio.run(scenario())
-    assert sorted(seen) == sorted((kind, size) for kind in graphs for size in (1, 2, 4, 8, 16, 32))
+    expected = [(kind, size) for kind in graphs for size in (1, 2, 4, 8, 16, 32)]
+    assert sorted(seen) == sorted(expected + [(GraphKind.MAIN, size) for size in bulk_sizes])
 
 
 @pytest.mark.parametrize(("pads", "expected"), [(True, [4, 8]), (False, [3, 5])])
@@ -184,7 +189,7 @@ def test_a_batch_of_many_seeded_jobs_draws_each_jobs_own_latents():
 
 def test_large_job_is_split_padded_and_identical_to_one_call():
     async def scenario():
-        batcher, runtime = await started_batcher(max_batch=64)
+        batcher, runtime = await started_batcher(max_batch=64, bulk_inference_streams=1)  # one call at a time
         z, labels = job(100, 150, 6)
         images = await batcher.generate(GraphKind.MAIN, z, labels)
         await batcher.close()

@@ -14,6 +14,7 @@ from service_support import make_settings
 from test_service_batcher import SPEC, hold_inference, job, start_batcher
 
 from service.batcher import Lane
+from service.config import with_model_hints
 from service.runtime import CPU, CUDA, GraphKind, Runtime, inference_streams
 
 OVERLAP_TIMEOUT_S = 30.0  # how long a call waits for a second one: reached only when calls never overlap
@@ -59,7 +60,7 @@ class MeetsAnotherCall(Runtime):
 
 
 async def bulk_through(streams: int, timeout_s: float) -> tuple[np.ndarray, np.ndarray, set[str]]:
-    settings = make_settings(max_batch=64, bulk_inference_streams=streams)
+    settings = make_settings(max_batch=64, bulk_max_batch=64, bulk_inference_streams=streams)
     batcher, runtime = await start_batcher(settings, partial(MeetsAnotherCall, timeout_s=timeout_s))
     try:
         z, labels = job(7, 128, 3)  # two batches of 64
@@ -112,3 +113,47 @@ def test_interactive_work_and_jobs_that_encode_stay_on_the_first_stream():
     assert encoded_sum == Runtime(SPEC, make_settings()).run(GraphKind.MAIN, z, labels).sum()
     assert small.shape[0] == 3 and bulk.shape[0] == 64
     assert [int(labels[0]) for _, _, labels in calls].count(4) == 1  # the plain bulk job in one batch
+
+
+def test_a_further_stream_takes_bulk_batches_up_to_bulk_max_batch_padded_to_its_sizes():
+    """With the first stream held, the further stream takes 256 rows of a 300-row bulk job in one batch (fewer
+    calls per chunk); the other 44 run padded to a bucket (64); the bytes are those of one call on the job."""
+
+    async def scenario():
+        settings = make_settings(max_batch=64, bulk_max_batch=256, bulk_inference_streams=2)
+        batcher, runtime = await start_batcher(settings)
+        blocker = await hold_inference(batcher, runtime)
+        bulk = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(5, 300, 6), lane=Lane.BULK))
+        while batcher._waiting[Lane.BULK] != 300 - 256:
+            await asyncio.sleep(0.005)  # the further stream took its batch (held at the gate)
+        runtime.gate.set()
+        images = await bulk
+        await blocker
+        await batcher.close()
+        return images, [(size, int((labels == 6).sum())) for _, size, labels in runtime.calls]
+
+    images, calls = asyncio.run(scenario())
+    assert sorted(call for call in calls if call[1]) == [(64, 44), (256, 256)]
+    np.testing.assert_array_equal(images, Runtime(SPEC, make_settings()).run(GraphKind.MAIN, *job(5, 300, 6)))
+
+
+@pytest.mark.parametrize(
+    ("max_batch", "bulk_max_batch", "bulk_batch", "sizes"),
+    [(64, 256, 256, (128, 256)), (64, 200, 200, (128, 200)), (64, 64, 64, ()), (256, 64, 256, ())],
+)
+def test_bulk_batches_are_at_least_max_batch_and_padded_to_doublings(
+    max_batch, bulk_max_batch, bulk_batch, sizes
+):
+    settings = make_settings(max_batch=max_batch, bulk_max_batch=bulk_max_batch)
+    assert (settings.bulk_batch, settings.bulk_buckets) == (bulk_batch, sizes)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [({}, (16, 16)), ({"bulk_max_batch": 512}, (16, 512)), ({"max_batch": 32}, (32, 32))],
+)
+def test_a_models_batch_hint_caps_the_bulk_batches_too_unless_set(given, expected):
+    """An autoregressive model's max_batch hint (slow at large batches, every size warmed up) applies to the
+    bulk streams' batches as well, where the operator set nothing."""
+    hinted = with_model_hints(make_settings(**given), 16)
+    assert (hinted.max_batch, hinted.bulk_batch) == expected

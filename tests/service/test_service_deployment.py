@@ -58,6 +58,8 @@ def test_models_and_metrics_report_the_session_as_it_runs(client):
     assert model["providers"] == [CPU] and model["intra_op_threads"] >= 1
     cores = available_cores()
     assert model["bulk_inference_streams"] == max(1, cores // model["intra_op_threads"])
+    further = model["bulk_inference_streams"] > 1  # bulk-only streams run larger batches than the first
+    assert model["bulk_max_batch"] == (256 if further else model["max_batch"]) and model["max_batch"] == 64
     metrics = client.get("/metrics").text
     expected = (
         f'gan_model_info{{intra_op_threads="{model["intra_op_threads"]}",model="{model["name"]}",'

@@ -53,7 +53,7 @@ def test_startup_heap_is_frozen_out_of_the_cyclic_collector():
 def test_readiness_is_503_until_every_bucket_is_warm(gated):
     from fastapi.testclient import TestClient
 
-    settings = make_settings()
+    settings = make_settings(bulk_inference_streams=2)  # a bulk-only stream: its larger sizes warmed too
 
     def closed_gate_factory(spec, settings):
         runtime = gated(spec, settings)
@@ -72,7 +72,7 @@ def test_readiness_is_503_until_every_bucket_is_warm(gated):
             assert time.monotonic() < deadline
             time.sleep(0.01)
     warmed = sorted({size for _, size, _ in gated.runtime.calls})
-    assert warmed == list(settings.buckets)
+    assert warmed == [*settings.buckets, *settings.bulk_buckets] and settings.bulk_buckets
 
 
 def test_models_lists_the_contract_fields(client):

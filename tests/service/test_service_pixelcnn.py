@@ -35,6 +35,7 @@ def test_models_says_autoregressive_without_a_latent_space(pclient):
     [card] = pclient.get("/v1/models").json()
     assert card["sampling"] == "autoregressive" and card["latent_space"] is False
     assert card["latent_dim"] == SIDE * SIDE and card["max_batch"] == SERVING_MAX_BATCH
+    assert card["bulk_max_batch"] == SERVING_MAX_BATCH  # the hint caps the bulk streams' batches too
     assert card["label_interpolation"] is False and card["conditional"] is True
 
 
