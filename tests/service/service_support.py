@@ -131,10 +131,10 @@ def serve_in_thread(
         thread.join(timeout=30)
 
 
-def start_server(port: int, **env: object) -> subprocess.Popen:
+def start_server(port: int, capture_stderr: bool = False, **env: object) -> subprocess.Popen:
     """`gan-serve` (as ``python -m service.cli``) in a subprocess, settings through ``GAN_*``; one worker
     unless ``workers`` is given (what these tests count, such as connections per worker, is one process's;
-    the default, ``auto``, is tested in test_service_capacity)."""
+    the default, ``auto``, is tested in test_service_capacity). ``capture_stderr``: stderr piped, as text."""
     environ = {
         **os.environ,
         "GAN_MODEL_DIR": str(MODEL_DIR),
@@ -144,7 +144,11 @@ def start_server(port: int, **env: object) -> subprocess.Popen:
         **{f"GAN_{k.upper()}": str(v) for k, v in env.items()},
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--port", str(port)], env=environ, cwd=REPO_ROOT
+        [sys.executable, "-m", "service.cli", "--port", str(port)],
+        env=environ,
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE if capture_stderr else None,
+        text=capture_stderr,
     )
 
 

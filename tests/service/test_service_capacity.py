@@ -3,15 +3,12 @@ work per image (``service.capacity``), measured on the served graph when gan-ser
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 
 import httpx
 import pytest
-from service_support import MODEL_DIR, READY_TIMEOUT_S, REPO_ROOT, free_port, make_settings, wait_ready
+from service_support import READY_TIMEOUT_S, free_port, make_settings, start_server, wait_ready
 
 from service.capacity import choose, model_ms_per_image
 from service.config import with_model_hints
@@ -63,15 +60,14 @@ def test_auto_is_accepted_as_a_word_or_zero():
 def test_gan_serve_chooses_and_says_what_it_runs(request_cpu_ms, expected):
     """A tiny Python cost per answer: one process is enough; a huge one: a process per core."""
     port = free_port()
-    env = {"GAN_MODEL_DIR": str(MODEL_DIR), "GAN_WORKERS": "auto", "GAN_REQUEST_CPU_MS": str(request_cpu_ms),
-           "GAN_LOG_LEVEL": "info", "GAN_ACCESS_LOG": "false", "GAN_DRAIN_S": "0",
-           "GAN_MAX_BATCH": "8"}  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--port", str(port)],
-        env={**os.environ, **env},
-        cwd=REPO_ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_server(
+        port,
+        capture_stderr=True,
+        workers="auto",
+        request_cpu_ms=request_cpu_ms,
+        log_level="info",
+        drain_s=0,
+        max_batch=8,
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:

@@ -8,13 +8,11 @@ import logging
 import os
 import select
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
-from service_support import MODEL_DIR, READY_TIMEOUT_S, REPO_ROOT, free_port, wait_ready
+from service_support import READY_TIMEOUT_S, free_port, start_server, wait_ready
 
 from service import logs
 from service.logs import ACCESS_LOGGER, BatchedLineHandler, JsonFormatter, log_config
@@ -100,14 +98,8 @@ def test_two_workers_write_every_access_line_whole_by_shutdown():
     """Two processes on one stderr pipe, 60 requests, then SIGINT: every line is one JSON object and every
     request has its access line (the last ones flushed at exit)."""
     port = free_port()
-    env = {"GAN_MODEL_DIR": str(MODEL_DIR), "GAN_WORKERS": "2", "GAN_LOG_LEVEL": "info",
-           "GAN_ACCESS_LOG": "true", "GAN_DRAIN_S": "0", "GAN_MAX_BATCH": "8"}  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--port", str(port)],
-        env={**os.environ, **env},
-        cwd=REPO_ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_server(
+        port, capture_stderr=True, workers=2, access_log="true", log_level="info", drain_s=0, max_batch=8
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
