@@ -60,9 +60,14 @@ TARGET_NAMES = {
 }
 
 
+def _pct1(value: float | None) -> str:
+    """A share against a goal, with the decimal that tells 89.6 % (missed) from 90 % (met)."""
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
 def _measured(value: float | None, unit: str) -> str:
     if unit == "%":
-        return _pct(value)
+        return _pct1(value)
     return _f(value, 2, "×") if unit == "×" else _f(value, 0, " ms")
 
 
@@ -352,7 +357,7 @@ def _pull_ratios(ratios: list[float] | None) -> list[str]:
     median = statistics.median(ratios)
     return [
         f"Each `/v1/bulk` pull over the reference timed just before and after it: {each}; the median, "
-        f"{_pct(median)}, is the target's figure (the machine's speed moves between pulls).",
+        f"{_pct1(median)}, is the target's figure (the machine's speed moves between pulls).",
         "",
     ]
 

@@ -346,7 +346,7 @@ def test_the_bulk_target_is_the_median_pull_over_the_reference_either_side_of_it
     assert composed["bulk_pull_ratios"] == pytest.approx([0.95, 1900 / 1500, 0.70])
     assert composed["targets"]["bulk_share_of_peak_ort"] == {"target": 0.9, "measured": 0.95, "met": True}
     markdown = render_markdown({**data, "composed": composed})
-    assert "just before and after it: 0.95, 1.27, 0.70; the median, 95 %, is the target's figure" in markdown
+    assert "after it: 0.95, 1.27, 0.70; the median, 95.0 %, is the target's figure" in markdown
 
 
 def test_the_bulk_reference_times_the_model_as_the_bulk_streams_run_it(monkeypatch) -> None:
