@@ -384,7 +384,7 @@ class Batcher:
         if not eligible:
             return []
         kind = eligible[0].kind
-        limit = self.settings.bulk_batch if kind is GraphKind.MAIN else self.settings.max_batch
+        limit = self.bulk_batch if kind is GraphKind.MAIN else self.settings.max_batch
         return self._fill(queue, [job for job in eligible if job.kind == kind], [], limit)
 
     def _take_batch(self) -> list[_Slice]:

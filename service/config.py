@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from contracts.buckets import batch_buckets
+from contracts.buckets import batch_buckets, powers_of_two
 
 CONTRACT_MIN_MAX_N = 1024  # the HTTP contract promises n up to at least this
 
@@ -339,11 +339,10 @@ class Settings(BaseSettings):
     @property
     def bulk_buckets(self) -> tuple[int, ...]:
         """Pad sizes above ``max_batch`` for the bulk-only streams' batches: doubling up to ``bulk_batch``."""
-        sizes, size = [], self.max_batch * 2
-        while size < self.bulk_batch:
-            sizes.append(size)
-            size *= 2
-        return (*sizes, self.bulk_batch) if self.bulk_batch > self.max_batch else ()
+        if self.bulk_batch == self.max_batch:
+            return ()
+        doublings = {self.max_batch * factor for factor in powers_of_two(self.bulk_batch // self.max_batch)}
+        return tuple(sorted((doublings - {self.max_batch}) | {self.bulk_batch}))
 
 
 def with_model_hints(settings: Settings, max_batch_hint: int | None) -> Settings:
