@@ -280,10 +280,11 @@ def levels(report: dict[str, Any]) -> list[str]:
         "",
         *_table(head, rows),
         "",
-        "Cores are averages over the window (1.0 = one core busy): *loop* is the server's main thread "
-        "(uvicorn's event loop), *other* its other threads (ONNX Runtime's pool, the encoding thread pool), "
-        "*other procs* everything on the machine besides this server and the load generator. *CPU ms/req* is "
-        "the server's CPU time per answer, steadier than req/s when other jobs take cores.",
+        "Cores are averages over the window (1.0 = one core busy): *loop* is the main thread of every "
+        "server process (uvicorn's event loop in each worker), *other* their other threads (ONNX Runtime's "
+        "pool, the encoding thread pool), *other procs* everything on the machine besides this server and "
+        "the load generator. *CPU ms/req* is the server's CPU time per answer, steadier than req/s when "
+        "other jobs take cores.",
         "",
     ]
 

@@ -17,12 +17,21 @@ class CpuReading:
     wall: float
     client: float  # this process's CPU seconds
     server: float  # the server process and its children
-    server_main: float  # the server's main thread: uvicorn's event loop
+    server_main: float  # every server process's main thread: uvicorn's event loop in each worker
     machine_busy: float  # all CPUs, everything but idle and iowait
 
 
 def _busy(times: Any) -> float:  # psutil's scputimes named tuple
     return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
+
+
+def _main_thread_seconds(process: psutil.Process) -> float:
+    """With GAN_WORKERS > 1 the event loops run in the workers (children), not in the supervisor."""
+    try:
+        main = [t for t in process.threads() if t.id == process.pid]
+    except psutil.NoSuchProcess:
+        return 0.0
+    return sum(t.user_time + t.system_time for t in main)
 
 
 class CpuMeter:
@@ -36,8 +45,7 @@ class CpuMeter:
                 for process in [self._server, *self._server.children(recursive=True)]:
                     times = process.cpu_times()
                     server += times.user + times.system
-                main = [t for t in self._server.threads() if t.id == self._server.pid]
-                server_main = sum(t.user_time + t.system_time for t in main)
+                    server_main += _main_thread_seconds(process)
             except psutil.NoSuchProcess:
                 pass
         own = psutil.Process().cpu_times()
