@@ -164,6 +164,7 @@ class Batcher:
         self._streams = 0
         self._bulk_skipped = 0  # batches taken, while bulk work waited, since the last that put bulk first
         self._in_flight = False  # a batch is in the first inference thread
+        self._interactive_at = time.monotonic()  # when the last interactive job arrived (or start-up)
         self._wakeup = asyncio.Event()
         self._bulk_wakeup = asyncio.Event()  # the further streams': set by bulk work only, not every request
         self._closing = False
@@ -281,6 +282,8 @@ class Batcher:
     # --- queue bookkeeping
 
     def _enqueue(self, job: _Job) -> None:
+        if job.lane is Lane.INTERACTIVE:
+            self._interactive_at = job.enqueued
         self._lanes[job.lane].append(job)
         self._count(job, job.n)
         self._wakeup.set()
@@ -388,8 +391,9 @@ class Batcher:
         return self._fill(queue, [job for job in eligible if job.kind == kind], [], limit)
 
     def _take_batch(self) -> list[_Slice]:
-        """Up to ``max_batch`` rows of one graph kind, each lane FIFO: interactive jobs first, then bulk; but
-        when bulk work has waited through ``bulk_min_share - 1`` batches since it last went first, bulk."""
+        """Up to ``max_batch`` rows (see ``_first_stream_limit``) of one graph kind, each lane FIFO:
+        interactive jobs first, then bulk; but when bulk work has waited through ``bulk_min_share - 1``
+        batches since it last went first, bulk."""
         order = (Lane.INTERACTIVE, Lane.BULK)
         if self._lanes[Lane.BULK]:
             if self._bulk_skipped + 1 >= self.settings.bulk_min_share:
@@ -400,11 +404,21 @@ class Batcher:
             self._bulk_skipped = 0
         heads = [lane[0] for lane in (self._lanes[order[0]], self._lanes[order[1]]) if lane]
         kind = heads[0].kind
+        limit = self._first_stream_limit(kind)
         batch: list[_Slice] = []
         for lane in order:
             queue = self._lanes[lane]
-            self._fill(queue, [job for job in queue if job.kind == kind], batch)
+            self._fill(queue, [job for job in queue if job.kind == kind], batch, limit)
         return batch
+
+    def _first_stream_limit(self, kind: GraphKind) -> int:
+        """``max_batch``; but ``bulk_batch`` when only bulk work of the main graph waits and no interactive
+        request arrived for ``bulk_first_stream_quiet_s``: then the first stream, too, runs the bulk-only
+        streams' larger batches."""
+        quiet = time.monotonic() - self._interactive_at >= self.settings.bulk_first_stream_quiet_s
+        if kind is GraphKind.MAIN and quiet and not self._lanes[Lane.INTERACTIVE]:
+            return self.bulk_batch
+        return self.settings.max_batch
 
     def _fill(
         self, queue: deque[_Job], jobs: list[_Job], batch: list[_Slice], limit: int | None = None

@@ -168,6 +168,18 @@ class Settings(BaseSettings):
             "larger): fewer, larger calls per bulk chunk; interactive batches stay at max_batch."
         ),
     )
+    bulk_first_stream_quiet_s: float = Field(
+        1.0,
+        ge=0,
+        le=86400,
+        description=(
+            "Seconds without an interactive request (or since start-up) after which the first inference "
+            "stream, too, takes bulk batches of up to bulk_max_batch rows (fewer hand-offs in a bulk-only "
+            "workload); an interactive request arriving then waits at most one such batch, and the first "
+            "stream's batches stay at max_batch until it has been quiet this long again. 0: whenever no "
+            "interactive work waits; 86400: in effect never."
+        ),
+    )
     bulk_inference_streams: int = Field(
         0,
         ge=0,

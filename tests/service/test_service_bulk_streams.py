@@ -4,6 +4,7 @@ really run at once on them, with the same bytes, and what stays on the first str
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from functools import partial
 from types import SimpleNamespace
@@ -157,3 +158,68 @@ def test_a_models_batch_hint_caps_the_bulk_batches_too_unless_set(given, expecte
     bulk streams' batches as well, where the operator set nothing."""
     hinted = with_model_hints(make_settings(**given), 16)
     assert (hinted.max_batch, hinted.bulk_batch) == expected
+
+
+def test_the_first_stream_takes_bulk_batches_of_bulk_max_batch_once_interactive_work_is_quiet():
+    """No interactive request (quiet window 0): both streams take 256 of a 600-row bulk job, leaving 88 (the
+    first stream alone at max_batch would have left 280); the bytes are those of one call on the job."""
+
+    async def scenario():
+        settings = make_settings(
+            max_batch=64, bulk_max_batch=256, bulk_inference_streams=2, bulk_first_stream_quiet_s=0
+        )
+        batcher, runtime = await start_batcher(settings)
+        runtime.gate.clear()
+        bulk = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(8, 600, 2), lane=Lane.BULK))
+        with contextlib.suppress(
+            TimeoutError
+        ):  # a first stream at max_batch leaves more: then the assert fails
+            async with asyncio.timeout(5):
+                while batcher._waiting[Lane.BULK] > 600 - 2 * 256:
+                    await asyncio.sleep(0.005)  # each stream took one batch (both held at the gate)
+        await asyncio.sleep(0.05)
+        waiting = batcher._waiting[Lane.BULK]
+        runtime.gate.set()
+        images = await bulk
+        await batcher.close()
+        return waiting, images, sorted(size for _, size, _ in runtime.calls)
+
+    waiting, images, sizes = asyncio.run(scenario())
+    assert waiting == 600 - 2 * 256
+    assert sizes[-2:] == [256, 256]
+    np.testing.assert_array_equal(images, Runtime(SPEC, make_settings()).run(GraphKind.MAIN, *job(8, 600, 2)))
+
+
+def test_the_first_stream_keeps_max_batch_while_interactive_work_is_recent_or_waiting():
+    async def scenario():
+        settings = make_settings(
+            max_batch=64, bulk_max_batch=256, bulk_inference_streams=2, bulk_first_stream_quiet_s=60
+        )
+        batcher, runtime = await start_batcher(settings)
+        limits = {"at start-up": batcher._first_stream_limit(GraphKind.MAIN)}
+        batcher._interactive_at -= 60  # start-up a minute ago, no interactive request since
+        limits["quiet"] = batcher._first_stream_limit(GraphKind.MAIN)
+        limits["another graph"] = batcher._first_stream_limit(GraphKind.ENCODER)
+        await batcher.generate(GraphKind.MAIN, *job(1, 1, 1))  # an interactive request
+        limits["just after an interactive request"] = batcher._first_stream_limit(GraphKind.MAIN)
+        batcher._interactive_at -= 60
+        runtime.entered.clear()
+        blocker = await hold_inference(batcher, runtime)  # holds the first stream, sets the time again
+        batcher._interactive_at -= 60
+        waiting = asyncio.create_task(batcher.generate(GraphKind.MAIN, *job(2, 1, 1)))
+        while not batcher._waiting[Lane.INTERACTIVE]:
+            await asyncio.sleep(0.005)
+        batcher._interactive_at -= 60
+        limits["interactive work waiting"] = batcher._first_stream_limit(GraphKind.MAIN)
+        runtime.gate.set()
+        await asyncio.gather(blocker, waiting)
+        await batcher.close()
+        return limits
+
+    assert asyncio.run(scenario()) == {
+        "at start-up": 64,
+        "quiet": 256,
+        "another graph": 64,
+        "just after an interactive request": 64,
+        "interactive work waiting": 64,
+    }
