@@ -165,7 +165,8 @@ class Settings(BaseSettings):
         le=4096,
         description=(
             "Most rows in a batch of the further inference streams, which run bulk work only (max_batch if "
-            "larger): fewer, larger calls per bulk chunk; interactive batches stay at max_batch."
+            "larger), and of the first once interactive work is quiet (bulk_first_stream_quiet_s): fewer, "
+            "larger calls per bulk chunk; interactive batches stay at max_batch."
         ),
     )
     bulk_first_stream_quiet_s: float = Field(

@@ -52,8 +52,9 @@ class ModelCard(BaseModel):
     )
     bulk_max_batch: int | None = Field(
         None,
-        description="Most images per inference call of bulk work on this worker's further streams; "
-        "max_batch without them (null while starting).",
+        description="Most images per inference call of bulk work on this worker's further streams, and on "
+        "its first once no interactive request has come for GAN_BULK_FIRST_STREAM_QUIET_S; max_batch without "
+        "further streams (null while starting).",
     )
 
 
