@@ -267,7 +267,8 @@ class Settings(BaseSettings):
         gt=0,
         le=1000,
         description="With `workers=auto`: CPU ms per single-image answer that holds the interpreter lock, as "
-        "gan-bench's balance line measures it on the serving host (default: the reference 2-core run).",
+        "gan-bench's balance line measures it on the serving host (default: the 2026-12-01 reference 2-core "
+        "run).",
     )
     worker_healthcheck_s: int = Field(
         30,
