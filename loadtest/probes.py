@@ -25,13 +25,12 @@ def _busy(times: Any) -> float:  # psutil's scputimes named tuple
     return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
 
 
-def _main_thread_seconds(process: psutil.Process) -> float:
-    """With GAN_WORKERS > 1 the event loops run in the workers (children), not in the supervisor."""
-    try:
-        main = [t for t in process.threads() if t.id == process.pid]
-    except psutil.NoSuchProcess:
-        return 0.0
-    return sum(t.user_time + t.system_time for t in main)
+def _seconds(process: psutil.Process) -> tuple[float, float]:
+    """The process's CPU seconds, and its main thread's: with GAN_WORKERS > 1 the event loops run in the
+    workers (children), not in the supervisor. Raises ``psutil.NoSuchProcess`` once it has exited."""
+    times = process.cpu_times()
+    main = [t for t in process.threads() if t.id == process.pid]
+    return times.user + times.system, sum(t.user_time + t.system_time for t in main)
 
 
 class CpuMeter:
@@ -42,12 +41,16 @@ class CpuMeter:
         server = server_main = 0.0
         if self._server is not None:
             try:
-                for process in [self._server, *self._server.children(recursive=True)]:
-                    times = process.cpu_times()
-                    server += times.user + times.system
-                    server_main += _main_thread_seconds(process)
+                processes = [self._server, *self._server.children(recursive=True)]
             except psutil.NoSuchProcess:
-                pass
+                processes = []
+            for process in processes:
+                try:
+                    total, main = _seconds(process)
+                except psutil.NoSuchProcess:  # exited meanwhile: counted in neither figure
+                    continue
+                server += total
+                server_main += main
         own = psutil.Process().cpu_times()
         return CpuReading(
             wall=time.monotonic(),

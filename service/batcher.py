@@ -1,19 +1,21 @@
 """Dynamic batching: the hop between the routes and the runtime.
 
 Requests become *jobs* (latents + conditions). Jobs wait in two FIFO lanes, interactive ahead of bulk, bounded
-in images. One loop on the event loop assembles batches of at most ``max_batch`` rows; a job larger than the
-room left is split across batches. Interactive work goes ahead of bulk, but while bulk work waits, at least
-one batch in every ``bulk_min_share`` takes bulk rows first (up to ``max_batch``, the room left going to
-interactive work), so a bulk stream progresses by at least ``max_batch`` images every ``bulk_min_share``
-batches however busy the interactive lane is. A job that arrives while the inference thread is idle runs at
-once; only jobs that arrived while a batch was running (the service is under load) wait, at most
-``max_wait_ms`` after the oldest of them arrived, for their batch to fill. A batch is padded to the next
+in images. One loop on the event loop assembles batches of at most ``max_batch`` rows (bulk ones: see below);
+a job larger than the room left is split across batches. Interactive work goes ahead of bulk, but while bulk
+work waits, at least one batch in every ``bulk_min_share`` takes bulk rows first (up to ``max_batch``, the
+room left going to interactive work), so a bulk stream progresses by at least ``max_batch`` images every
+``bulk_min_share`` batches however busy the interactive lane is. A job that arrives while the inference thread
+is idle runs at once; only jobs that arrived while a batch was running (the service is under load) wait, at
+most ``max_wait_ms`` after the oldest of them arrived, for their batch to fill. A batch is padded to the next
 bucket size (every bucket is warmed up before the service is ready) and runs on an inference thread, so the
 event loop stays free. Batches run one at a time on the first stream; bulk work may also run on further ones
 (``GAN_BULK_INFERENCE_STREAMS``, by default one per core a session's threads leave free), several bulk batches
 at once, which is how one bulk pull uses a machine whose cores one call cannot fill; their batches hold up to
-``GAN_BULK_MAX_BATCH`` rows (fewer hand-offs per bulk chunk; interactive latency is not at stake on them).
-Rows are sliced back into their jobs' outputs. A row's pixels do not depend on its neighbours (the runtime is
+``GAN_BULK_MAX_BATCH`` rows (fewer hand-offs per bulk chunk; interactive latency is not at stake on them), and
+so do the first stream's bulk batches once no interactive request has come for
+``GAN_BULK_FIRST_STREAM_QUIET_S`` (an interactive request then waits behind at most one of them). Rows are
+sliced back into their jobs' outputs. A row's pixels do not depend on its neighbours (the runtime is
 deterministic per row), so batching never changes results.
 
 The per-image work beside the model runs on the inference thread too, not on the event loop: a job may give

@@ -10,7 +10,8 @@ import psutil
 
 from loadtest.probes import CpuMeter, cpu_usage
 
-SPIN_SECONDS = 0.3
+SPIN_SECONDS = 0.5
+TICK_SLACK_S = 0.05  # /proc counts user and system time apart, each in whole 10 ms ticks
 WORKER = f"""
 import sys, time
 print("ready", flush=True)
@@ -41,8 +42,8 @@ def test_event_loop_share_counts_the_workers_main_threads() -> None:
         assert supervisor.stdout.readline().strip() == "spun"
         end = meter.read()
         main_seconds = end.server_main - start.server_main
-        assert main_seconds >= SPIN_SECONDS
-        assert end.server - start.server >= main_seconds - 1e-6
+        assert main_seconds >= SPIN_SECONDS - TICK_SLACK_S
+        assert end.server - start.server >= main_seconds - TICK_SLACK_S
         assert cpu_usage(start, end)["server_event_loop_cores"] > 0
     finally:
         for process in psutil.Process(supervisor.pid).children(recursive=True):
