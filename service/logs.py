@@ -10,10 +10,12 @@ import os
 import select
 import threading
 import time
+import traceback
 
 ACCESS_LOGGER = "service.access"
 ACCESS_FLUSH_S = 0.1  # most time an access line waits in its handler's buffer
 STDERR_FD = 2
+REPORT_MAX_CHARS = 2000  # of a failed flush's traceback: its line stays one write under PIPE_BUF
 
 
 class JsonFormatter(logging.Formatter):
@@ -88,8 +90,19 @@ class BatchedLineHandler(logging.Handler):
 
     def _flush_every(self, seconds: float) -> None:
         while not self._closed.wait(seconds):
-            with contextlib.suppress(OSError):  # stderr gone: the lines are dropped, the service goes on
+            try:
                 self.flush()
+            except OSError:  # stderr gone: the lines are dropped, the service goes on
+                pass
+            except Exception as exc:  # no bare traceback on a JSON stream, no thread that stops flushing
+                self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        """One JSON line, written at once, saying that a timed flush failed and why."""
+        error = "".join(traceback.format_exception(exc))[-REPORT_MAX_CHARS:]
+        entry = {"level": "error", "logger": __name__, "msg": "timed access-log flush failed", "exc": error}
+        with contextlib.suppress(OSError):
+            os.write(self._fd, (json.dumps(entry) + "\n").encode("utf-8", "backslashreplace"))
 
 
 def log_config(level: str) -> dict:

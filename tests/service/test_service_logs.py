@@ -3,6 +3,7 @@ bytes a write, none lost at exit, none waiting long; and through gan-serve with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,6 +88,32 @@ def test_a_line_waits_no_longer_than_the_timed_flush(pipe):
     assert json.loads(data)["i"] == 7
 
 
+def test_a_failing_timed_flush_is_one_json_line_and_the_flushing_goes_on(pipe, monkeypatch):
+    read_fd, write_fd = pipe
+    handler = BatchedLineHandler(write_fd, flush_s=0.01)
+    failures = iter([RuntimeError("boom")])
+
+    def write_once_failing() -> None:
+        with contextlib.suppress(StopIteration):
+            raise next(failures)
+        BatchedLineHandler._write(handler)
+
+    monkeypatch.setattr(handler, "_write", write_once_failing)
+    handler.setFormatter(JsonFormatter())
+    handler.handle(record(0))
+    deadline = time.monotonic() + LINE_WAIT_S
+    lines: list[dict] = []
+    while time.monotonic() < deadline and not any(line.get("logger") == ACCESS_LOGGER for line in lines):
+        time.sleep(0.01)
+        lines += [json.loads(line) for line in read_all(read_fd).splitlines()]
+    handler.close()
+    [report] = [line for line in lines if line["level"] == "error"]
+    assert report["msg"] == "timed access-log flush failed" and "RuntimeError: boom" in report["exc"]
+    assert [line["i"] for line in lines if line.get("logger") == ACCESS_LOGGER] == [
+        0
+    ]  # kept, written next time
+
+
 def test_only_the_access_log_is_batched():
     config = log_config("info")
     assert config["loggers"][ACCESS_LOGGER]["handlers"] == ["access"]
@@ -113,6 +140,9 @@ def test_two_workers_write_every_access_line_whole_by_shutdown():
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr[-2000:]
+    not_json = [line for line in stderr.splitlines() if not line.startswith("{")]
+    assert not not_json, stderr[stderr.index(not_json[0]) :][:4000]
     entries = [json.loads(line) for line in stderr.splitlines()]
+    assert not [e for e in entries if e["level"] == "error"], stderr[-4000:]
     logged = {e["request_id"] for e in entries if e["logger"] == ACCESS_LOGGER and e["path"] == "/generate"}
     assert logged == set(ids)
