@@ -57,9 +57,11 @@ class BatchedLineHandler(logging.Handler):
         self._fd = fd
         self._lines: list[bytes] = []
         self._size = 0
-        self._closed = threading.Event()
-        thread = threading.Thread(target=self._flush_every, args=(flush_s,), name="log-flush", daemon=True)
-        thread.start()
+        self._stopping = threading.Event()  # not ``_closed``: logging.Handler.close sets that to True
+        self.thread = threading.Thread(
+            target=self._flush_every, args=(flush_s,), name="log-flush", daemon=True
+        )
+        self.thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:  # under the handler's lock (Handler.handle)
         try:
@@ -77,7 +79,7 @@ class BatchedLineHandler(logging.Handler):
                 self._write()
 
     def close(self) -> None:
-        self._closed.set()
+        self._stopping.set()
         with contextlib.suppress(OSError):
             self.flush()
         super().close()
@@ -89,7 +91,7 @@ class BatchedLineHandler(logging.Handler):
             data = data[os.write(self._fd, data) :]
 
     def _flush_every(self, seconds: float) -> None:
-        while not self._closed.wait(seconds):
+        while not self._stopping.wait(seconds):
             try:
                 self.flush()
             except OSError:  # stderr gone: the lines are dropped, the service goes on
