@@ -389,8 +389,7 @@ class Batcher:
         if not eligible:
             return []
         kind = eligible[0].kind
-        limit = self.bulk_batch if kind is GraphKind.MAIN else self.settings.max_batch
-        return self._fill(queue, [job for job in eligible if job.kind == kind], [], limit)
+        return self._fill(queue, [job for job in eligible if job.kind == kind], [], self._bulk_limit(kind))
 
     def _take_batch(self) -> list[_Slice]:
         """Up to ``max_batch`` rows (see ``_first_stream_limit``) of one graph kind, each lane FIFO:
@@ -413,14 +412,17 @@ class Batcher:
             self._fill(queue, [job for job in queue if job.kind == kind], batch, limit)
         return batch
 
+    def _bulk_limit(self, kind: GraphKind) -> int:
+        """Most rows in a bulk batch of ``kind``: only the main graph has the larger, warmed-up sizes."""
+        return self.bulk_batch if kind is GraphKind.MAIN else self.settings.max_batch
+
     def _first_stream_limit(self, kind: GraphKind) -> int:
-        """``max_batch``; but ``bulk_batch`` when only bulk work of the main graph waits and no interactive
-        request arrived for ``bulk_first_stream_quiet_s``: then the first stream, too, runs the bulk-only
-        streams' larger batches."""
+        """``max_batch``; but the bulk limit when only bulk work waits and no interactive request arrived for
+        ``bulk_first_stream_quiet_s``: then the first stream, too, runs the bulk-only streams' batches."""
+        if self._lanes[Lane.INTERACTIVE]:
+            return self.settings.max_batch
         quiet = time.monotonic() - self._interactive_at >= self.settings.bulk_first_stream_quiet_s
-        if kind is GraphKind.MAIN and quiet and not self._lanes[Lane.INTERACTIVE]:
-            return self.bulk_batch
-        return self.settings.max_batch
+        return self._bulk_limit(kind) if quiet else self.settings.max_batch
 
     def _fill(
         self, queue: deque[_Job], jobs: list[_Job], batch: list[_Slice], limit: int | None = None
