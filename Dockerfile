@@ -11,11 +11,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 gan
 WORKDIR /app
 
-# dependencies, the contracts and the service package (constraints.txt pins the whole install; the base package has no torch)
-COPY pyproject.toml constraints.txt README.md ./
+# dependencies, the contracts and the service package (constraints.txt pins the whole install; the base package has no torch).
+# A C compiler is there for the install only, which builds contracts._normals (the seed contract's latents drawn
+# without the interpreter lock; setup.py): installed and purged in this one layer. The Python headers come with
+# python:3.11-slim; a base without them (Debian's python3) gets its libpython3.11-dev.
+COPY pyproject.toml setup.py constraints.txt README.md ./
 COPY contracts/ contracts/
 COPY service/ service/
-RUN pip install -c constraints.txt '.[cpu]' && rm -rf /root/.cache
+RUN headers=$(python -c 'import os, sysconfig; print(os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))') \
+    && build_deps="gcc libc6-dev binutils $([ "$headers" = True ] || echo libpython3.11-dev)" \
+    && apt-get update && apt-get install -y --no-install-recommends $build_deps \
+    && pip install -c constraints.txt '.[cpu]' \
+    && apt-get purge -y --auto-remove $build_deps && apt-get clean && rm -rf /var/lib/apt/lists/* /root/.cache \
+    && cd / && python -c 'from contracts import native_latents as n; assert n.AVAILABLE, n.UNAVAILABLE_BECAUSE'
 
 # the shipped default model (any model directory can be mounted over it and named by GAN_MODEL_DIR)
 COPY models/mnist-cdcgan/ models/mnist-cdcgan/

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from contracts import seed_sequence
+from contracts import native_latents, seed_sequence
 
 MAX_SEED = 2**32 - 1
 # from this many seeds, seeding their generators together (contracts.seed_sequence) is cheaper than one by
@@ -36,12 +36,16 @@ def latent_for_seed(seed: int, latent_dim: int) -> np.ndarray:
     return np.random.Generator(np.random.PCG64(seed)).standard_normal(latent_dim, dtype=np.float32)
 
 
-def latents_for_seeds(seeds: Iterable[int], latent_dim: int) -> np.ndarray:
-    seeds = [int(seed) for seed in seeds]
-    if len(seeds) >= VECTORISED_MIN_SEEDS:  # the same generators, their seeding hashed all at once
-        rows = [g.standard_normal(latent_dim, dtype=np.float32) for g in seed_sequence.generators(seeds)]
+def latents_for_seeds(seeds: Iterable[int] | np.ndarray, latent_dim: int) -> np.ndarray:
+    seeds = seeds if isinstance(seeds, np.ndarray) else np.asarray(list(seeds))
+    words = native_latents.one_word(seeds)
+    if words is not None:  # compiled, without the interpreter lock: the same values
+        return native_latents.standard_normal(words, latent_dim)
+    listed = [int(seed) for seed in seeds]
+    if len(listed) >= VECTORISED_MIN_SEEDS:  # the same generators, their seeding hashed all at once
+        rows = [g.standard_normal(latent_dim, dtype=np.float32) for g in seed_sequence.generators(listed)]
     else:
-        rows = [latent_for_seed(seed, latent_dim) for seed in seeds]
+        rows = [latent_for_seed(seed, latent_dim) for seed in listed]
     return np.stack(rows) if rows else np.zeros((0, latent_dim), dtype=np.float32)
 
 

@@ -94,9 +94,9 @@ class SeededLatents:
     def __len__(self) -> int:
         return self.n
 
-    def seeds(self, start: int, stop: int) -> range:
+    def seeds(self, start: int, stop: int) -> np.ndarray:
         """The seeds of rows ``start .. stop``."""
-        return range(self.seed + start, self.seed + stop)
+        return np.arange(self.seed + start, self.seed + stop, dtype=np.int64)
 
     def truncate(self, rows: np.ndarray) -> None:
         """Scale drawn rows in place (elementwise in float32, as contracts.latents.truncate)."""
@@ -478,7 +478,7 @@ class Batcher:
         z, condition = self._empty_batch(kind, size)
         seeded = [s for s in batch if isinstance(s.job.z, SeededLatents)]
         if seeded:  # every seeded row of the batch drawn in one go (their generators seeded together)
-            seeds = [seed for s in seeded for seed in s.job.z.seeds(s.start, s.stop)]
+            seeds = np.concatenate([s.job.z.seeds(s.start, s.stop) for s in seeded])
             drawn = latents_for_seeds(seeds, z.shape[1])
         taken = 0
         for s in batch:

@@ -1,12 +1,12 @@
-"""The seed contract holds on the fast path: generators seeded together draw exactly what ``PCG64(seed)``
-draws, for every kind of seed a request can carry."""
+"""The seed contract holds on NumPy's fast path: generators seeded together draw exactly what ``PCG64(seed)``
+draws, for every kind of seed a request can carry. (The compiled path: tests/test_native_latents.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from contracts import latents, seed_sequence
+from contracts import latents, native_latents, seed_sequence
 
 LATENT_DIM = 128
 RNG = np.random.default_rng(20261201)
@@ -42,8 +42,14 @@ def test_generators_draw_bit_identical_latents():
     np.testing.assert_array_equal(drawn.view(np.uint32), reference(SEEDS).view(np.uint32))
 
 
+@pytest.fixture
+def numpy_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latents drawn with NumPy as without the compiled module."""
+    monkeypatch.setattr(native_latents, "AVAILABLE", False)
+
+
 @pytest.mark.parametrize("n", [1, latents.VECTORISED_MIN_SEEDS - 1, latents.VECTORISED_MIN_SEEDS, 300])
-def test_request_latents_are_the_seed_contracts_on_both_paths(n):
+def test_request_latents_are_the_seed_contracts_on_both_numpy_paths(n, numpy_only):
     seed = latents.MAX_SEED - n + 1  # the highest seeds a request of n may use
     for start in (0, 77, seed):
         np.testing.assert_array_equal(

@@ -108,6 +108,9 @@ curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null
 echo "ready after ${SECONDS}s of the script"
 curl -sf -X POST -o "$WORK/7.png" "http://127.0.0.1:$PORT/generate?label=7"
 python3 -c "import struct, sys; d = open(sys.argv[1], 'rb').read(24); assert d[:8] == b'\x89PNG\r\n\x1a\n' and struct.unpack('>II', d[16:24]) == (28, 28), d; print('PNG 28x28')" "$WORK/7.png"
+sampler=$(curl -sf "http://127.0.0.1:$PORT/v1/models" | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["latent_sampler"])')
+[ "$sampler" = native ] || { echo "latents drawn by $sampler, not the compiled contracts._normals" >&2; exit 1; }
+echo "latent sampler: native"
 uid=$(podman exec "$NAME" id -u)
 [ "$uid" = 10001 ] || { echo "runs as uid $uid, not 10001" >&2; exit 1; }
 echo "runs as uid 10001"

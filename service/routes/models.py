@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from contracts import native_latents
 from service.routes.common import ServiceContext
 
 
@@ -32,6 +33,11 @@ class ModelCard(BaseModel):
         None,
         description="Bulk batches this worker runs at once, each on its own inference thread (null while "
         "starting).",
+    )
+    latent_sampler: str = Field(
+        description="What draws the seed contract's latents in this worker: `native` (the compiled "
+        "contracts._normals, without the interpreter lock) or `numpy` (the same values, slower; the install "
+        "found no C compiler, or the module disagreed with NumPy at start-up)."
     )
     max_n: int = Field(description="Most images per /generate request.")
     sampling: str = Field(
@@ -81,6 +87,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 providers=batcher.runtime.providers if batcher is not None else [],
                 intra_op_threads=batcher.runtime.intra_op_threads if batcher is not None else None,
                 bulk_inference_streams=batcher.streams if batcher is not None else None,
+                latent_sampler=native_latents.SAMPLER,
                 max_n=settings.max_n,
                 sampling=m.sampling,
                 latent_space=m.has_latent_space,

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 from service_support import MODEL_DIR, REPO_ROOT, make_settings, serve_in_process
 
+from contracts import native_latents
 from contracts.model_dir import ModelDirError
 from service.config import Settings
 from service.main import create_app
@@ -82,6 +83,28 @@ def test_models_lists_the_contract_fields(client):
     assert model["num_classes"] == manifest.num_classes and model["labels"] == manifest.labels
     assert model["latent_dim"] == manifest.latent_dim and model["image_shape"] == list(manifest.image_shape)
     assert model["sha256"] == manifest.sha256
+    assert model["latent_sampler"] == native_latents.SAMPLER
+
+
+def test_without_the_compiled_latents_the_service_says_so_and_serves_the_same_images(
+    client, monkeypatch, caplog
+):
+    """Where the install found no C compiler, NumPy draws the latents: the same bytes, said at start-up and
+    in /v1/models."""
+    from fastapi.testclient import TestClient
+
+    params = {"label": 3, "n": 20, "seed": 41, "format": "npy"}
+    native = client.post("/generate", params=params)
+    monkeypatch.setattr(native_latents, "AVAILABLE", False)
+    monkeypatch.setattr(native_latents, "SAMPLER", "numpy")
+    monkeypatch.setattr(native_latents, "UNAVAILABLE_BECAUSE", "not built (a test)")
+    app = create_app(make_settings())
+    with caplog.at_level(logging.WARNING, logger="service.main"), TestClient(app) as numpy_client:
+        [model] = numpy_client.get("/v1/models").json()
+        drawn = numpy_client.post("/generate", params=params)
+    assert model["latent_sampler"] == "numpy"
+    assert "latents drawn with NumPy, holding the interpreter lock: not built (a test)" in caplog.text
+    assert native.status_code == drawn.status_code == 200 and native.content == drawn.content
 
 
 def test_metrics_report_requests_batches_queue_and_images(client):

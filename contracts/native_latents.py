@@ -1,0 +1,59 @@
+"""The seed contract's latents drawn by the compiled ``contracts._normals``: about 1 µs a 128-dim row against
+3.4 µs with NumPy (``contracts.latents``' other path), and without holding the interpreter lock, so an
+inference thread drawing a bulk batch's latents does not stall the event loop or the other stream
+(reports/bench/NOTES.md).
+
+The module is optional: built by ``pip install`` where a C compiler is found (setup.py). At import its rows
+are compared with NumPy's own for a few seeds; if it is missing or differs (a NumPy release that changed its
+ziggurat), ``AVAILABLE`` is False, ``UNAVAILABLE_BECAUSE`` says why, and callers draw with NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+ONE_WORD_SEEDS = 1 << 32  # the module takes seeds below 2**32 (every request seed)
+# enough rows and normals that the ziggurat's rare paths (about 0.7 % of draws) are taken at import
+CHECK_SEEDS = (0, 1, 7, 12345, 2**31, ONE_WORD_SEEDS - 1)
+CHECK_DIM = 512
+
+try:
+    from contracts import _normals
+except ImportError as exc:
+    _normals = None
+    _import_error = f"contracts._normals is not built ({exc}): pip install found no C compiler"
+
+
+def _reference(seeds: tuple[int, ...], dim: int) -> np.ndarray:
+    return np.stack(
+        [np.random.Generator(np.random.PCG64(s)).standard_normal(dim, dtype=np.float32) for s in seeds]
+    )
+
+
+def _unavailable_because() -> str | None:
+    if _normals is None:
+        return _import_error
+    drawn = np.empty((len(CHECK_SEEDS), CHECK_DIM), dtype=np.float32)
+    _normals.standard_normal(np.array(CHECK_SEEDS, dtype=np.uint32), drawn, CHECK_DIM)
+    if not np.array_equal(drawn.view(np.uint32), _reference(CHECK_SEEDS, CHECK_DIM).view(np.uint32)):
+        return f"contracts._normals differs from NumPy {np.__version__}'s standard_normal"
+    return None
+
+
+UNAVAILABLE_BECAUSE = _unavailable_because()
+AVAILABLE = UNAVAILABLE_BECAUSE is None
+SAMPLER = "native" if AVAILABLE else "numpy"  # what draws the latents, as gan-serve reports it
+
+
+def one_word(seeds: np.ndarray) -> np.ndarray | None:
+    """``seeds`` as uint32 when the module is usable and all of them are below 2**32, else None."""
+    if not AVAILABLE or len(seeds) == 0 or seeds.min() < 0 or seeds.max() >= ONE_WORD_SEEDS:
+        return None
+    return seeds.astype(np.uint32)
+
+
+def standard_normal(seeds: np.ndarray, latent_dim: int) -> np.ndarray:
+    """Row i: ``Generator(PCG64(seeds[i])).standard_normal(latent_dim, dtype=float32)``; ``seeds`` uint32
+    (``one_word``'s result)."""
+    out = np.empty((len(seeds), latent_dim), dtype=np.float32)
+    _normals.standard_normal(np.ascontiguousarray(seeds, dtype=np.uint32), out, latent_dim)
+    return out
