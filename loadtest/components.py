@@ -55,6 +55,7 @@ class Generator:
         )
         self.spec = load_model_dir(model_dir, variant)
         self.runtime = Runtime(self.spec, settings)
+        self.runtime.call_max_rows = None  # raw ORT: every call the size asked for
         self.rng = np.random.default_rng(0)
 
     @property

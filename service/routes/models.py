@@ -58,9 +58,14 @@ class ModelCard(BaseModel):
     )
     bulk_max_batch: int | None = Field(
         None,
-        description="Most images per inference call of bulk work on this worker's further streams, and on "
-        "its first once no interactive request has come for GAN_BULK_FIRST_STREAM_QUIET_S; max_batch without "
-        "further streams (null while starting).",
+        description="Most images per batch of bulk work on this worker's further streams, and on its first "
+        "once no interactive request has come for GAN_BULK_FIRST_STREAM_QUIET_S; max_batch without further "
+        "streams (null while starting). A batch runs as calls of at most ort_call_max_rows.",
+    )
+    ort_call_max_rows: int | None = Field(
+        None,
+        description="Most images per ONNX Runtime call in this worker: a larger batch runs as several "
+        "calls in a row on its inference thread (null: no limit, or while starting).",
     )
 
 
@@ -93,6 +98,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 latent_space=m.has_latent_space,
                 max_batch=batcher.settings.max_batch if batcher is not None else None,
                 bulk_max_batch=batcher.bulk_batch if batcher is not None else None,
+                ort_call_max_rows=getattr(batcher.runtime, "call_max_rows", None)
+                if batcher is not None
+                else None,
             )
         ]
 

@@ -372,3 +372,23 @@ def test_the_bulk_reference_times_the_model_as_the_bulk_streams_run_it(monkeypat
     assert reference.label == "2 concurrent call(s) of 16 images, intra_op_threads=1"
     assert reference.measure() == 1.0 and timed == [16]
     assert benchmark.bulk_reference(args, None).label.startswith("2 concurrent call(s) of 8 images")
+
+
+def test_raw_ort_runs_every_call_the_size_asked_for():
+    """The bulk reference and the sweeps time raw calls: not the service's split into calls of max_batch."""
+    from pathlib import Path
+
+    from loadtest.components import Generator
+    from service.runtime import GraphKind
+
+    generator = Generator(Path(__file__).resolve().parents[2] / "models" / "mnist-cdcgan", "cpu", threads=1)
+    graph, session = generator.runtime._graphs[GraphKind.MAIN]
+    rows: list[int] = []
+
+    class Counting:
+        def run(self, outputs, feed):
+            rows.append(len(next(iter(feed.values()))))
+            return session.run(outputs, feed)
+
+    generator.runtime._graphs[GraphKind.MAIN] = (graph, Counting())
+    assert generator.run(256).shape[0] == 256 and rows == [256]

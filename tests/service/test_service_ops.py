@@ -84,6 +84,9 @@ def test_models_lists_the_contract_fields(client):
     assert model["latent_dim"] == manifest.latent_dim and model["image_shape"] == list(manifest.image_shape)
     assert model["sha256"] == manifest.sha256
     assert model["latent_sampler"] == native_latents.SAMPLER
+    assert (
+        model["ort_call_max_rows"] == model["max_batch"]
+    )  # on the CPU: larger batches in calls of max_batch
 
 
 def test_without_the_compiled_latents_the_service_says_so_and_serves_the_same_images(
