@@ -22,7 +22,7 @@ RUN headers=$(python -c 'import os, sysconfig; print(os.path.exists(sysconfig.ge
     && build_deps="gcc libc6-dev binutils $([ "$headers" = True ] || echo libpython3.11-dev)" \
     && apt-get update && apt-get install -y --no-install-recommends $build_deps \
     && pip install -c constraints.txt '.[cpu]' \
-    && apt-get purge -y --auto-remove $build_deps && apt-get clean && rm -rf /var/lib/apt/lists/* /root/.cache \
+    && apt-get purge -y --auto-remove $build_deps && apt-get clean && rm -rf /var/lib/apt/lists/* /root/.cache build *.egg-info \
     && cd / && python -c 'from contracts import native_latents as n; assert n.AVAILABLE, n.UNAVAILABLE_BECAUSE'
 
 # the shipped default model (any model directory can be mounted over it and named by GAN_MODEL_DIR)

@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "numpy/random/distributions.h"
 
@@ -101,16 +102,40 @@ static uint32_t pcg64_next32(void *st) {
 
 static double pcg64_next_double(void *st) { return (double)(pcg64_next64(st) >> 11) * (1.0 / 9007199254740992.0); }
 
+/* A C-contiguous buffer of 4-byte items of one of the struct codes in `codes` (NumPy writes uint32 as 'I' or
+   'L', float32 as 'f', maybe behind a byte-order character), or -1 with a TypeError naming `what`. */
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *codes, const char *what) {
+  int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+  if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+  const char *format = view->format ? view->format : "B";
+  size_t length = strlen(format);
+  char code = length ? format[length - 1] : 'B';
+  int native_order = length == 1 || (length == 2 && strchr("@=<", format[0]) != NULL);
+  if (view->itemsize != 4 || !native_order || strchr(codes, code) == NULL) {
+    PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous %s array, got format '%s'", what,
+                 writable ? "writable float32" : "uint32", format);
+    PyBuffer_Release(view);
+    return -1;
+  }
+  return 0;
+}
+
 static PyObject *standard_normal(PyObject *self, PyObject *args) {
+  PyObject *seeds_obj, *out_obj;
   Py_buffer seeds, out;
   Py_ssize_t dim;
-  if (!PyArg_ParseTuple(args, "y*w*n", &seeds, &out, &dim)) return NULL;
-  Py_ssize_t n = seeds.len / (Py_ssize_t)sizeof(uint32_t);
-  if (dim < 0 || seeds.len % (Py_ssize_t)sizeof(uint32_t) != 0 || !PyBuffer_IsContiguous(&seeds, 'C') ||
-      !PyBuffer_IsContiguous(&out, 'C') || out.len != n * dim * (Py_ssize_t)sizeof(float)) {
+  if (!PyArg_ParseTuple(args, "OOn", &seeds_obj, &out_obj, &dim)) return NULL;
+  if (get_buffer(seeds_obj, &seeds, 0, "IL", "seeds") < 0) return NULL;
+  if (get_buffer(out_obj, &out, 1, "f", "out") < 0) {
+    PyBuffer_Release(&seeds);
+    return NULL;
+  }
+  Py_ssize_t n = seeds.len / 4;
+  /* out holds n rows of dim floats (the product checked without overflowing) */
+  if (dim < 0 || (n > 0 && dim > PY_SSIZE_T_MAX / 4 / n) || out.len != n * dim * 4) {
     PyBuffer_Release(&seeds);
     PyBuffer_Release(&out);
-    PyErr_SetString(PyExc_ValueError, "seeds: contiguous uint32 [n]; out: contiguous float32 [n, dim]");
+    PyErr_SetString(PyExc_ValueError, "out must hold len(seeds) rows of dim floats");
     return NULL;
   }
   const uint32_t *seed = seeds.buf;

@@ -1,5 +1,5 @@
-"""Latent vectors: seed → latent, truncation, interpolation and averaging. NumPy only, shared by
-the service and its clients.
+"""Latent vectors: seed → latent, truncation, interpolation and averaging, shared by the service and its
+clients: NumPy, and the compiled ``contracts._normals`` where the install built it (the same values).
 
 The seed scheme is part of the API and portable: image ``i`` of a request with seed ``s`` uses the
 latent of seed ``s + i``, and the latent of one seed is
@@ -37,11 +37,12 @@ def latent_for_seed(seed: int, latent_dim: int) -> np.ndarray:
 
 
 def latents_for_seeds(seeds: Iterable[int] | np.ndarray, latent_dim: int) -> np.ndarray:
-    seeds = seeds if isinstance(seeds, np.ndarray) else np.asarray(list(seeds))
+    if not (isinstance(seeds, np.ndarray) and seeds.dtype.kind in "iu"):
+        seeds = [int(seed) for seed in seeds]  # exact for any integer; refuses what is not one
     words = native_latents.one_word(seeds)
     if words is not None:  # compiled, without the interpreter lock: the same values
         return native_latents.standard_normal(words, latent_dim)
-    listed = [int(seed) for seed in seeds]
+    listed = seeds if isinstance(seeds, list) else [int(seed) for seed in seeds]
     if len(listed) >= VECTORISED_MIN_SEEDS:  # the same generators, their seeding hashed all at once
         rows = [g.standard_normal(latent_dim, dtype=np.float32) for g in seed_sequence.generators(listed)]
     else:

@@ -23,7 +23,7 @@ except ImportError as exc:  # neither runtime extra is installed
     raise ImportError("ONNX Runtime is not installed: install gan-service[cpu] or gan-service[gpu]") from exc
 
 from contracts.model_dir import ModelDirError
-from service.config import Settings
+from service.config import Settings, with_model_hints
 from service.model_repo import Graph, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,10 @@ class Runtime:
         options.log_severity_level = 3
         main = self._session(spec.main, options)
         self.providers = main.get_providers()
-        self.call_max_rows = call_max_rows(settings, self.providers)
+        # the model's batch hint (an autoregressive model: small calls) bounds the calls, as it bounds batches
+        self.call_max_rows = call_max_rows(
+            with_model_hints(settings, spec.manifest.max_batch_hint), self.providers
+        )
         self._graphs: dict[GraphKind, tuple[Graph, ort.InferenceSession]] = {
             GraphKind.MAIN: (spec.main, main)
         }

@@ -62,11 +62,34 @@ def test_latents_for_seeds_takes_the_native_path_for_one_word_seeds_only(monkeyp
 
 
 @requires_native
-def test_wrong_buffers_are_refused():
-    with pytest.raises(ValueError, match="float32"):
-        native_latents._normals.standard_normal(np.zeros(3, np.uint32), np.zeros((2, 4), np.float32), 4)
-    with pytest.raises(TypeError):
-        native_latents._normals.standard_normal(np.zeros(3, np.uint32), b"\0" * 48, 4)  # read-only
+def test_wrong_buffers_are_refused_never_reinterpreted():
+    draw = native_latents._normals.standard_normal
+    seeds, out = np.zeros(3, np.uint32), np.zeros((3, 4), np.float32)
+    with pytest.raises(TypeError, match="seeds: expected a C-contiguous uint32 array, got format 'l'"):
+        draw(seeds.astype(np.int64), out, 4)
+    with pytest.raises(TypeError, match=r"seeds: .* got format '>I'"):
+        draw(seeds.astype(">u4"), out, 4)
+    with pytest.raises(
+        TypeError, match="out: expected a C-contiguous writable float32 array, got format 'd'"
+    ):
+        draw(seeds, np.zeros((3, 2), np.float64), 4)  # as many bytes as the right buffer
+    with pytest.raises(BufferError):
+        draw(seeds, bytes(48), 4)  # read-only
+    with pytest.raises(ValueError, match="len\\(seeds\\) rows of dim floats"):
+        draw(seeds, np.zeros((2, 4), np.float32), 4)
+    with pytest.raises(ValueError, match="rows of dim floats"):
+        draw(np.zeros(1, np.uint32), np.zeros(4, np.float32), 2**62 + 4)  # rows x dim overflows: no crash
+    with pytest.raises(TypeError, match="uint32"):
+        native_latents.standard_normal(np.array([-1, 5]), 4)  # never wrapped to 2**32 - 1
+
+
+def test_latents_for_seeds_is_exact_for_any_integers_and_refuses_the_rest():
+    mixed = [2**63 + 1, 5]  # as one array these would become float64 and lose the first seed's low bits
+    np.testing.assert_array_equal(latents.latents_for_seeds(mixed, 8), reference(mixed, 8))
+    np.testing.assert_array_equal(latents.latents_for_seeds(["5", "6"], 8), reference([5, 6], 8))
+    np.testing.assert_array_equal(latents.latents_for_seeds(np.array([3.0, 4.0]), 8), reference([3, 4], 8))
+    with pytest.raises(ValueError):
+        latents.latents_for_seeds([float("nan"), 1.0], 8)
 
 
 @requires_native

@@ -36,7 +36,16 @@ def test_models_says_autoregressive_without_a_latent_space(pclient):
     assert card["sampling"] == "autoregressive" and card["latent_space"] is False
     assert card["latent_dim"] == SIDE * SIDE and card["max_batch"] == SERVING_MAX_BATCH
     assert card["bulk_max_batch"] == SERVING_MAX_BATCH  # the hint caps the bulk streams' batches too
+    assert card["ort_call_max_rows"] == SERVING_MAX_BATCH  # and each ONNX Runtime call
     assert card["label_interpolation"] is False and card["conditional"] is True
+
+
+def test_the_hint_bounds_every_call_however_the_runtime_is_opened(pixelcnn_dirs):
+    """With one worker gan-serve serves the runtime its CLI opened, from settings the app had not yet given
+    the hint to: the runtime applies it itself."""
+    settings = make_settings(model_dir=pixelcnn_dirs[1], max_steps=16)
+    assert settings.max_batch > SERVING_MAX_BATCH
+    assert Runtime(load_model_dir(pixelcnn_dirs[1]), settings).call_max_rows == SERVING_MAX_BATCH
 
 
 def test_same_seed_same_bytes_and_the_graph_of_the_seeds_noise(pclient, pixelcnn_dirs):
