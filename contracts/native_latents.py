@@ -50,9 +50,13 @@ def one_word(seeds: np.ndarray | list[int]) -> np.ndarray | None:
     [0, 2**32), else None."""
     if not AVAILABLE or len(seeds) == 0:
         return None
-    if isinstance(seeds, np.ndarray) and seeds.dtype.kind not in "iu":
-        return None
-    if min(seeds) < 0 or max(seeds) >= ONE_WORD_SEEDS:
+    if isinstance(seeds, np.ndarray):
+        if seeds.dtype.kind not in "iu":
+            return None
+        low, high = seeds.min(), seeds.max()  # builtin min/max walk an array element by element
+    else:
+        low, high = min(seeds), max(seeds)
+    if low < 0 or high >= ONE_WORD_SEEDS:
         return None
     return np.asarray(seeds, dtype=np.uint32)
 
