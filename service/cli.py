@@ -33,7 +33,7 @@ try:
     from service.main import create_app, load_spec, open_runtime
     from service.runtime import InferenceRuntime, Runtime, StartupError, available_cores
     from service.server import ServerConfig, server_options
-    from service.workers import Supervisor, shared_metrics_dir
+    from service.workers import REUSE_PORT_AVAILABLE, Supervisor, bind_sockets, shared_metrics_dir
 except ImportError as exc:  # neither ONNX Runtime extra: service.runtime's message names them
     if "ONNX Runtime" not in str(exc):
         raise
@@ -147,6 +147,16 @@ def resolve_workers(settings: Settings) -> tuple[Settings, InferenceRuntime | No
     return chosen, probe
 
 
+def reuse_port(settings: Settings) -> bool:
+    """``GAN_REUSE_PORT``, unless this system has no ``SO_REUSEPORT`` (said once)."""
+    if settings.reuse_port and not REUSE_PORT_AVAILABLE:
+        logging.getLogger("service.workers").warning(
+            "GAN_REUSE_PORT: this system has no SO_REUSEPORT; the workers share one socket, and a burst of "
+            "new connections may land on one of them"
+        )
+    return settings.reuse_port and REUSE_PORT_AVAILABLE
+
+
 @contextlib.contextmanager
 def signals_end_cleanly() -> Iterator[None]:
     """uvicorn shuts down gracefully on SIGTERM/SIGINT and then raises the signal again for the handler it
@@ -205,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if settings.workers > 1:  # one /metrics over every worker (see service.workers)
             with shared_metrics_dir() as metrics_dir:
-                supervisor = Supervisor(config, sockets=[config.bind_socket()], metrics_dir=metrics_dir)
+                sockets = bind_sockets(config, settings.workers, reuse_port(settings))
+                supervisor = Supervisor(config, sockets, metrics_dir=metrics_dir)
                 supervisor.run()
             if supervisor.failed_to_start is not None:
                 return failed(f"worker {supervisor.failed_to_start} failed to start (its log above says why)")

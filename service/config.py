@@ -281,6 +281,13 @@ class Settings(BaseSettings):
         "gan-bench's balance line measures it on the serving host (default: the 2026-12-01 reference 2-core "
         "run).",
     )
+    reuse_port: bool = Field(
+        True,
+        description="With several workers, one listening socket each on the same port (SO_REUSEPORT): the "
+        "kernel spreads new connections evenly over the workers. False: one socket they share, where the "
+        "worker that wakes first accepts a whole burst of new connections (64 clients split 0/64 as often "
+        "as 31/33). Ignored, with a warning, where the system has no SO_REUSEPORT.",
+    )
     worker_healthcheck_s: int = Field(
         30,
         ge=1,

@@ -1,4 +1,17 @@
-"""Several uvicorn workers behind one ``/metrics``: prometheus-client's multiprocess mode.
+"""Several uvicorn workers: one listening socket each, and one ``/metrics`` over all of them.
+
+**Sockets.** uvicorn's workers share one listening socket, and whichever worker's event loop wakes first
+accepts every connection waiting: a burst of new keep-alive connections (a load generator's or a client
+pool's start) lands on one worker. gan-bench's 64 clients were split 0/64 or 1/63 between two workers as often
+as 31/33, and the lopsided runs answered ~25 % fewer requests (reports/bench/NOTES.md). With
+``GAN_REUSE_PORT`` (the default where the system has ``SO_REUSEPORT``), ``gan-serve`` binds one socket per
+worker on the same port and the kernel spreads new connections over them by a hash of their addresses. The
+supervisor holds every socket, so a worker that is replaced (crashed, hung, SIGHUP) finds its connections
+still queued in its socket; SIGTTIN binds one more, SIGTTOU closes the retired worker's (connections queued
+in it are reset). Before binding, the port is taken once without ``SO_REUSEPORT``, so that a port another
+server listens on is refused rather than shared with it.
+
+**Metrics.** prometheus-client's multiprocess mode.
 
 Each worker writes its metric values to files in one directory (``PROMETHEUS_MULTIPROC_DIR``) and whichever
 worker answers a scrape sums every worker's files. ``gan-serve`` makes that directory fresh and private for
@@ -13,12 +26,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import multiprocess
+from uvicorn.config import Config
 from uvicorn.main import STARTUP_FAILURE  # 3; also in uvicorn.config from later versions
 from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import Process
 
 from service.metrics import MULTIPROC_DIR_ENV
 
@@ -43,24 +59,158 @@ def shared_metrics_dir() -> Iterator[str]:
                 os.environ.pop(MULTIPROC_DIR_ENV, None)
 
 
+REUSE_PORT_AVAILABLE = hasattr(socket, "SO_REUSEPORT")
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn's Config.bind_socket
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def free_port_on(host: str, port: int) -> int:
+    """``port`` (a free one when 0) after binding it once without ``SO_REUSEPORT``: raises ``OSError`` when
+    another socket listens on it, even one with ``SO_REUSEPORT`` (which would otherwise share the port)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return probe.getsockname()[1]
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` sockets bound to ``host``:``port`` with ``SO_REUSEPORT`` (a free port when 0), one per
+    worker; raises ``OSError`` when the port is taken."""
+    if count < 1:
+        raise ValueError(f"need at least one socket, got {count}")
+    port = free_port_on(host, port)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(_reuse_port_socket(host, port))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def bind_sockets(config: Config, workers: int, reuse_port: bool) -> list[socket.socket]:
+    """Worker ``i``'s listening socket at index ``i``: its own (``listening_sockets``) or, without
+    ``reuse_port``, the one socket they share (uvicorn's own binding). Exits as uvicorn does when the port
+    cannot be bound."""
+    if not reuse_port:
+        return [config.bind_socket()] * workers
+    try:
+        sockets = listening_sockets(config.host, config.port, workers)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+        raise SystemExit(STARTUP_FAILURE) from exc
+    log.info(
+        "gan-serve listening on http://%s:%d: %d workers, one SO_REUSEPORT socket each",
+        config.host,
+        sockets[0].getsockname()[1],
+        workers,
+    )
+    return sockets
+
+
 class Supervisor(Multiprocess):
-    """uvicorn's worker supervisor; a worker that leaves the pool is marked dead in the metrics directory.
-    uvicorn stops every worker when one fails to start; ``failed_to_start`` then holds its pid, so that
+    """uvicorn's worker supervisor, with worker ``i`` on ``sockets[i]`` (see ``bind_sockets``) whenever it
+    is started or replaced; a worker that leaves the pool is marked dead in the metrics directory. uvicorn
+    stops every worker when one fails to start; ``failed_to_start`` then holds its pid, so that
     ``gan-serve`` can exit non-zero."""
 
-    def __init__(self, *args, metrics_dir: str, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: Config, sockets: Sequence[socket.socket], *, metrics_dir: str):
+        if len(sockets) != config.workers:
+            raise ValueError(f"one socket per worker: {len(sockets)} for {config.workers} workers")
+        super().__init__(config, list(sockets))
+        self.own_sockets = len({id(sock) for sock in sockets}) == len(sockets)  # else one, shared
         self.metrics_dir = metrics_dir
         self.failed_to_start: int | None = None
 
+    def _start(self, index: int) -> Process:
+        process = Process(self.config, [self.sockets[index]])
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        self.processes = [self._start(index) for index in range(self.processes_num)]
+
+    def restart_all(self) -> None:
+        """uvicorn's: each worker replaced by a new one on its socket, ready before the old one retires."""
+        for index, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self._start(index)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                if not self.should_exit.is_set():
+                    log.error("new worker [%s] not ready in time; keeping [%s]", new.pid, old.pid)
+                return
+            old.terminate()
+            old.join()
+            self.processes[index] = new
+
     def keep_subprocess_alive(self) -> None:  # replaces dead and hung workers
-        self._marking_departed(super().keep_subprocess_alive)
+        self._marking_departed(self._replace_departed)
         if self.failed_to_start is None and self.should_exit.is_set():
             failed = [p.pid for p in self.processes if p.exitcode == STARTUP_FAILURE]
             self.failed_to_start = failed[0] if failed else None
 
+    def _replace_departed(self) -> None:
+        """uvicorn's ``keep_subprocess_alive``, the replacement on the departed worker's socket."""
+        if self.should_exit.is_set():
+            return
+        for index, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung: killed; dead: a no-op
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:  # the app or the socket is broken: every restart would be
+                log.error("worker [%s] failed to start, stopping", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            log.info("worker [%s] died", process.pid)
+            self.processes[index] = self._start(index)
+
     def handle_signals(self) -> None:  # SIGHUP replaces every worker, SIGTTOU retires one
         self._marking_departed(super().handle_signals)
+
+    def handle_ttin(self) -> None:
+        """One more worker, on a socket of its own when the others have theirs."""
+        log.info("SIGTTIN: one more worker")
+        if self.own_sockets:
+            try:
+                self.sockets.append(_reuse_port_socket(self.config.host, self.sockets[0].getsockname()[1]))
+            except OSError as exc:
+                log.error("SIGTTIN: no socket for another worker: %s", exc)
+                return
+        else:
+            self.sockets.append(self.sockets[0])
+        self.processes_num += 1
+        self.processes.append(self._start(len(self.processes)))
+
+    def handle_ttou(self) -> None:
+        """One worker fewer; its own socket closed (connections still queued in it are reset)."""
+        super().handle_ttou()
+        if len(self.sockets) > self.processes_num:
+            retired = self.sockets.pop()
+            if self.own_sockets:
+                retired.close()
 
     def _marking_departed(self, step: Callable[[], None]) -> None:
         before = {process.pid for process in self.processes}

@@ -1,11 +1,14 @@
-"""`gan-serve` with two workers: one scrape of /metrics counts the work of both, a worker that dies keeps its
-counters but not its live gauges, and the private metrics directory is gone once the server stops."""
+"""`gan-serve` with two workers: each listens on a socket of its own, so a burst of new connections is spread
+over both; one scrape of /metrics counts the work of both, a worker that dies keeps its counters but not its
+live gauges, and the private metrics directory is gone once the server stops."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,12 +16,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
+import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from service_support import READY_TIMEOUT_S, REPO_ROOT, free_port, start_server, stop_server
 from test_service_live import raw_post
 from test_service_ops import metric_value
 
 from service.metrics import workers_ready
+from service.workers import REUSE_PORT_AVAILABLE, listening_sockets
+
+needs_reuse_port = pytest.mark.skipif(not REUSE_PORT_AVAILABLE, reason="no SO_REUSEPORT on this system")
+BURST = 64  # connections opened at once, as a load generator's clients or a client pool open them
+# each worker's share of the burst, at least: the kernel hashes connections over the sockets, binomially
+# (64 over two: 32 +- 4; fewer than 12 in one is 5 sigma off); one shared socket often gave one worker all
+FAIR_SHARE = 12
 
 ROUND = 8  # concurrent requests (each on its own connection, so the kernel spreads them over the workers)
 MAX_ROUNDS = 50
@@ -165,3 +177,155 @@ def test_a_ready_worker_answers_not_ready_while_another_warms_up(tmp_path, monke
     ctx.settings.workers = 2  # as many ready as GAN_WORKERS: ready
     assert readiness(ctx) == (True, "ready")
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+
+def accept_all(sockets: list[socket.socket], expected: int) -> list[int]:
+    """Connections accepted by each listening socket until ``expected`` are in."""
+    counts = [0] * len(sockets)
+    with selectors.DefaultSelector() as selector:
+        for index, sock in enumerate(sockets):
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ, index)
+        deadline = time.monotonic() + 30
+        while sum(counts) < expected and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=1):
+                connection, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                connection.close()
+                counts[key.data] += 1
+    return counts
+
+
+@needs_reuse_port
+def test_listening_sockets_spread_a_burst_of_connections_over_every_socket():
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    clients: list[socket.socket] = []
+    try:
+        port = sockets[0].getsockname()[1]
+        assert port != 0 and all(sock.getsockname()[1] == port for sock in sockets)
+        for sock in sockets:
+            sock.listen(BURST)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(BURST)]
+        counts = accept_all(sockets, BURST)
+        assert sum(counts) == BURST and min(counts) >= FAIR_SHARE, counts
+    finally:
+        for sock in sockets + clients:
+            sock.close()
+
+
+@needs_reuse_port
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "reuse_port"])
+def test_a_port_another_server_listens_on_is_refused_not_shared(reuse_port):
+    """Sockets with SO_REUSEPORT would share a port with any other such socket of the same user (another
+    gan-serve): the port is taken once without it first, so the second server fails as uvicorn's would."""
+    other = socket.socket()
+    try:
+        if reuse_port:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(OSError):
+            listening_sockets("127.0.0.1", other.getsockname()[1], 2)
+    finally:
+        other.close()
+    with pytest.raises(ValueError, match="at least one"):
+        listening_sockets("127.0.0.1", 0, 0)
+
+
+def listeners(pid: int, port: int) -> dict[int, tuple[int, int]]:
+    """pid -> (listening sockets, established connections) on ``port``, for ``pid`` and its children."""
+    found = {}
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            sockets = [c for c in process.net_connections("tcp") if c.laddr and c.laddr.port == port]
+        except psutil.NoSuchProcess:
+            continue
+        listening = sum(c.status == psutil.CONN_LISTEN for c in sockets)
+        if listening:
+            found[process.pid] = (listening, sum(c.status == psutil.CONN_ESTABLISHED for c in sockets))
+    return found
+
+
+def worker_connections(server: int, port: int) -> dict[int, int]:
+    """Established connections of each worker (each listening on the port: the supervisor holds them all)."""
+    return {pid: established for pid, (_, established) in listeners(server, port).items() if pid != server}
+
+
+async def open_burst(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` keep-alive connections opened at once, each answered once (so its worker has accepted it)."""
+
+    async def one() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        assert head.startswith("HTTP/1.1 200"), head
+        length = next(
+            line.split(":")[1] for line in head.split("\r\n") if line.lower().startswith("content-length")
+        )
+        await reader.readexactly(int(length))
+        return writer
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+@needs_reuse_port
+def test_each_worker_takes_its_share_of_a_burst_of_connections_and_keeps_its_socket(tmp_path, monkeypatch):
+    """Two workers, each on its own socket: 64 connections opened at once are spread over both. SIGTTIN
+    starts a third worker on a socket of its own, SIGTTOU retires it and closes that socket, SIGHUP replaces
+    both workers on their sockets."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    port = free_port()
+    process = start_server(port, workers=2, drain_s=0, max_batch=8)
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def workers_listening(count: int) -> Callable[[], bool]:
+        def check() -> bool:
+            found = listeners(process.pid, port)
+            ours = found.get(process.pid, (0, 0))[0]  # the supervisor holds one socket per worker
+            others = [pid for pid in found if pid != process.pid]
+            return ours == count and len(others) == count and all(found[pid][0] == 1 for pid in others)
+
+        return check
+
+    async def burst_spread() -> dict[int, int]:
+        writers = await open_burst(port, BURST)
+        try:
+            return worker_connections(process.pid, port)
+        finally:
+            for writer in writers:
+                writer.close()
+
+    try:
+        eventually(ready, READY_TIMEOUT_S, "ready")
+        eventually(
+            workers_listening(2), READY_TIMEOUT_S, "two workers, each listening on a socket of its own"
+        )
+        spread = asyncio.run(burst_spread())
+        assert len(spread) == 2 and min(spread.values()) >= FAIR_SHARE, spread
+
+        process.send_signal(signal.SIGTTIN)
+        eventually(workers_listening(3), READY_TIMEOUT_S, "a third worker on a third socket")
+        third = max(worker_connections(process.pid, port), key=lambda pid: psutil.Process(pid).create_time())
+        eventually(ready, READY_TIMEOUT_S, "ready")
+        process.send_signal(signal.SIGTTOU)
+        eventually(workers_listening(2), READY_TIMEOUT_S, "the third worker and its socket gone")
+        assert third not in worker_connections(process.pid, port)
+
+        before = set(worker_connections(process.pid, port))
+        process.send_signal(signal.SIGHUP)
+        eventually(
+            lambda: workers_listening(2)() and not before & set(worker_connections(process.pid, port)),
+            2 * READY_TIMEOUT_S,
+            "both workers replaced, on their sockets",
+        )
+        eventually(ready, READY_TIMEOUT_S, "ready")
+        spread = asyncio.run(burst_spread())
+        assert len(spread) == 2 and min(spread.values()) >= FAIR_SHARE, spread
+    finally:
+        stop_server(process)
+    assert process.returncode == 0
