@@ -112,7 +112,11 @@ class Settings(BaseSettings):
     )
     batch_buckets: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
-        description="Pad sizes of batches (comma-separated); empty: powers of two up to max_batch.",
+        description=(
+            "Pad sizes of batches (comma-separated), each warmed up at start; empty: powers of two up to "
+            "max_batch, batches padded to them on a GPU and run at their own size on the CPU (where a padded "
+            "row costs as much as a real one). Set, batches are padded on the CPU too."
+        ),
     )
     max_queue_images: int = Field(
         4096, ge=1, description="Queue bound in images (not requests); a request that does not fit gets 429."

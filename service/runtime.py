@@ -158,8 +158,6 @@ def call_max_rows(settings: Settings, providers: list[str]) -> int | None:
 
 
 class Runtime:
-    pads_batches = True
-
     def __init__(self, spec: ModelSpec, settings: Settings):
         self.spec = spec
         self.device = settings.device
@@ -175,6 +173,10 @@ class Runtime:
         options.log_severity_level = 3
         main = self._session(spec.main, options)
         self.providers = main.get_providers()
+        # on the CPU a padded row costs as much as a real one and a new batch shape needs no warm-up (a first
+        # call at 13 rows: 2.02 ms against 1.95 after): batches run at their own size there (at 64 clients,
+        # 14 % more req/s than padded to powers of two), unless GAN_BATCH_BUCKETS asks for pad sizes
+        self.pads_batches = self.providers[0] != CPU or bool(settings.batch_buckets)
         # the model's batch hint (an autoregressive model: small calls) bounds the calls, as it bounds batches
         self.call_max_rows = call_max_rows(
             with_model_hints(settings, spec.manifest.max_batch_hint), self.providers

@@ -89,11 +89,13 @@ def test_warm_up_runs_every_bucket_of_every_graph_before_ready(streams, bulk_siz
 
 @pytest.mark.parametrize(("pads", "expected"), [(True, [4, 8]), (False, [3, 5])])
 def test_batches_are_padded_to_a_bucket_only_for_a_runtime_that_pads(pads, expected):
-    """A local session gets its few warmed-up shapes; a remote backend (pads_batches False) gets the rows
-    alone, so no padding rows cross the network."""
+    """A GPU session gets its few warmed-up shapes; a CPU session or a remote backend (pads_batches False)
+    gets the rows alone: a padded row costs as much as a real one there, or crosses the network."""
 
     class Recording(GatedRuntime):
-        pads_batches = pads
+        def __init__(self, spec, settings):
+            super().__init__(spec, settings)
+            self.pads_batches = pads
 
     async def scenario():
         batcher, runtime = await start_batcher(make_settings(max_batch=32), Recording)
@@ -106,6 +108,11 @@ def test_batches_are_padded_to_a_bucket_only_for_a_runtime_that_pads(pads, expec
     assert sizes == expected and len(three) == 3 and len(five) == 5
     reference = Runtime(SPEC, make_settings())
     np.testing.assert_array_equal(five, reference.run(GraphKind.MAIN, *job(2, 5, 2)))
+
+
+def test_a_cpu_session_pads_batches_only_when_pad_sizes_are_set():
+    assert Runtime(SPEC, make_settings()).pads_batches is False
+    assert Runtime(SPEC, make_settings(batch_buckets=[8, 32])).pads_batches is True
 
 
 def test_seeded_latents_and_encoding_on_the_inference_thread_give_the_same_bytes():
@@ -177,7 +184,7 @@ def test_a_batch_of_many_seeded_jobs_draws_each_jobs_own_latents():
         return results[1:], runtime.calls
 
     (explicit, *seeded), calls = asyncio.run(scenario())
-    assert calls[1][1] == 64 and len(calls) == 2  # the 42 rows ran as one batch after the blocker
+    assert calls[1][1] == 42 and len(calls) == 2  # the 42 rows ran as one batch after the blocker
     reference = Runtime(SPEC, make_settings())
     np.testing.assert_array_equal(explicit, reference.run(GraphKind.MAIN, *job(5, 3, 2)))
     for i, images in enumerate(seeded):
@@ -187,7 +194,7 @@ def test_a_batch_of_many_seeded_jobs_draws_each_jobs_own_latents():
         np.testing.assert_array_equal(images, expected)
 
 
-def test_large_job_is_split_padded_and_identical_to_one_call():
+def test_large_job_is_split_and_identical_to_one_call():
     async def scenario():
         batcher, runtime = await started_batcher(max_batch=64, bulk_inference_streams=1)  # one call at a time
         z, labels = job(100, 150, 6)
@@ -196,7 +203,7 @@ def test_large_job_is_split_padded_and_identical_to_one_call():
         return images, runtime, z, labels
 
     images, runtime, z, labels = asyncio.run(scenario())
-    assert [size for _, size, _ in runtime.calls] == [64, 64, 32]  # 150 = 64 + 64 + 22, padded to 32
+    assert [size for _, size, _ in runtime.calls] == [64, 64, 22]  # 150 = 64 + 64 + 22 (the CPU: unpadded)
     np.testing.assert_array_equal(images, Runtime(SPEC, make_settings()).run(GraphKind.MAIN, z, labels))
 
 

@@ -116,9 +116,9 @@ def test_interactive_work_and_jobs_that_encode_stay_on_the_first_stream():
     assert [int(labels[0]) for _, _, labels in calls].count(4) == 1  # the plain bulk job in one batch
 
 
-def test_a_further_stream_takes_bulk_batches_up_to_bulk_max_batch_padded_to_its_sizes():
+def test_a_further_stream_takes_bulk_batches_up_to_bulk_max_batch():
     """With the first stream held, the further stream takes 256 rows of a 300-row bulk job in one batch (fewer
-    calls per chunk); the other 44 run padded to a bucket (64); the bytes are those of one call on the job."""
+    calls per chunk); the other 44 run as a batch of their own; the bytes are those of one call on the job."""
 
     async def scenario():
         settings = make_settings(max_batch=64, bulk_max_batch=256, bulk_inference_streams=2)
@@ -134,7 +134,7 @@ def test_a_further_stream_takes_bulk_batches_up_to_bulk_max_batch_padded_to_its_
         return images, [(size, int((labels == 6).sum())) for _, size, labels in runtime.calls]
 
     images, calls = asyncio.run(scenario())
-    assert sorted(call for call in calls if call[1]) == [(64, 44), (256, 256)]
+    assert sorted(call for call in calls if call[1]) == [(44, 44), (256, 256)]  # on the CPU: unpadded
     np.testing.assert_array_equal(images, Runtime(SPEC, make_settings()).run(GraphKind.MAIN, *job(5, 300, 6)))
 
 
@@ -186,7 +186,7 @@ def test_the_first_stream_takes_bulk_batches_of_bulk_max_batch_once_interactive_
 
     waiting, images, sizes = asyncio.run(scenario())
     assert waiting == 600 - 2 * 256
-    assert sizes == [128, 256, 256]  # the 88 left padded to 128; at max_batch the first stream runs 64s
+    assert sizes == [88, 256, 256]  # the 88 left (unpadded on the CPU); at max_batch: 64s
     np.testing.assert_array_equal(images, Runtime(SPEC, make_settings()).run(GraphKind.MAIN, *job(8, 600, 2)))
 
 
