@@ -184,7 +184,8 @@ def composed(report: dict[str, Any]) -> list[str]:
             _f(1000 * limit["model_s"], 3),
             _f(1000 * cpu["model_s"], 3),
             _pct(shares["model"]),
-            f"at the batch sizes formed ({histogram}): {_f(1000 * c['model_s_at_formed_batches'], 3)} ms",
+            f"at the batch sizes formed ({histogram}; each timed at its bucket's bound, which a batch on the "
+            f"CPU, unpadded, may be under): {_f(1000 * c['model_s_at_formed_batches'], 3)} ms",
         ],
         [
             "PNG encoding",

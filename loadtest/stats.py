@@ -130,7 +130,8 @@ def model_seconds_per_image(
     batches: Mapping[float, float], rows: float, seconds_per_batch: Mapping[int, float]
 ) -> float:
     """Inference seconds per delivered image: ``batches`` maps a batch's padded size (the upper bound of its
-    histogram bucket, which is the pad size when the buckets are the batcher's) to how many batches ran at
+    histogram bucket: the pad size when the batcher pads to those sizes, at most that on the CPU, where it
+    does not) to how many batches ran at
     it, ``rows`` is how many images they carried, ``seconds_per_batch`` the measured time of one call."""
     if rows <= 0:
         raise ValueError("no images were batched: nothing to compose")
