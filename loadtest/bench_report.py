@@ -180,7 +180,8 @@ def composed(report: dict[str, Any]) -> list[str]:
             f"{_f(fw['trivial_route']['rps'])} req/s at {c['concurrency']} clients",
         ],
         [
-            f"model (ORT {c.get('ort_reference', 'CPU')}, per image at batch {max_batch})",
+            f"model (ORT {c.get('model_reference') or c.get('ort_reference', 'CPU')}, per image at batch "
+            f"{max_batch})",
             _f(1000 * limit["model_s"], 3),
             _f(1000 * cpu["model_s"], 3),
             _pct(shares["model"]),
@@ -188,11 +189,11 @@ def composed(report: dict[str, Any]) -> list[str]:
             f"CPU, unpadded, may be under): {_f(1000 * c['model_s_at_formed_batches'], 3)} ms",
         ],
         [
-            "PNG encoding",
+            f"PNG encoding (one encode's time over {c.get('cores', 1)} cores)",
             _f(1000 * limit["png_s"], 3),
             _f(1000 * cpu["png_s"], 3),
             _pct(shares["png"]),
-            "service.encoding.png_response",
+            f"service.encoding.png_response, {_f(report['encoding']['png_ms_per_image'], 3)} ms an image",
         ],
         [
             "**sum → composed limit**",
@@ -205,6 +206,11 @@ def composed(report: dict[str, Any]) -> list[str]:
     healthz = fw.get("service_healthz", {})
     return [
         f"## Composed limit of single-image requests ({c['concurrency']} clients)",
+        "",
+        "Each part alone with every core on it, as the service runs it: the trivial route's ceiling under "
+        "the same load, the model in as many concurrent calls as the service's inference streams, PNG "
+        "encoding spread over the cores. *CPU ms per request* is the same parts in CPU time, one call or "
+        "encode at a time.",
         "",
         *_table(["part", "ms per request", "CPU ms per request", "share (ms)", "measured as"], rows),
         "",

@@ -105,7 +105,8 @@ def test_compose_uses_the_model_at_max_batch_and_the_service_thread_setting() ->
     data = report()
     composed = benchmark.compose(data, args)
     model_s = 0.004 / 8  # one batch of max_batch=8 takes 4 ms
-    expected = 1 / (1 / 2000 + model_s + 0.0001)  # framework + model + one PNG; latents are not in it
+    # framework + model + one PNG over the 2 cores; latents are not in it
+    expected = 1 / (1 / 2000 + model_s + 0.0001 / 2)
     assert composed["limit"]["model_s"] == pytest.approx(model_s)
     assert composed["model_s_at_formed_batches"] == pytest.approx((2 * 0.004 + 2 * 0.001) / 18)
     assert composed["limit"]["rps"] == pytest.approx(expected)
@@ -135,6 +136,10 @@ def test_with_several_bulk_streams_the_bulk_target_compares_with_as_many_concurr
         "images_per_s": {"8": 2500.0, "16": 3000.0},
     }
     composed = benchmark.compose(data, args)
+    # the limit's model part: every core on it as the service runs it, two concurrent calls at max_batch
+    assert composed["limit"]["model_s"] == pytest.approx(1 / 2500)
+    assert composed["limit"]["model_s"] < single["limit"]["model_s"]
+    assert composed["model_reference"] == "2 concurrent calls, intra_op_threads=1"
     assert composed["bulk_ort_peak_images_per_s"] == 3000.0
     assert composed["targets"]["bulk_share_of_peak_ort"]["measured"] == pytest.approx(1500 / 3000)
     assert composed["bulk_ort_reference"] == "2 concurrent calls, intra_op_threads=1"
