@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from service_support import READY_TIMEOUT_S, REPO_ROOT, free_port, start_server, stop_server
@@ -233,6 +232,7 @@ def test_a_port_another_server_listens_on_is_refused_not_shared(reuse_port):
 
 def listeners(pid: int, port: int) -> dict[int, tuple[int, int]]:
     """pid -> (listening sockets, established connections) on ``port``, for ``pid`` and its children."""
+    psutil = pytest.importorskip("psutil")  # the loadtest extra's, not the service's
     found = {}
     root = psutil.Process(pid)
     for process in [root, *root.children(recursive=True)]:
@@ -273,6 +273,7 @@ def test_each_worker_takes_its_share_of_a_burst_of_connections_and_keeps_its_soc
     """Two workers, each on its own socket: 64 connections opened at once are spread over both. SIGTTIN
     starts a third worker on a socket of its own, SIGTTOU retires it and closes that socket, SIGHUP replaces
     both workers on their sockets."""
+    psutil = pytest.importorskip("psutil")  # the loadtest extra's, not the service's
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     port = free_port()
     process = start_server(port, workers=2, drain_s=0, max_batch=8)
