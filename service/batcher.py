@@ -18,7 +18,14 @@ so do the first stream's bulk batches once no interactive request has come for
 sliced back into their jobs' outputs. A row's pixels do not depend on its neighbours (the runtime is
 deterministic per row), so batching never changes results.
 
-The per-image work beside the model runs on the inference thread too, not on the event loop: a job may give
+Where each worker has at most one core to itself (``GAN_INTERACTIVE_BATCHES=auto``, see
+``service.runtime.interactive_on_loop``), batches of interactive work only run on the event loop itself: an
+inference thread there would only take turns with the loop on that core, at the price of two hand-offs and a
+wait for the interpreter lock per batch. The loop then waits while the model runs, and the requests that came
+meanwhile are parsed, after one turn of the loop, as the next batch. Bulk work stays on threads.
+
+The per-image work beside the model runs on the inference thread too (or wherever the batch runs), not
+between the loop's requests: a job may give
 its latents as ``SeededLatents`` (drawn there, every seeded row of a batch at once, as it is assembled) and an
 ``encode`` function (run there on the job's images once its last rows are out, e.g. PNG encoding), so for a
 small request the loop only parses, queues and writes. (reports/bench/NOTES.md: the loop was the bottleneck,
@@ -48,7 +55,7 @@ import numpy as np
 from contracts.latents import latents_for_seeds
 from service.config import Settings
 from service.metrics import Metrics
-from service.runtime import GraphKind, Runtime, inference_streams
+from service.runtime import GraphKind, Runtime, inference_streams, interactive_on_loop
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +178,7 @@ class Batcher:
         self._bulk_wakeup = asyncio.Event()  # the further streams': set by bulk work only, not every request
         self._closing = False
         self.streams = inference_streams(settings, runtime)
+        self.on_loop = interactive_on_loop(settings, runtime)  # interactive-only batches on the event loop
         # the bulk-only streams' batches may be larger (fewer calls per chunk); only they use these sizes
         self._bulk_sizes = settings.bulk_buckets if self.streams > 1 else ()
         self.bulk_batch = settings.bulk_batch if self.streams > 1 else settings.max_batch
@@ -450,8 +458,12 @@ class Batcher:
         for s in batch:
             if s.job.started is None:
                 s.job.started = started
+        on_loop = self.on_loop and all(s.job.lane is Lane.INTERACTIVE for s in batch)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, size, batch)
+            if on_loop:
+                self._infer(size, batch)
+            else:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, size, batch)
         except Unavailable as exc:  # a remote backend down or saturated: said once where it changes state
             log.debug("a batch of %d not run: %s", rows, exc)
             for s in batch:
@@ -468,6 +480,8 @@ class Batcher:
         self.metrics.batch_seconds.observe(elapsed)
         for s in batch:
             self._deliver(s, elapsed)
+        if on_loop:  # let the loop write these answers and read what came meanwhile before the next batch
+            await asyncio.sleep(0)
 
     def _infer(self, size: int, batch: list[_Slice]) -> None:
         """On the inference thread: assemble the batch (drawing seeded latents), run it, copy each slice into

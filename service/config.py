@@ -196,6 +196,18 @@ class Settings(BaseSettings):
             "interactive work waits; 86400: in effect never."
         ),
     )
+    interactive_batches: Literal["auto", "loop", "thread"] = Field(
+        "auto",
+        description=(
+            "Where a worker runs its batches of interactive work only: `thread` (an inference thread; the "
+            "event loop goes on parsing and writing meanwhile), `loop` (on the event loop itself, with no "
+            "hand-off between threads; the loop waits while the model runs, and parses what arrived "
+            "meanwhile as the next batch), `auto`: `loop` where the worker has at most one core to itself "
+            "(a local CPU session of one thread, as many workers as cores or more), where a second thread "
+            "only competes with the loop for that core and for the interpreter lock; `thread` elsewhere "
+            "(a GPU, a remote backend, one worker on several cores). Bulk work always runs on threads."
+        ),
+    )
     bulk_inference_streams: int = Field(
         0,
         ge=0,
@@ -251,7 +263,7 @@ class Settings(BaseSettings):
         le=1024,
         description=(
             "Requests of at most this many images have their latents drawn and their answer encoded on the "
-            "inference thread beside their batch (the event loop only parses and writes); larger ones use a "
+            "inference thread beside their batch (or on the loop where batches run there); larger ones use a "
             "worker thread, so a big grid does not hold up the next batch."
         ),
     )

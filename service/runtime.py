@@ -133,6 +133,21 @@ def intra_op_threads(settings: Settings, cores: int | None = None) -> int:
     return max(1, cores // max(1, settings.workers))  # workers 0 (auto) is resolved by gan-serve
 
 
+def interactive_on_loop(settings: Settings, runtime: InferenceRuntime, cores: int | None = None) -> bool:
+    """Whether interactive batches run on the event loop (``GAN_INTERACTIVE_BATCHES``; auto: where the worker
+    has at most one core to itself, a local CPU session of one thread with ``workers >= cores``). There a
+    separate inference thread only takes turns with the loop on the same core, and each batch costs two
+    hand-offs and the wait for the interpreter lock: on the loop, 4,532-4,671 single-image req/s against
+    4,197-4,272 at 64 clients, 2,583-2,769 against 2,357-2,439 at 8, in alternating rounds on 2 cores
+    (reports/bench/NOTES.md)."""
+    if settings.interactive_batches != "auto":
+        return settings.interactive_batches == "loop"
+    if runtime.intra_op_threads != 1 or runtime.providers[0] != CPU:  # a remote backend, a GPU, a pool
+        return False
+    cores = cores if cores is not None else available_cores()
+    return max(1, settings.workers) >= cores  # workers 0 (auto) is resolved by gan-serve
+
+
 def inference_streams(settings: Settings, runtime: InferenceRuntime, cores: int | None = None) -> int:
     """Batches of bulk work one worker may run at once (``GAN_BULK_INFERENCE_STREAMS``; 0: every core busy
     with sessions of ``intra_op_threads`` on the CPU). One ORT session takes concurrent calls; for this

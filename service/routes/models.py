@@ -34,6 +34,12 @@ class ModelCard(BaseModel):
         description="Bulk batches this worker runs at once, each on its own inference thread (null while "
         "starting).",
     )
+    interactive_batches: str | None = Field(
+        None,
+        description="Where this worker runs its batches of interactive work: `loop` (on its event loop, no "
+        "hand-off; chosen where a worker has at most one core) or `thread` (an inference thread); null while "
+        "starting.",
+    )
     latent_sampler: str = Field(
         description="What draws the seed contract's latents in this worker: `native` (the compiled "
         "contracts._normals, without the interpreter lock) or `numpy` (the same values, slower; the install "
@@ -92,6 +98,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 providers=batcher.runtime.providers if batcher is not None else [],
                 intra_op_threads=batcher.runtime.intra_op_threads if batcher is not None else None,
                 bulk_inference_streams=batcher.streams if batcher is not None else None,
+                interactive_batches=None if batcher is None else ("loop" if batcher.on_loop else "thread"),
                 latent_sampler=native_latents.SAMPLER,
                 max_n=settings.max_n,
                 sampling=m.sampling,

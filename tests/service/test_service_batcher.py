@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,53 @@ def test_batches_are_padded_to_a_bucket_only_for_a_runtime_that_pads(pads, expec
     assert sizes == expected and len(three) == 3 and len(five) == 5
     reference = Runtime(SPEC, make_settings())
     np.testing.assert_array_equal(five, reference.run(GraphKind.MAIN, *job(2, 5, 2)))
+
+
+def test_on_the_loop_interactive_batches_run_there_bulk_on_threads_with_the_same_bytes():
+    """GAN_INTERACTIVE_BATCHES=loop: requests queued together run as one batch on the event loop's own thread
+    (no hand-off), answers encoded there; a bulk job's batches still run on an inference thread; every
+    answer is what one call on its own latents gives."""
+
+    class Recording(Runtime):
+        def __init__(self, spec, settings):
+            super().__init__(spec, settings)
+            self.warm = False
+            self.calls: list[tuple[int, str]] = []
+
+        def run(self, kind, z, condition):
+            if self.warm:
+                self.calls.append((len(z), threading.current_thread().name))
+            return super().run(kind, z, condition)
+
+    async def scenario():
+        settings = make_settings(max_batch=64, interactive_batches="loop", bulk_inference_streams=2)
+        batcher, runtime = await start_batcher(settings, Recording)
+        assert batcher.on_loop
+        seeded = [
+            batcher.generate(
+                GraphKind.MAIN,
+                SeededLatents(40 + i, 1, SPEC.latent_dim),
+                np.array([i % 10]),
+                encode=encoding.png_response,
+            )
+            for i in range(10)
+        ]
+        answers = await asyncio.gather(*seeded)  # all ten queued before the batcher's turn: one batch
+        bulk = await batcher.generate(GraphKind.MAIN, *job(3, 100, 4), lane=Lane.BULK)
+        await batcher.close()
+        return answers, bulk, runtime.calls
+
+    answers, bulk, calls = asyncio.run(scenario())
+    loop_thread = threading.current_thread().name  # asyncio.run's loop runs on this thread
+    assert calls[0] == (10, loop_thread)
+    assert calls[1:] and all(
+        name != loop_thread and name.startswith("gan-inference") for _, name in calls[1:]
+    )
+    reference = Runtime(SPEC, make_settings())
+    for i, answer in enumerate(answers):
+        z = latents.request_latents(40 + i, 1, SPEC.latent_dim)
+        assert answer == encoding.png_response(reference.run(GraphKind.MAIN, z, np.array([i % 10])))
+    np.testing.assert_array_equal(bulk, reference.run(GraphKind.MAIN, *job(3, 100, 4)))
 
 
 def test_a_cpu_session_pads_batches_only_when_pad_sizes_are_set():

@@ -16,7 +16,7 @@ from test_service_batcher import SPEC, hold_inference, job, start_batcher
 
 from service.batcher import Lane
 from service.config import with_model_hints
-from service.runtime import CPU, CUDA, GraphKind, Runtime, inference_streams
+from service.runtime import CPU, CUDA, GraphKind, Runtime, inference_streams, interactive_on_loop
 
 OVERLAP_TIMEOUT_S = 30.0  # how long a call waits for a second one: reached only when calls never overlap
 
@@ -41,6 +41,30 @@ def test_streams_fill_the_cores_with_sessions_of_the_chosen_threads(
     runtime = SimpleNamespace(intra_op_threads=threads, providers=[provider])
     settings = make_settings(bulk_inference_streams=setting)
     assert inference_streams(settings, runtime, cores=cores) == expected
+
+
+@pytest.mark.parametrize(
+    ("setting", "workers", "threads", "provider", "cores", "expected"),
+    [
+        ("auto", 2, 1, CPU, 2, True),  # this machine's shipped setup: a core per worker
+        ("auto", 16, 1, CPU, 16, True),
+        ("auto", 3, 1, CPU, 2, True),
+        ("auto", 1, 1, CPU, 1, True),
+        ("auto", 1, 1, CPU, 2, False),  # one worker on two cores: the loop and the model overlap
+        ("auto", 0, 1, CPU, 2, False),  # auto not yet resolved: one worker
+        ("auto", 2, 2, CPU, 2, False),  # an intra-op pool
+        ("auto", 2, None, CPU, 2, False),  # a remote backend
+        ("auto", 2, 1, CUDA, 2, False),
+        ("loop", 1, 4, CUDA, 16, True),  # the setting wins
+        ("thread", 2, 1, CPU, 2, False),
+    ],
+)
+def test_interactive_batches_run_on_the_loop_where_a_worker_has_at_most_one_core(
+    setting, workers, threads, provider, cores, expected
+):
+    runtime = SimpleNamespace(intra_op_threads=threads, providers=[provider])
+    settings = make_settings(interactive_batches=setting, workers=workers)
+    assert interactive_on_loop(settings, runtime, cores=cores) is expected
 
 
 class MeetsAnotherCall(Runtime):

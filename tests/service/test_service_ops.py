@@ -84,6 +84,7 @@ def test_models_lists_the_contract_fields(client):
     assert model["latent_dim"] == manifest.latent_dim and model["image_shape"] == list(manifest.image_shape)
     assert model["sha256"] == manifest.sha256
     assert model["latent_sampler"] == native_latents.SAMPLER
+    assert model["interactive_batches"] == "thread"  # as the tests' settings ask
     assert (
         model["ort_call_max_rows"] == model["max_batch"]
     )  # on the CPU: larger batches in calls of max_batch

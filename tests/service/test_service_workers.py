@@ -23,6 +23,7 @@ from test_service_live import raw_post
 from test_service_ops import metric_value
 
 from service.metrics import workers_ready
+from service.runtime import available_cores
 from service.workers import REUSE_PORT_AVAILABLE, listening_sockets
 
 needs_reuse_port = pytest.mark.skipif(not REUSE_PORT_AVAILABLE, reason="no SO_REUSEPORT on this system")
@@ -308,6 +309,9 @@ def test_each_worker_takes_its_share_of_a_burst_of_connections_and_keeps_its_soc
         )
         spread = asyncio.run(burst_spread())
         assert len(spread) == 2 and min(spread.values()) >= FAIR_SHARE, spread
+        # GAN_INTERACTIVE_BATCHES=auto: on the event loop where each worker has at most one core
+        [card] = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        assert card["interactive_batches"] == ("loop" if available_cores() <= 2 else "thread")
 
         process.send_signal(signal.SIGTTIN)
         eventually(workers_listening(3), READY_TIMEOUT_S, "a third worker on a third socket")
