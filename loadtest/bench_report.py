@@ -231,9 +231,9 @@ def composed(report: dict[str, Any]) -> list[str]:
         "rest is the service's own per-request work (event loop, thread hand-offs, latent sampling)",
         *balance(report["machine"]["cpu_count"], c["cpu"]["service_ms_per_request"], 1000 * cpu["model_s"]),
         f"- in-service inference time per image at this level: "
-        f"{_f(level['server']['inference_ms_per_image'], 3)} ms (measured by the batcher, under load, now "
-        "including latent sampling and encoding on the inference thread) vs "
-        f"{_f(1000 * limit['model_s'], 3)} ms alone",
+        f"{_f(level['server']['inference_ms_per_image'], 3)} ms (measured by the batcher, under load, "
+        "including latent sampling and encoding where the batch runs) vs "
+        f"{_f(1000 * cpu['model_s'], 3)} ms for one call at batch {max_batch} alone",
         "",
     ]
 
