@@ -137,8 +137,8 @@ def interactive_on_loop(settings: Settings, runtime: InferenceRuntime, cores: in
     """Whether interactive batches run on the event loop (``GAN_INTERACTIVE_BATCHES``; auto: where the worker
     has at most one core to itself, a local CPU session of one thread with ``workers >= cores``). There a
     separate inference thread only takes turns with the loop on the same core, and each batch costs two
-    hand-offs and the wait for the interpreter lock: on the loop, 4,532-4,671 single-image req/s against
-    4,197-4,272 at 64 clients, 2,583-2,769 against 2,357-2,439 at 8, in alternating rounds on 2 cores
+    hand-offs and the wait for the interpreter lock: on the loop, 4,491-4,681 single-image req/s against
+    4,247-4,295 at 64 clients, 2,583-2,769 against 2,357-2,439 at 8, in alternating rounds on 2 cores
     (reports/bench/NOTES.md)."""
     if settings.interactive_batches != "auto":
         return settings.interactive_batches == "loop"
