@@ -468,19 +468,18 @@ class Batcher:
             log.debug("a batch of %d not run: %s", rows, exc)
             for s in batch:
                 self._fail(s.job, exc)
-            return
         except Exception as exc:
             log.exception("inference failed for a batch of %d", rows)
             for s in batch:
                 self._fail(s.job, exc)
-            return
-        elapsed = time.monotonic() - started
-        self.metrics.batch_size.observe(rows)
-        self.metrics.batch_padding.inc(size - rows)
-        self.metrics.batch_seconds.observe(elapsed)
-        for s in batch:
-            self._deliver(s, elapsed)
-        if on_loop:  # let the loop write these answers and read what came meanwhile before the next batch
+        else:
+            elapsed = time.monotonic() - started
+            self.metrics.batch_size.observe(rows)
+            self.metrics.batch_padding.inc(size - rows)
+            self.metrics.batch_seconds.observe(elapsed)
+            for s in batch:
+                self._deliver(s, elapsed)
+        if on_loop:  # the loop writes these answers and reads what came meanwhile before the next batch
             await asyncio.sleep(0)
 
     def _infer(self, size: int, batch: list[_Slice]) -> None:

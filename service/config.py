@@ -205,7 +205,8 @@ class Settings(BaseSettings):
             "meanwhile as the next batch), `auto`: `loop` where the worker has at most one core to itself "
             "(a local CPU session of one thread, as many workers as cores or more), where a second thread "
             "only competes with the loop for that core and for the interpreter lock; `thread` elsewhere "
-            "(a GPU, a remote backend, one worker on several cores). Bulk work always runs on threads."
+            "(a GPU, a remote backend, one worker on several cores). Decided at start-up (SIGTTIN/SIGTTOU "
+            "do not change it); `loop` is refused with GAN_INFERENCE_URL. Bulk work always runs on threads."
         ),
     )
     bulk_inference_streams: int = Field(
@@ -365,6 +366,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_queue_images ({self.max_queue_images}) must be >= max_n ({self.max_n}) and max_steps "
                 f"({self.max_steps}), or such requests could never be queued"
+            )
+        if self.interactive_batches == "loop" and self.inference_url:
+            raise ValueError(
+                "interactive_batches=loop with an inference_url would block the event loop on every network "
+                "call to the backend: use thread or auto"
             )
         if any(size < 1 or size > self.max_batch for size in self.batch_buckets):
             raise ValueError(

@@ -7,9 +7,11 @@ as 31/33, and the lopsided runs answered ~25 % fewer requests (reports/bench/NOT
 ``GAN_REUSE_PORT`` (the default where the system has ``SO_REUSEPORT``), ``gan-serve`` binds one socket per
 worker on the same port and the kernel spreads new connections over them by a hash of their addresses. The
 supervisor holds every socket, so a worker that is replaced (crashed, hung, SIGHUP) finds its connections
-still queued in its socket; SIGTTIN binds one more, SIGTTOU closes the retired worker's (connections queued
-in it are reset). Before binding, the port is taken once without ``SO_REUSEPORT``, so that a port another
-server listens on is refused rather than shared with it.
+still queued in its socket (but while it restarts, or while its event loop is stuck in a process that still
+answers the supervisor's health check, the ~1/n of new connections the kernel gives its socket wait for it
+instead of going to another worker); SIGTTIN binds one more, SIGTTOU closes the retired worker's (connections
+queued in it when it stops are reset). Before binding, the port is taken once without ``SO_REUSEPORT``, so
+that a port another server listens on is refused rather than shared with it.
 
 **Metrics.** prometheus-client's multiprocess mode.
 
@@ -116,11 +118,10 @@ def bind_sockets(config: Config, workers: int, reuse_port: bool) -> list[socket.
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         raise SystemExit(STARTUP_FAILURE) from exc
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    port = sockets[0].getsockname()[1]
     log.info(
-        "gan-serve listening on http://%s:%d: %d workers, one SO_REUSEPORT socket each",
-        config.host,
-        sockets[0].getsockname()[1],
-        workers,
+        "gan-serve listening on http://%s:%d: %d workers, one SO_REUSEPORT socket each", host, port, workers
     )
     return sockets
 
@@ -205,12 +206,21 @@ class Supervisor(Multiprocess):
         self.processes.append(self._start(len(self.processes)))
 
     def handle_ttou(self) -> None:
-        """One worker fewer; its own socket closed (connections still queued in it are reset)."""
-        super().handle_ttou()
-        if len(self.sockets) > self.processes_num:
-            retired = self.sockets.pop()
-            if self.own_sockets:
-                retired.close()
+        """One worker fewer (uvicorn's), its own socket closed here first: from then on only the retiring
+        worker's copy keeps it open, so the kernel stops sending it new connections once that worker stops
+        listening, and only what is queued at that moment is reset (kept open here until the worker has
+        gone, it would take ~1/n of new connections throughout the worker's drain, all of them reset)."""
+        log.info("SIGTTOU: one worker fewer")
+        if self.processes_num <= 1:
+            log.info("SIGTTOU: one worker left, kept")
+            return
+        self.processes_num -= 1
+        retired = self.sockets.pop()
+        if self.own_sockets:
+            retired.close()
+        process = self.processes.pop()
+        process.terminate()
+        process.join()
 
     def _marking_departed(self, step: Callable[[], None]) -> None:
         before = {process.pid for process in self.processes}

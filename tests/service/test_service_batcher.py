@@ -158,6 +158,31 @@ def test_on_the_loop_interactive_batches_run_there_bulk_on_threads_with_the_same
     np.testing.assert_array_equal(bulk, reference.run(GraphKind.MAIN, *job(3, 100, 4)))
 
 
+def test_a_batch_that_fails_on_the_loop_fails_its_jobs_and_the_next_batch_runs():
+    class FailsOnce(Runtime):
+        def __init__(self, spec, settings):
+            super().__init__(spec, settings)
+            self.warm = False
+            self.failures = 1
+
+        def run(self, kind, z, condition):
+            if self.warm and self.failures:
+                self.failures -= 1
+                raise RuntimeError("the model failed")
+            return super().run(kind, z, condition)
+
+    async def scenario():
+        batcher, _ = await start_batcher(make_settings(interactive_batches="loop"), FailsOnce)
+        with pytest.raises(RuntimeError, match="the model failed"):
+            await batcher.generate(GraphKind.MAIN, *job(1, 2, 3))
+        images = await batcher.generate(GraphKind.MAIN, *job(2, 3, 4))
+        await batcher.close()
+        return images
+
+    images = asyncio.run(scenario())
+    np.testing.assert_array_equal(images, Runtime(SPEC, make_settings()).run(GraphKind.MAIN, *job(2, 3, 4)))
+
+
 def test_a_cpu_session_pads_batches_only_when_pad_sizes_are_set():
     assert Runtime(SPEC, make_settings()).pads_batches is False
     assert Runtime(SPEC, make_settings(batch_buckets=[8, 32])).pads_batches is True

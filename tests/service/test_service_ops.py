@@ -226,6 +226,8 @@ def test_settings_from_environment(monkeypatch):
         {"batch_buckets": "128", "max_batch": 64},
         {"max_batch": 0},
         {"device": "tpu"},
+        {"interactive_batches": "loop", "inference_url": "http://triton:8000"},  # a blocked loop per call
+        {"interactive_batches": "sometimes"},
     ],
 )
 def test_inconsistent_settings_are_refused(overrides):
