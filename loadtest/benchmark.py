@@ -283,17 +283,20 @@ def reference_sweep(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return report["ort"]["cpu"][threads], f"CPU, intra_op_threads={threads}"
 
 
+def streams_label(streams: dict[str, Any]) -> str:
+    """How the concurrent-calls reference (``cpu_streams``) ran."""
+    return f"{streams['streams']} concurrent calls, intra_op_threads={streams['intra_op_threads']}"
+
+
 def model_on_every_core(
-    report: dict[str, Any], max_batch: int, seconds_per_batch: dict[int, float]
+    report: dict[str, Any], max_batch: int, seconds_per_batch: dict[int, float], reference: str
 ) -> tuple[float, str]:
     """The model's seconds per image at ``max_batch`` with every core on it, as the service runs it: on the
     CPU, as many concurrent calls as its inference streams (``cpu_streams``, at its thread setting); else
-    (one stream, a GPU) one call at a time."""
+    (one stream, a GPU) one call at a time, as the ``reference`` sweep timed it."""
     streams = report["ort"].get("cpu_streams")
     if streams and not on_gpu(report) and str(max_batch) in streams["images_per_s"]:
-        label = f"{streams['streams']} concurrent calls, intra_op_threads={streams['intra_op_threads']}"
-        return 1.0 / streams["images_per_s"][str(max_batch)], label
-    _, reference = reference_sweep(report)
+        return 1.0 / streams["images_per_s"][str(max_batch)], streams_label(streams)
     return seconds_per_batch[max_batch] / max_batch, reference
 
 
@@ -372,7 +375,7 @@ def compose(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     histogram = {float(k): v for k, v in level["server"]["batch_histogram"].items()}
     formed_s = stats.model_seconds_per_image(histogram, level["server"]["batched_images"], seconds_per_batch)
     cores = report["machine"].get("available_cores") or report["machine"]["cpu_count"]
-    model_s, model_reference = model_on_every_core(report, args.max_batch, seconds_per_batch)
+    model_s, model_reference = model_on_every_core(report, args.max_batch, seconds_per_batch, reference)
     limit = stats.composed_limit(
         report["framework"]["trivial_route"]["rps"],
         model_s,
@@ -442,8 +445,7 @@ def bulk_reference_peak(report: dict[str, Any], peak_ort: float, reference: str)
         return statistics.median(between["images_per_s"]), label
     streams = report["ort"].get("cpu_streams")
     if streams and not on_gpu(report):
-        label = f"{streams['streams']} concurrent calls, intra_op_threads={streams['intra_op_threads']}"
-        return max(streams["images_per_s"].values()), label
+        return max(streams["images_per_s"].values()), streams_label(streams)
     return peak_ort, reference
 
 

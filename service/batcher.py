@@ -8,8 +8,9 @@ room left going to interactive work), so a bulk stream progresses by at least ``
 ``bulk_min_share`` batches however busy the interactive lane is. A job that arrives while the inference thread
 is idle runs at once; only jobs that arrived while a batch was running (the service is under load) wait, at
 most ``max_wait_ms`` after the oldest of them arrived, for their batch to fill. A batch is padded to the next
-bucket size (every bucket is warmed up before the service is ready) and runs on an inference thread, so the
-event loop stays free. Batches run one at a time on the first stream; bulk work may also run on further ones
+bucket size where the runtime pads (a GPU session; every bucket is warmed up before the service is ready) and
+runs on an inference thread, so the event loop stays free (but see below for interactive batches where a
+worker has one core). Batches run one at a time on the first stream; bulk work may also run on further ones
 (``GAN_BULK_INFERENCE_STREAMS``, by default one per core a session's threads leave free), several bulk batches
 at once, which is how one bulk pull uses a machine whose cores one call cannot fill; their batches hold up to
 ``GAN_BULK_MAX_BATCH`` rows (fewer hand-offs per bulk chunk; interactive latency is not at stake on them), and
@@ -483,10 +484,10 @@ class Batcher:
             await asyncio.sleep(0)
 
     def _infer(self, size: int, batch: list[_Slice]) -> None:
-        """On the inference thread: assemble the batch (drawing seeded latents), run it, copy each slice into
-        its job's output, and encode every job whose last rows these were. The first stream's batches run one
-        after another, and only that stream takes jobs that encode, so a job's earlier rows are in its output
-        when its last slice arrives."""
+        """On an inference thread (or the loop): assemble the batch (drawing seeded latents), run it, copy
+        each slice into its job's output, and encode every job whose last rows these were. The first stream's
+        batches run one after another, and only that stream takes jobs that encode, so a job's earlier rows
+        are in its output when its last slice arrives."""
         kind = batch[0].job.kind
         z, condition = self._empty_batch(kind, size)
         seeded = [s for s in batch if isinstance(s.job.z, SeededLatents)]
