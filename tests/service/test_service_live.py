@@ -87,13 +87,18 @@ async def raw_post(host: str, port: int, target: str) -> tuple[int, dict[str, st
     try:
         request = f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         writer.write(request.encode())
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        headers = dict(line.split(": ", 1) for line in head[1:] if line)
-        headers = {k.lower(): v for k, v in headers.items()}
-        await reader.readexactly(int(headers["content-length"]))
-        return int(head[0].split()[1]), headers
+        return await read_answer(reader)
     finally:
         writer.close()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """One HTTP/1.1 answer with a Content-Length read off ``reader``: its status and (lower-cased) headers."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:] if line)
+    headers = {k.lower(): v for k, v in headers.items()}
+    await reader.readexactly(int(headers["content-length"]))
+    return int(head[0].split()[1]), headers
 
 
 def test_burst_every_request_answered_once_and_metrics_agree(live_server):

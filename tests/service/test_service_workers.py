@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
-from service_support import READY_TIMEOUT_S, REPO_ROOT, free_port, start_server, stop_server
-from test_service_live import raw_post
+from service_support import READY_TIMEOUT_S, REPO_ROOT, free_port, start_server, stop_server, wait_ready
+from test_service_live import raw_post, read_answer
 from test_service_ops import metric_value
 
 from service.metrics import workers_ready
@@ -258,12 +258,8 @@ async def open_burst(port: int, count: int) -> list[asyncio.StreamWriter]:
     async def one() -> asyncio.StreamWriter:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        assert head.startswith("HTTP/1.1 200"), head
-        length = next(
-            line.split(":")[1] for line in head.split("\r\n") if line.lower().startswith("content-length")
-        )
-        await reader.readexactly(int(length))
+        status, headers = await read_answer(reader)
+        assert status == 200, headers
         return writer
 
     return await asyncio.gather(*(one() for _ in range(count)))
@@ -279,11 +275,7 @@ def test_each_worker_takes_its_share_of_a_burst_of_connections_and_keeps_its_soc
     port = free_port()
     process = start_server(port, workers=2, drain_s=0, max_batch=8)
 
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-        except httpx.TransportError:
-            return False
+    url = f"http://127.0.0.1:{port}"
 
     def workers_listening(count: int) -> Callable[[], bool]:
         def check() -> bool:
@@ -303,20 +295,20 @@ def test_each_worker_takes_its_share_of_a_burst_of_connections_and_keeps_its_soc
                 writer.close()
 
     try:
-        eventually(ready, READY_TIMEOUT_S, "ready")
+        wait_ready(lambda path: httpx.get(url + path))
         eventually(
             workers_listening(2), READY_TIMEOUT_S, "two workers, each listening on a socket of its own"
         )
         spread = asyncio.run(burst_spread())
         assert len(spread) == 2 and min(spread.values()) >= FAIR_SHARE, spread
         # GAN_INTERACTIVE_BATCHES=auto: on the event loop where each worker has at most one core
-        [card] = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        [card] = httpx.get(url + "/v1/models").json()
         assert card["interactive_batches"] == ("loop" if available_cores() <= 2 else "thread")
 
         process.send_signal(signal.SIGTTIN)
         eventually(workers_listening(3), READY_TIMEOUT_S, "a third worker on a third socket")
         third = max(worker_connections(process.pid, port), key=lambda pid: psutil.Process(pid).create_time())
-        eventually(ready, READY_TIMEOUT_S, "ready")
+        wait_ready(lambda path: httpx.get(url + path))
         process.send_signal(signal.SIGTTOU)
         eventually(workers_listening(2), READY_TIMEOUT_S, "the third worker and its socket gone")
         assert third not in worker_connections(process.pid, port)
@@ -328,7 +320,7 @@ def test_each_worker_takes_its_share_of_a_burst_of_connections_and_keeps_its_soc
             2 * READY_TIMEOUT_S,
             "both workers replaced, on their sockets",
         )
-        eventually(ready, READY_TIMEOUT_S, "ready")
+        wait_ready(lambda path: httpx.get(url + path))
         spread = asyncio.run(burst_spread())
         assert len(spread) == 2 and min(spread.values()) >= FAIR_SHARE, spread
     finally:
