@@ -311,7 +311,8 @@ class Settings(BaseSettings):
         le=3600,
         description="With several workers, most seconds a worker may take to answer its supervisor's "
         "health check, start-up included, before it is replaced (uvicorn's own 5 s replaces workers that "
-        "load slowly on a busy host, forever).",
+        "load slowly on a busy host, forever). A started worker answers from its event loop, so one whose "
+        "loop is stuck is replaced.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(True, description="One JSON log line per request.")

@@ -1,4 +1,5 @@
-"""Several uvicorn workers: one listening socket each, and one ``/metrics`` over all of them.
+"""Several uvicorn workers: one listening socket each, a health check their event loops answer, and one
+``/metrics`` over all of them.
 
 **Sockets.** uvicorn's workers share one listening socket, and whichever worker's event loop wakes first
 accepts every connection waiting: a burst of new keep-alive connections (a load generator's or a client
@@ -7,11 +8,15 @@ as 31/33, and the lopsided runs answered ~25 % fewer requests (reports/bench/NOT
 ``GAN_REUSE_PORT`` (the default where the system has ``SO_REUSEPORT``), ``gan-serve`` binds one socket per
 worker on the same port and the kernel spreads new connections over them by a hash of their addresses. The
 supervisor holds every socket, so a worker that is replaced (crashed, hung, SIGHUP) finds its connections
-still queued in its socket (but while it restarts, or while its event loop is stuck in a process that still
-answers the supervisor's health check, the ~1/n of new connections the kernel gives its socket wait for it
-instead of going to another worker); SIGTTIN binds one more, SIGTTOU closes the retired worker's (connections
-queued in it when it stops are reset). Before binding, the port is taken once without ``SO_REUSEPORT``, so
-that a port another server listens on is refused rather than shared with it.
+still queued in its socket (but while it restarts, the ~1/n of new connections the kernel gives its socket
+wait for it instead of going to another worker); SIGTTIN binds one more, SIGTTOU closes the retired worker's
+(connections queued in it when it stops are reset). Before binding, the port is taken once without
+``SO_REUSEPORT``, so that a port another server listens on is refused rather than shared with it.
+
+**Health.** uvicorn's supervisor pings each worker every half second and replaces one that does not answer
+within ``GAN_WORKER_HEALTHCHECK_S``. uvicorn answers from a thread of its own, so a worker whose event loop
+was stuck (a batch on the loop that never returns, a blocking call in a handler) kept answering while the
+connections on its socket waited. Here a started worker's answer waits for a turn of its event loop.
 
 **Metrics.** prometheus-client's multiprocess mode.
 
@@ -25,16 +30,19 @@ The supervisor below is uvicorn's, plus the library's ``mark_process_dead`` for 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import multiprocess
 from uvicorn.config import Config
 from uvicorn.main import STARTUP_FAILURE  # 3; also in uvicorn.config from later versions
+from uvicorn.server import Server
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
@@ -126,9 +134,48 @@ def bind_sockets(config: Config, workers: int, reuse_port: bool) -> list[socket.
     return sockets
 
 
+class _LoopServer(Server):
+    """uvicorn's server, keeping the event loop it serves on."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+
+def _loop_turns(loop: asyncio.AbstractEventLoop) -> None:
+    """Returns once ``loop`` has run a callback: never while it is stuck."""
+    turned = threading.Event()
+    try:
+        loop.call_soon_threadsafe(turned.set)
+    except RuntimeError:  # closed: the worker is on its way out, and says so by exiting
+        return
+    turned.wait()
+
+
+class LoopCheckedProcess(Process):
+    """uvicorn's worker process, whose health check a started server answers only after a turn of its event
+    loop: the supervisor's wait (``GAN_WORKER_HEALTHCHECK_S``) then ends in the worker's replacement."""
+
+    @property
+    def server(self) -> _LoopServer:
+        if not isinstance(self._server, _LoopServer):
+            self._server = _LoopServer(config=self.config)
+        return self._server
+
+    def pong(self) -> None:
+        self.child_conn.recv()
+        server = self.server
+        if server.started and server.loop is not None:
+            _loop_turns(server.loop)
+        self.child_conn.send(server.started)
+
+
 class Supervisor(Multiprocess):
     """uvicorn's worker supervisor, with worker ``i`` on ``sockets[i]`` (see ``bind_sockets``) whenever it
-    is started or replaced; a worker that leaves the pool is marked dead in the metrics directory. uvicorn
+    is started or replaced, and replaced when its event loop is stuck (``LoopCheckedProcess``); a worker
+    that leaves the pool is marked dead in the metrics directory. uvicorn
     stops every worker when one fails to start; ``failed_to_start`` then holds its pid, so that
     ``gan-serve`` can exit non-zero."""
 
@@ -141,7 +188,7 @@ class Supervisor(Multiprocess):
         self.failed_to_start: int | None = None
 
     def _start(self, index: int) -> Process:
-        process = Process(self.config, [self.sockets[index]])
+        process = LoopCheckedProcess(self.config, [self.sockets[index]])
         process.start()
         return process
 

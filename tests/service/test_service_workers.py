@@ -5,6 +5,7 @@ live gauges, and the private metrics directory is gone once the server stops."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import selectors
 import signal
@@ -326,3 +327,74 @@ def test_each_worker_takes_its_share_of_a_burst_of_connections_and_keeps_its_soc
     finally:
         stop_server(process)
     assert process.returncode == 0
+
+
+HEALTHCHECK_S = 3  # the supervisor's wait for an answer (GAN_WORKER_HEALTHCHECK_S; 30 by default)
+# the supervisor pings worker by worker, each given up to HEALTHCHECK_S: the stuck one is found within a round
+REPLACED_S = 2 * HEALTHCHECK_S + READY_TIMEOUT_S
+
+
+def supervise_stand_in_workers(port: int, workers: int) -> subprocess.Popen:
+    """``service.workers.Supervisor`` over ``workers`` workers of stuck_loop_app, as gan-serve starts it, in a
+    session of its own (a stuck worker outlives a failed test otherwise)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from uvicorn.config import Config
+from service.workers import REUSE_PORT_AVAILABLE, Supervisor, bind_sockets, shared_metrics_dir
+config = Config("stuck_loop_app:app", host="127.0.0.1", port={port}, workers={workers},
+                timeout_worker_healthcheck={HEALTHCHECK_S}, log_level="warning")
+with shared_metrics_dir() as metrics_dir:
+    Supervisor(config, bind_sockets(config, {workers}, REUSE_PORT_AVAILABLE), metrics_dir=metrics_dir).run()
+"""
+    return subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, start_new_session=True)
+
+
+def answering_pids(port: int, connections: int) -> set[int]:
+    """The workers that answered ``GET /pid`` on ``connections`` new connections (spread by the kernel)."""
+    pids = set()
+    for _ in range(connections):
+        with httpx.Client(timeout=READY_TIMEOUT_S) as client:
+            pids.add(int(client.get(f"http://127.0.0.1:{port}/pid").text))
+    return pids
+
+
+def test_a_worker_whose_event_loop_is_stuck_is_replaced_on_its_socket():
+    """A handler that never returns blocks one worker's event loop while its process (and uvicorn's own
+    health-check thread) lives on: the supervisor's check goes through the loop, so that worker is killed
+    and a new one serves its socket; every new connection is answered again, by two workers."""
+    port = free_port()
+    process = supervise_stand_in_workers(port, workers=2)
+    try:
+        eventually(lambda: _answers(port), READY_TIMEOUT_S, "the stand-in workers answer")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=READY_TIMEOUT_S)
+        connection.request("GET", "/pid")
+        stuck = int(connection.getresponse().read())
+        connection.request("POST", "/block")  # this worker's loop sleeps from here on
+        eventually(lambda: not _alive(stuck), REPLACED_S, f"worker {stuck}, stuck, replaced")
+        connection.close()
+
+        def two_others_answer() -> bool:
+            pids = answering_pids(port, connections=16)
+            assert stuck not in pids
+            return len(pids) == 2
+
+        eventually(two_others_answer, READY_TIMEOUT_S, "two workers answer again")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/pid", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
