@@ -291,12 +291,12 @@ class Settings(BaseSettings):
         "(service.capacity).",
     )
     request_cpu_ms: float = Field(
-        0.72,
+        0.22,
         gt=0,
         le=1000,
         description="With `workers=auto`: CPU ms per single-image answer that holds the interpreter lock, as "
-        "gan-bench's balance line measures it on the serving host (default: the 2026-12-01 reference 2-core "
-        "run).",
+        "gan-bench's balance line measures it on the serving host (default: the 2026-12-03 reference 2-core "
+        "run; 0.72 before that day's changes).",
     )
     reuse_port: bool = Field(
         True,
