@@ -239,6 +239,15 @@ class Settings(BaseSettings):
             "refusal costs the server almost nothing and reaches the client at once (enforced by gan-serve)."
         ),
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Most seconds a client may take to send a request's body, from the end of its headers, where a "
+            "route reads the body; then it gets 408 and its connection is closed."
+        ),
+    )
     header_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
         metrics=metrics,
         access_log=settings.access_log,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
     )
     return app
 

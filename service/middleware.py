@@ -1,6 +1,7 @@
 """Per-request plumbing as plain ASGI (no response buffering, no extra task): a request id on every answer,
-per-endpoint metrics, one JSON access-log line, and the body size limit (413 in the service's JSON, with the
-request id, when a route reads a body over ``max_body_bytes``).
+per-endpoint metrics, one JSON access-log line, and the body's bounds (413 in the service's JSON, with the
+request id, when a route reads a body over ``max_body_bytes``; 408 when the body is not all there within
+``body_timeout_s``).
 
 A request whose client went away before its answer was complete is logged and counted as 499, never as the
 status of an answer nobody received. Under ``gan-serve`` the server tells each request when its connection is
@@ -153,31 +154,59 @@ class BodyTooLarge(HTTPException):
         )
 
 
-def limit_body(receive: Receive, limit: int, declared: int | None) -> Receive:
-    """``receive`` refusing a body over ``limit`` bytes: at once when its Content-Length says so, else as
-    its chunks arrive. Raised only when the route reads the body (one that never does gets no 413)."""
-    received = 0
+class BodyTimedOut(HTTPException):
+    """Raised where a route reads a body that is not complete in time: answered by the app's handler, and the
+    connection closed (the rest of that body may still be on its way)."""
 
-    async def receive_limited() -> Message:
-        nonlocal received
+    def __init__(self, timeout_s: float):
+        super().__init__(
+            408,
+            f"the request body was not received within {timeout_s:g} s (GAN_BODY_TIMEOUT_S)",
+            headers={"Connection": "close"},
+        )
+
+
+def bound_body(receive: Receive, limit: int, declared: int | None, timeout_s: float) -> Receive:
+    """``receive`` refusing a body over ``limit`` bytes (at once when its Content-Length says so, else as
+    its chunks arrive) and one not complete within ``timeout_s`` of now. Raised only when the route reads the
+    body (one that never does gets neither); once the body is in, ``receive`` is the server's again (what
+    follows is the disconnect, awaited for as long as the answer streams)."""
+    received = 0
+    complete = False
+    deadline = asyncio.get_running_loop().time() + timeout_s
+
+    async def receive_bounded() -> Message:
+        nonlocal received, complete
+        if complete:
+            return await receive()
         if declared is not None and declared > limit:
             raise BodyTooLarge(limit)
-        message = await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTimedOut(timeout_s) from None
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
                 raise BodyTooLarge(limit)
+            complete = not message.get("more_body", False)
+        else:
+            complete = True
         return message
 
-    return receive_limited
+    return receive_bounded
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool, max_body_bytes: int):
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, access_log: bool, max_body_bytes: int, body_timeout_s: float
+    ):
         self.app = app
         self.metrics = metrics
         self.log = access_log
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self._children: dict[tuple[str, str, int], tuple[MetricWrapperBase, MetricWrapperBase]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -190,10 +219,10 @@ class RequestContext:
                 incoming = value
             elif key == _CONTENT_LENGTH_KEY:
                 length = value
-        # the server delivers no more than a valid Content-Length: only a larger or absent one needs counting
-        if length is None or not length.isdigit() or int(length) > self.max_body_bytes:
-            declared = int(length) if length is not None and length.isdigit() else None
-            receive = limit_body(receive, self.max_body_bytes, declared)
+        # a request that declares no body (Content-Length: 0, as a query-only POST) has none to bound
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared != 0:
+            receive = bound_body(receive, self.max_body_bytes, declared, self.body_timeout_s)
         incoming_id = incoming.decode("latin-1")
         request_id = incoming_id if _SAFE_ID.match(incoming_id) else new_request_id()
         started = time.perf_counter()

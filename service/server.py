@@ -37,14 +37,20 @@ class ServerConfig(uvicorn.Config):
         self.header_timeout_s = header_timeout_s
 
 
+class HeadersTooLarge(Exception):
+    """Raised from a parser callback, which stops the parser where it is."""
+
+
 class BoundedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with bounded clients, and each request told when its client goes away.
 
     uvicorn bounds neither the headers' size on httptools (``h11_max_incomplete_event_size`` is h11's only)
-    nor the time a client takes to send them (``timeout_keep_alive`` runs only between requests). Here: the
-    bytes received while a request line and headers are incomplete are counted after each read, and past
-    ``h11_max_incomplete_event_size`` (``GAN_MAX_HEADER_BYTES``) the client gets 431 and is disconnected (so
-    the most buffered is that plus one read); a timer from the connection (or the first byte of a further
+    nor the time a client takes to send them (``timeout_keep_alive`` runs only between requests). Here the
+    request line and headers are counted twice: as the parser hands them over (exact, also when a whole
+    request arrives in one read) and, while they are incomplete, as bytes received after each read (the
+    parser keeps a partial line to itself); past ``h11_max_incomplete_event_size`` (``GAN_MAX_HEADER_BYTES``)
+    by either count the client gets 431 and is disconnected (so the most buffered is that plus one read);
+    a timer from the connection (or the first byte of a further
     request) to the end of its headers gives 408 and disconnects after ``header_timeout_s``
     (``GAN_HEADER_TIMEOUT_S``). Each request's scope carries a ``ClientConnection`` (see
     ``service.middleware``): told when the connection is lost before its answer is complete, and able to
@@ -55,7 +61,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.max_header_bytes = config.h11_max_incomplete_event_size or 65536
         self.header_timeout_s = getattr(config, "header_timeout_s", None)
         self.in_headers = True
-        self.header_bytes = 0
+        self.header_bytes = 0  # received while the head was incomplete
+        self.parsed_header_bytes = 0  # handed over by the parser
+        self.headers_too_large = False
         self.header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -76,12 +84,35 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.in_headers and self.parser is not None and not self.transport.is_closing():
             self.header_bytes += len(data)
             if self.header_bytes > self.max_header_bytes:
-                self._refuse(431, "Request Header Fields Too Large", "request headers too large")
+                self._refuse_headers_too_large()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.in_headers, self.header_bytes = True, 0
+        self.in_headers, self.header_bytes, self.parsed_header_bytes = True, 0, 0
         self._start_header_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value) + len(b": \r\n"))
+        super().on_header(name, value)
+
+    def _count_parsed(self, size: int) -> None:
+        self.parsed_header_bytes += size
+        if self.parsed_header_bytes > self.max_header_bytes:
+            self.headers_too_large = True
+            raise HeadersTooLarge  # stops the parser; uvicorn then answers 400, see send_400_response
+
+    def send_400_response(self, msg: str) -> None:
+        if self.headers_too_large:
+            self._refuse_headers_too_large()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse_headers_too_large(self) -> None:
+        self._refuse(431, "Request Header Fields Too Large", "request headers too large")
 
     def on_headers_complete(self) -> None:
         self.in_headers = False

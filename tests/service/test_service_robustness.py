@@ -116,7 +116,7 @@ def test_client_gone_before_its_answer_is_499_and_its_queued_work_is_dropped(cap
 @pytest.fixture(scope="module")
 def gan_serve():
     port = free_port()
-    with running_server(port, max_header_bytes=4096, header_timeout_s=1.0) as (url, _):
+    with running_server(port, max_header_bytes=4096, header_timeout_s=1.0, body_timeout_s=1.0) as (url, _):
         yield url, port
 
 
@@ -131,6 +131,38 @@ def test_headers_over_max_header_bytes_get_431_and_the_connection_closes(gan_ser
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     fits = httpx.get(url + "/healthz", headers={"X-Big": "a" * 3000})
     assert fits.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n",  # one header
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + b"X-Many: aaaaaaaaaa\r\n" * 300 + b"\r\n",  # many
+        b"GET /healthz?" + b"a=1&" * 1500 + b" HTTP/1.1\r\nHost: t\r\n\r\n",  # the request line
+    ],
+    ids=["one-header", "many-headers", "request-line"],
+)
+def test_a_whole_head_over_max_header_bytes_in_one_read_gets_431(gan_serve, head):
+    # complete within one read, it was parsed before the bytes were counted, and answered 200
+    _, port = gan_serve
+    sock = raw_request(port, head)
+    answer = read_to_end(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+def test_a_body_not_sent_in_time_gets_408_and_the_connection_closes(gan_serve):
+    url, port = gan_serve
+    body = b'{"labels": [1]}'
+    head = b"POST /v1/generate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    sock = raw_request(port, head + b"Content-Length: 100\r\n\r\n" + body)  # 85 bytes short, for ever
+    answer = read_to_end(sock)  # returns once the server has closed the connection
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"GAN_BODY_TIMEOUT_S" in answer and b"x-request-id" in answer.lower(), answer
+    assert metric(url, "gan_http_requests_total", endpoint="/v1/generate", status="408") == 1
+    whole = httpx.post(url + "/v1/generate", content=body, headers={"Content-Type": "application/json"})
+    assert whole.status_code == 200
 
 
 def test_headers_not_sent_in_time_get_408_and_the_connections_close(gan_serve):
