@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.latents import MAX_SEED
 from service.batcher import DeadlineExceeded, NeverFits, QueueFull, Unavailable
 
 MAX_ECHO = 200  # characters of a bad input echoed back in a 422
@@ -78,6 +79,19 @@ def check_range(loc: Sequence[str | int], value: int | float, low: int | float, 
     if not low <= value <= high:
         name = _name(loc)
         raise invalid(loc, f"{name} is {value}, out of range", value, f"{low} <= {name} <= {high}")
+
+
+def check_seed_room(loc: Sequence[str | int], seed: int | None, count: int) -> None:
+    """A given ``seed`` leaves room for the request's ``count`` consecutive seeds (image i uses seed + i), so
+    that every image's seed is one a request may name (``MAX_SEED`` at most)."""
+    if seed is not None and seed + count - 1 > MAX_SEED:
+        highest = MAX_SEED - count + 1
+        raise invalid(
+            loc,
+            f"image i uses seed + i: {count} images from seed {seed} would go past {MAX_SEED}",
+            seed,
+            f"0 <= seed <= {highest} for {count} images",
+        )
 
 
 def check_count(loc: Sequence[str | int], count: int, most: int) -> None:

@@ -25,7 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from contracts.latents import choose_seed
 from service import encoding, label_mix
 from service.batcher import Batcher, DeadlineExceeded, Lane, SeededLatents
-from service.errors import check_range, invalid, labels_ignored
+from service.errors import check_range, check_seed_room, invalid, labels_ignored
 from service.middleware import CLIENT_EXTENSION, StreamCutShort, StreamStalled, StreamTimedOut
 from service.routes.bounds import bounded, one_of
 from service.routes.common import (
@@ -277,6 +277,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         batcher = ctx.batcher
         counts = counts_for(body)
         total = int(counts.sum())
+        check_seed_room(("body", "seed"), body.seed, total)
         seed = choose_seed(body.seed, total)
         if conditional:
             labels = y = label_mix.plan_labels(counts, seed, body.shuffle)

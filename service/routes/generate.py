@@ -15,7 +15,7 @@ from contracts import latents
 from contracts.latents import choose_seed
 from service.batcher import SeededLatents
 from service.encoding import Format
-from service.errors import check_count, check_range, labels_ignored
+from service.errors import check_count, check_range, check_seed_room, labels_ignored
 from service.routes.bounds import bounded, label_range
 from service.routes.common import (
     FormatField,
@@ -79,9 +79,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         truncation: float,
         fmt: Format,
         columns: int | None = None,
+        *,
+        seed_in: str = "body",
     ) -> Response:
         n = len(labels)
         count = 1 if same_latent else n
+        check_seed_room((seed_in, "seed"), seed, count)
         seed = choose_seed(seed, count)
         z: np.ndarray | SeededLatents
         if fmt is not Format.json and not same_latent and n <= settings.inline_max_images:
@@ -125,7 +128,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             raise labels_ignored(model, (("query", "label"), request.query_params["label"]))
         query = parse_query(request)
         labels = np.full(query.n, query.label if conditional else 0, dtype=np.int64)
-        return await generate_images(request, labels, query.seed, False, query.truncation, query.format)
+        return await generate_images(
+            request, labels, query.seed, False, query.truncation, query.format, seed_in="query"
+        )
 
     hot_route(ctx, "/generate", generate)
 

@@ -77,6 +77,7 @@ def test_bulk_without_seed_returns_the_one_it_used(client):
         ({"n": 5, "weights": {"3": -1}}, ["body", "weights", "3"]),
         ({"n": 5, "truncation": 0}, ["body", "truncation"]),
         ({"n": 5, "seed": 2**32}, ["body", "seed"]),
+        ({"n": 5, "seed": 2**32 - 4}, ["body", "seed"]),  # image 4's seed would be 2**32
     ],
 )
 def test_bulk_errors_name_the_field(client, body, loc):

@@ -63,6 +63,24 @@ def test_same_seed_same_images_and_prefix_property(client):
     np.testing.assert_array_equal(four[1:2], shifted)
 
 
+def test_every_images_seed_is_one_a_request_may_name(client):
+    # image i uses seed + i: the last seed of a request is at most MAX_SEED, or the request is refused
+    top = latents.MAX_SEED
+    last = npy(client.post("/generate", params={"label": 2, "n": 3, "seed": top - 2, "format": "npy"}))
+    alone = npy(client.post("/generate", params={"label": 2, "seed": top, "format": "npy"}))
+    np.testing.assert_array_equal(last[2:], alone)
+    for route, kwargs, where in [
+        ("/generate", {"params": {"label": 2, "n": 3, "seed": top - 1}}, "query"),
+        ("/v1/generate", {"json": {"labels": [1, 2, 3], "seed": top - 1}}, "body"),
+    ]:
+        refused = client.post(route, **kwargs)
+        assert refused.status_code == 422, refused.text
+        (error,) = refused.json()["detail"]
+        assert error["loc"] == [where, "seed"] and error["allowed"] == f"0 <= seed <= {top - 2} for 3 images"
+    same_latent = client.post("/v1/generate", json={"labels": [1, 2, 3], "seed": top, "same_latent": True})
+    assert same_latent.status_code == 200, same_latent.text  # one latent: one seed
+
+
 def test_random_seed_is_returned_and_reproduces(client):
     first = client.post("/generate", params={"label": 1, "n": 2, "format": "npy"})
     seed = int(first.headers["X-Seed"])
