@@ -211,6 +211,15 @@ class Supervisor(Multiprocess):
             old.join()
             self.processes[index] = new
 
+    def terminate_all(self) -> None:
+        """uvicorn's, after closing the supervisor's copies of the listening sockets: once a worker stops
+        listening (at the end of its drain) its socket is closed, so a new connection is refused at once
+        (a client or balancer tries elsewhere) rather than queued in a socket that no worker accepts from
+        any more, unanswered until the last worker has finished and then reset."""
+        for sock in {id(sock): sock for sock in self.sockets}.values():
+            sock.close()
+        super().terminate_all()
+
     def keep_subprocess_alive(self) -> None:  # replaces dead and hung workers
         self._marking_departed(self._replace_departed)
         if self.failed_to_start is None and self.should_exit.is_set():

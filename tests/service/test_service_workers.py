@@ -398,3 +398,44 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_after_the_drain_new_connections_are_refused_not_left_unanswered(tmp_path, monkeypatch):
+    """SIGTERM: each worker drains, then stops listening while a long answer (a bulk stream read slowly)
+    keeps one of them running. From then on a new connection must be refused, as a closed port refuses it:
+    while the supervisor held copies of the sockets, the kernel accepted it into a socket no worker read any
+    more, and it waited unanswered until the supervisor exited."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    port = free_port()
+    process = start_server(port, workers=2, drain_s=0.5, bulk_stall_timeout_s=120, max_bulk_n=1_000_000)
+    url = f"http://127.0.0.1:{port}"
+    stream = socket.socket()
+    try:
+        wait_ready(lambda path: httpx.get(url + path))
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once: the answer waits
+        stream.connect(("127.0.0.1", port))
+        body = b'{"n": 1000000, "seed": 1}'
+        stream.sendall(
+            b"POST /v1/bulk HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        assert stream.recv(64).startswith(b"HTTP/1.1 200 ")  # streaming, and kept waiting from here on
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5 + SETTLE_S / 4)  # past the drain: the workers have stopped listening
+        assert process.poll() is None  # the stream's worker still runs, and so does the supervisor
+        for _ in range(16):  # over both workers' sockets (the kernel hashes each new connection)
+            try:
+                probe = socket.create_connection(("127.0.0.1", port), timeout=READY_TIMEOUT_S)
+            except ConnectionRefusedError:
+                continue
+            with probe:
+                probe.settimeout(5.0)
+                probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                try:
+                    answer = probe.recv(64)
+                except TimeoutError:
+                    pytest.fail("a connection was accepted after the drain and never answered")
+                assert answer == b"" or answer.startswith(b"HTTP/1.1 ")  # answered, or closed at once
+    finally:
+        stream.close()
+        stop_server(process)
