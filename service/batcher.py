@@ -61,7 +61,8 @@ from service.runtime import GraphKind, Runtime, inference_streams, interactive_o
 log = logging.getLogger(__name__)
 
 
-DROP_REASONS = ("queue_full", "deadline", "cancelled", "error")  # gan_jobs_dropped's reason label
+# gan_jobs_dropped's reason label; streams_full: a bulk stream refused for want of a free slot
+DROP_REASONS = ("queue_full", "streams_full", "deadline", "cancelled", "error")
 
 
 class Lane(StrEnum):
@@ -125,6 +126,7 @@ class _Job:
     under_load: bool  # a batch was running when the job arrived: it may wait for company
     future: asyncio.Future[Any]
     encode: Encode | None = None  # run on the inference thread on the job's images; its result is the answer
+    counted: int | None = None  # images the caller gets (gan_images_generated_total); None: all rows
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # the caller gave up or its deadline passed
     next_row: int = 0  # rows handed to batches so far
@@ -228,10 +230,13 @@ class Batcher:
         admit: bool = True,
         timeout_s: float | None = None,
         encode: Encode | None = None,
+        counted: int | None = None,
     ) -> Any:
         """Images for latents ``z`` [n, latent_dim] (or ``SeededLatents``, drawn on the inference thread)
         under ``condition`` (labels [n] or label weights [n, K]); with ``encode``, ``encode(images)`` run on
-        the inference thread (keep it to small jobs: it delays the next batch).
+        the inference thread (keep it to small jobs: it delays the next batch). ``counted``: how many images
+        the job delivers to the caller, for ``gan_images_generated_total`` (default all its rows; fewer for a
+        job whose rows are intermediate, such as projection's encoder rows).
 
         ``admit=False`` skips the queue bound (bulk streams are bounded by their own slots instead).
         Raises ``QueueFull``, ``NeverFits``, ``Unavailable`` or ``DeadlineExceeded``; cancelling the caller
@@ -249,7 +254,7 @@ class Batcher:
         timeout_s = self.settings.request_timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        job = _Job(kind, z, condition, lane, admit, self._in_flight, future, encode)
+        job = _Job(kind, z, condition, lane, admit, self._in_flight, future, encode, counted=counted)
         self._enqueue(job)
         deadline = loop.call_later(timeout_s, self._time_out, job, timeout_s)
         try:
@@ -275,8 +280,10 @@ class Batcher:
         if not self.accepting:
             raise Unavailable(self.failed or "shutting down")
         if self._streams >= self.settings.max_bulk_streams:
-            self._dropped["queue_full"].inc()
-            raise QueueFull(f"{self._streams} bulk streams already running")
+            self._dropped["streams_full"].inc()
+            raise QueueFull(
+                f"{self._streams} bulk streams already running in this worker (GAN_MAX_BULK_STREAMS)"
+            )
         self._streams += 1
         self.metrics.bulk_streams.set(self._streams)
         released = False
@@ -533,7 +540,7 @@ class Batcher:
                 return
             job.future.set_result(job.out if job.encode is None else job.encoded)
             lane = job.lane
-            self._images[lane].inc(job.n)
+            self._images[lane].inc(job.n if job.counted is None else job.counted)
             self._queue_wait[lane].observe((job.started or job.enqueued) - job.enqueued)
             self._compute[lane].observe(job.compute_s)
 

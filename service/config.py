@@ -173,7 +173,12 @@ class Settings(BaseSettings):
     bulk_prefetch: int = Field(
         2, ge=1, le=64, description="Chunks of one bulk stream queued ahead of the writer."
     )
-    max_bulk_streams: int = Field(4, ge=1, le=1024, description="Concurrent bulk streams; more get 429.")
+    max_bulk_streams: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Concurrent bulk streams per worker (so up to workers x this per server); more get 429.",
+    )
     bulk_max_batch: int = Field(
         256,
         ge=1,

@@ -46,6 +46,13 @@ def decode_image(loc: Sequence[str | int], data: str, shape: tuple[int, int, int
     else:
         raise invalid(loc, f"neither a PNG nor .npy bytes (starts with {raw[:8]!r})", None, RULE)
     height, width, channels = shape
+    if not picture.width or not picture.height:  # a .npy may be empty; nothing to resize from
+        raise invalid(
+            loc,
+            f"an empty image ({picture.width}x{picture.height} pixels)",
+            None,
+            f"at least 1x1 pixels, resized to the model's {width}x{height}: {RULE}",
+        )
     picture = picture.convert("L" if channels == 1 else "RGB")
     if picture.size != (width, height):
         picture = picture.resize((width, height), Image.Resampling.LANCZOS)

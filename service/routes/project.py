@@ -11,17 +11,18 @@ an encoder answers 501.
 """
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from contracts import latents
 from service import encoding
 from service.encoding import Format
-from service.errors import NotSupported, check_count, check_range, invalid, no_latent_space
+from service.errors import NotSupported, check_count, check_range, check_seed_room, invalid, no_latent_space
 from service.image_input import MAX_PIXELS, RULE, decode_image
 from service.routes.bounds import bounded, label_range
 from service.routes.common import (
@@ -37,7 +38,8 @@ from service.routes.common import (
 )
 from service.runtime import GraphKind
 
-IMAGE_FIELD = Field(max_length=4 * MAX_PIXELS, description=f"The image: {RULE}.")
+MAX_IMAGE_CHARS = 4 * MAX_PIXELS  # base64 text of an image; checked by the route and stated in the schema
+IMAGE_FIELD = Field(description=f"The image: {RULE}.")
 LABEL_FIELD = Field(
     None, ge=0, description="The digit's class; absent: the label whose reconstruction is closest is used."
 )
@@ -64,23 +66,63 @@ class EditRequest(StrictBody):
     mode: Literal["restyle", "interpolate", "lookalikes"] = Field(
         "restyle",
         description="restyle: the same handwriting under `labels`; interpolate: from `image` to `end_image` "
-        "in `steps`; lookalikes: `n` images from latents near the projection (`spread`, `seed`).",
+        "in `steps`; lookalikes: `n` images from latents near the projection (`spread`, `seed`). A field of "
+        "another mode is refused (422), not ignored.",
     )
     labels: list[int] | None = Field(
         None, min_length=1, description="restyle: labels to render (default all)."
     )
-    end_image: str | None = Field(None, max_length=4 * MAX_PIXELS, description="interpolate: the end image.")
+    end_image: str | None = Field(None, description="interpolate: the end image.")
     end_label: int | None = Field(
         None, ge=0, description="interpolate: the end image's class (absent: chosen)."
     )
-    steps: int = Field(8, ge=2, description="interpolate: images along the path, both ends included.")
+    steps: int = Field(
+        8,
+        ge=2,
+        description="interpolate: images along the path, both ends included (at most the server's "
+        "max_steps).",
+    )
     method: Literal["slerp", "lerp"] = Field("slerp", description="interpolate: spherical or linear.")
-    n: int = Field(8, ge=1, description="lookalikes: how many.")
+    n: int = Field(8, ge=1, description="lookalikes: how many (at most the server's max_n).")
     spread: float = Field(0.5, gt=0, le=2, description="lookalikes: latent + spread * N(0, I).")
     seed: int | None = Field(
         None, ge=0, le=latents.MAX_SEED, description="lookalikes: look-alike i adds the latent of seed + i."
     )
     format: Format = FormatField
+
+
+# the fields each mode of /v1/edit reads; every mode reads the others (image, label, mode, format)
+MODE_FIELDS: dict[str, tuple[str, ...]] = {
+    "restyle": ("labels",),
+    "interpolate": ("end_image", "end_label", "steps", "method"),
+    "lookalikes": ("n", "spread", "seed"),
+}
+_MODE_OF = {name: mode for mode, names in MODE_FIELDS.items() for name in names}
+assert set(MODE_FIELDS) == set(get_args(EditRequest.model_fields["mode"].annotation))
+
+
+def refuse_other_modes(body: EditRequest) -> None:
+    """A 422 naming each field the client sent that ``body.mode`` does not read (with the mode that does):
+    it would be silently ignored. A null counts as absent (what leaving an optional field out means)."""
+    found = []
+    for name in type(body).model_fields:
+        mode = _MODE_OF.get(name)
+        if mode is None or mode == body.mode or name not in body.model_fields_set:
+            continue
+        value = getattr(body, name)
+        if value is None:
+            continue
+        found.append(
+            {
+                "type": "value_error",
+                "loc": ("body", name),
+                "msg": f"not used by mode {body.mode!r}: {name} is a field of mode {mode!r}",
+                "input": None if name == "end_image" else value,
+                "allowed": f"leave {name} out, or use mode {mode!r}",
+            }
+        )
+    if found:
+        raise RequestValidationError(found)
 
 
 @dataclass
@@ -104,8 +146,20 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     router = APIRouter(tags=["projection"])
     top_label, classes = spec.num_classes - 1, spec.num_classes
     one_label = label_range(spec)
-    Project = bounded(ProjectRequest, {"label": one_label})
-    Edit = bounded(EditRequest, {"label": one_label, "end_label": one_label, "labels": {"items": one_label}})
+    image = {"maxLength": MAX_IMAGE_CHARS}
+    Project = bounded(ProjectRequest, {"image": image, "label": one_label})
+    Edit = bounded(
+        EditRequest,
+        {
+            "image": image,
+            "label": one_label,
+            "end_image": image,
+            "end_label": one_label,
+            "labels": {"items": one_label, "maxItems": settings.max_n},
+            "steps": {"maximum": settings.max_steps},
+            "n": {"maximum": settings.max_n},
+        },
+    )
 
     def require_encoder() -> None:
         if not spec.manifest.has_latent_space:
@@ -122,18 +176,23 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             )
 
     async def project(
-        request: Request, images: list[np.ndarray], labels: list[int | None]
+        request: Request, images: list[np.ndarray], labels: list[int | None], *, delivered: bool
     ) -> list[_Projected]:
-        """Encoder rows (every label for an image without one), then the generator's reconstructions."""
+        """Encoder rows (every label for an image without one), then the generator's reconstructions.
+        ``delivered``: the reconstructions are the caller's answer (one image each in
+        ``gan_images_generated_total``); else they are intermediate, like the encoder rows: not counted."""
         tried = [list(range(classes)) if label is None else [label] for label in labels]
         rows = np.stack([image for image, each in zip(images, tried, strict=True) for _ in each])
         row_labels = np.asarray([label for each in tried for label in each], dtype=np.int64)
         wait = settings.disconnect_check_ms / 1000
         z = await unless_disconnected(
-            request, ctx.batcher.generate(GraphKind.ENCODER, rows, row_labels), wait
+            request, ctx.batcher.generate(GraphKind.ENCODER, rows, row_labels, counted=0), wait
         )
         z = np.ascontiguousarray(z, dtype=np.float32)
-        again = await unless_disconnected(request, ctx.batcher.generate(GraphKind.MAIN, z, row_labels), wait)
+        counted = len(images) if delivered else 0
+        again = await unless_disconnected(
+            request, ctx.batcher.generate(GraphKind.MAIN, z, row_labels, counted=counted), wait
+        )
         errors = np.mean(np.square((again.astype(np.float32) - rows) / 255), axis=(1, 2, 3))
         out, start = [], 0
         for image, each, label in zip(images, tried, labels, strict=True):
@@ -146,6 +205,14 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         return out
 
     def read(loc: tuple[str, ...], data: str, label: int | None) -> np.ndarray:
+        if len(data) > MAX_IMAGE_CHARS:
+            name = loc[-1]
+            raise invalid(
+                loc,
+                f"{name} is {len(data)} characters of base64, more than {MAX_IMAGE_CHARS}",
+                None,
+                f"at most {MAX_IMAGE_CHARS} characters: {RULE}",
+            )
         if label is not None:
             check_range((*loc[:-1], "label" if loc[-1] == "image" else "end_label"), label, 0, top_label)
         return decode_image(loc, data, spec.image_shape)
@@ -160,7 +227,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         refuse_query(request)
         require_encoder()
         image = read(("body", "image"), body.image, body.label)
-        (found,) = await project(request, [image], [body.label])
+        (found,) = await project(request, [image], [body.label], delivered=True)
         result = Projection(
             label=found.label,
             label_chosen=found.chosen,
@@ -181,9 +248,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     async def edit(request: Request, body: Edit) -> Response:  # type: ignore[valid-type]
         refuse_query(request)
         require_encoder()
-        for name in ("end_image", "end_label"):
-            if body.mode != "interpolate" and getattr(body, name) is not None:
-                raise invalid(("body", name), f"not used by mode {body.mode!r}", None, "mode 'interpolate'")
+        refuse_other_modes(body)
         image = read(("body", "image"), body.image, body.label)
         seed = None
         if body.mode == "restyle":
@@ -191,14 +256,15 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             check_count(("body", "labels"), len(labels), settings.max_n)
             for i, label in enumerate(labels):
                 check_range(("body", "labels", i), label, 0, top_label)
-            (found,) = await project(request, [image], [body.label])
+            (found,) = await project(request, [image], [body.label], delivered=False)
             z = np.repeat(found.latent[None], len(labels), axis=0)
             kind, condition, columns = GraphKind.MAIN, np.asarray(labels, dtype=np.int64), len(labels)
             rows = [{"label": label, "latent": found.latent.tolist()} for label in labels]
         elif body.mode == "lookalikes":
-            check_count(("body", "n"), body.n, settings.max_n)
+            check_range(("body", "n"), body.n, 1, settings.max_n)
+            check_seed_room(("body", "seed"), body.seed, body.n)
             seed = latents.choose_seed(body.seed, body.n)
-            (found,) = await project(request, [image], [body.label])
+            (found,) = await project(request, [image], [body.label], delivered=False)
             offsets = latents.latents_for_seeds(range(seed, seed + body.n), spec.latent_dim)
             z = (found.latent[None] + np.float32(body.spread) * offsets).astype(np.float32)
             kind, condition, columns = GraphKind.MAIN, np.full(body.n, found.label, np.int64), None
@@ -210,7 +276,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 raise invalid(("body", "end_image"), "mode 'interpolate' needs a second image", None, RULE)
             check_range(("body", "steps"), body.steps, 2, settings.max_steps)
             end = read(("body", "end_image"), body.end_image, body.end_label)
-            start, stop = await project(request, [image, end], [body.label, body.end_label])
+            start, stop = await project(request, [image, end], [body.label, body.end_label], delivered=False)
             ts = latents.interpolation_steps(body.steps)
             z = (latents.slerp if body.method == "slerp" else latents.lerp)(start.latent, stop.latent, ts)
             z = np.asarray(z, dtype=np.float32)

@@ -431,8 +431,10 @@ def test_bulk_stream_slots_are_bounded():
     async def scenario():
         batcher, _ = await started_batcher(max_bulk_streams=2)
         first, second = batcher.acquire_stream(), batcher.acquire_stream()
-        with pytest.raises(QueueFull):
+        with pytest.raises(QueueFull, match="GAN_MAX_BULK_STREAMS"):
             batcher.acquire_stream()
+        assert sample(batcher.metrics.dropped, reason="streams_full") == 1
+        assert sample(batcher.metrics.dropped, reason="queue_full") == 0
         first()
         first()  # releasing twice frees one slot only
         third = batcher.acquire_stream()

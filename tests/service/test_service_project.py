@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from service_support import MODEL_DIR, make_settings, serve_in_process
+from test_service_ops import metric_value
 
 from contracts import latents
 from service.client import GanClient, ServiceError
+from service.image_input import MAX_PIXELS
 from service.model_repo import load_model_dir
 
 SPEC = load_model_dir(MODEL_DIR)
@@ -136,6 +138,8 @@ def test_lookalikes_are_seeded(client, digits):
     offset = latents.latent_for_seed(12, SPEC.latent_dim) * np.float32(0.25)
     np.testing.assert_allclose(payload["images"][1]["latent"], latent + offset, rtol=1e-5, atol=1e-6)
     assert client.post("/v1/edit", json={**body, "seed": None}).headers["X-Seed"].isdigit()
+    past = client.post("/v1/edit", json={**body, "seed": latents.MAX_SEED - 2})  # look-alike 3: 2**32
+    assert past.status_code == 422 and past.json()["detail"][0]["loc"] == ["body", "seed"], past.text
 
 
 def bomb_png(width: int, height: int) -> bytes:
@@ -193,6 +197,136 @@ def test_bad_labels_and_fields_name_the_field(client, digits):
         response = client.post(path, json=body)
         assert response.status_code == 422, (body, response.text)
         assert field in response.json()["error"], (field, response.json()["error"])
+
+
+# a field of each mode, as a client would send it (a field's default value counts: it was sent)
+OTHER_MODES = {
+    "restyle": {"labels": [1]},
+    "interpolate": {"end_label": 1, "steps": 8, "method": "lerp"},  # end_image: see below
+    "lookalikes": {"n": 3, "spread": 0.5, "seed": 7},
+}
+
+
+@pytest.mark.parametrize("mode", sorted(OTHER_MODES))
+def test_edit_refuses_each_field_of_another_mode_naming_it(client, digits, mode):
+    image = b64(npy(digits[0]))
+    body = {"image": image, "mode": mode} | ({"end_image": image} if mode == "interpolate" else {})
+    others = {
+        field: (owner, value)
+        for owner, fields in OTHER_MODES.items()
+        if owner != mode
+        for field, value in fields.items()
+    }
+    if mode != "interpolate":
+        others["end_image"] = ("interpolate", image)
+    for field, (owner, value) in others.items():
+        response = client.post("/v1/edit", json={**body, field: value})
+        assert response.status_code == 422, (mode, field, response.text[:200])
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["body", field] and error["type"] == "value_error", error
+        assert f"mode {mode!r}" in error["msg"] and f"mode {owner!r}" in error["allowed"], error
+        assert response.json()["error"].startswith(f"{field}: "), response.json()["error"]
+    both = client.post("/v1/edit", json={**body, **{f: v for f, (_, v) in others.items()}}).json()
+    assert sorted(e["loc"][1] for e in both["detail"]) == sorted(others)  # all at once, not one per try
+    if mode != "restyle":  # without mode: restyle, the default
+        response = client.post("/v1/edit", json={"image": image, **OTHER_MODES[mode]})
+        assert response.status_code == 422 and "mode 'restyle'" in response.json()["error"]
+
+
+def test_edit_takes_each_modes_own_fields_and_nulls(client, digits):
+    image = b64(npy(digits[0]))
+    bodies = [
+        {"mode": "restyle", "labels": None},
+        {"mode": "restyle", "labels": [2], "seed": None, "end_image": None, "end_label": None},
+        {"mode": "interpolate", "end_image": image, "end_label": None, "steps": 3, "method": "lerp"},
+        {"mode": "lookalikes", "n": 2, "spread": 0.5, "seed": None, "labels": None},
+    ]
+    for body in bodies:
+        response = client.post("/v1/edit", json={"image": image, "format": "npy", **body})
+        assert response.status_code == 200, (body, response.text)
+
+
+def test_the_schema_states_the_bounds_the_server_enforces():
+    settings = make_settings(max_steps=16, max_n=2048)
+    with serve_in_process(settings) as client:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        edit = schemas["EditRequest"]["properties"]
+        assert edit["steps"]["maximum"] == 16 and edit["n"]["maximum"] == 2048
+        assert edit["labels"]["anyOf"][0]["maxItems"] == 2048
+        for properties, name in (
+            (edit, "image"),
+            (edit, "end_image"),
+            (schemas["ProjectRequest"]["properties"], "image"),
+        ):
+            value = properties[name]["anyOf"][0] if "anyOf" in properties[name] else properties[name]
+            assert value["maxLength"] == 4 * MAX_PIXELS, (name, properties[name])
+        image = b64(npy(np.zeros((28, 28), np.uint8)))
+        too_many = client.post("/v1/edit", json={"image": image, "mode": "lookalikes", "n": 2049})
+        assert too_many.status_code == 422
+        assert too_many.json()["error"] == "n: n is 2049, out of range (allowed: 1 <= n <= 2048)"
+        steps = {"image": image, "mode": "interpolate", "end_image": image, "steps": 17}
+        assert "2 <= steps <= 16" in client.post("/v1/edit", json=steps).json()["error"]
+        labels = client.post("/v1/edit", json={"image": image, "labels": [0] * 2049})
+        assert labels.status_code == 422 and "at most 2048" in labels.json()["error"]
+
+
+def test_a_missing_or_over_long_image_names_the_field(client):
+    for path in ("/v1/project", "/v1/edit"):
+        missing = client.post(path, json={})
+        assert missing.status_code == 422
+        assert missing.json()["error"] == "image: Field required", missing.json()  # no size bound to confuse
+    long = "A" * (4 * MAX_PIXELS + 4)
+    small = b64(npy(np.zeros((28, 28), np.uint8)))
+    with serve_in_process(make_settings(max_body_bytes=8 << 20)) as roomy:  # the body bound comes later
+        for path, body, field in (
+            ("/v1/project", {"image": long}, "image"),
+            ("/v1/edit", {"image": long}, "image"),
+            ("/v1/edit", {"image": small, "mode": "interpolate", "end_image": long}, "end_image"),
+        ):
+            response = roomy.post(path, json=body)
+            assert response.status_code == 422, response.text
+            error = response.json()["error"]
+            assert error.startswith(f"{field}: {field} is {len(long)} characters"), error
+            assert f"at most {4 * MAX_PIXELS} characters" in error, error
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(0, 0), (0, 0, 1), (1, 0, 0), (1, 0, 0, 1), (28, 0), (0, 28), (0, 28, 28)],
+    ids=lambda shape: "x".join(map(str, shape)),
+)
+def test_an_empty_image_is_refused(client, digits, shape):
+    empty = b64(npy(np.zeros(shape, np.uint8)))
+    response = client.post("/v1/project", json={"image": empty, "label": 1})
+    assert response.status_code == 422, (shape, response.text[:200])
+    error = response.json()["error"]
+    assert error.startswith("image: ") and ("empty" in error or str(list(shape)) in error), error
+    if "empty" in error:
+        assert f"{SPEC.image_shape[1]}x{SPEC.image_shape[0]}" in error  # the model's size
+    body = {"image": b64(npy(digits[0])), "mode": "interpolate", "end_image": empty}
+    response = client.post("/v1/edit", json=body)
+    assert response.status_code == 422 and response.json()["error"].startswith("end_image: ")
+
+
+def test_only_images_delivered_to_the_caller_are_counted(client, digits):
+    def images() -> float:
+        text = client.get("/metrics").text
+        return sum(
+            metric_value(text, "gan_images_generated_total", lane=lane) for lane in ("interactive", "bulk")
+        )
+
+    image = b64(npy(digits[3]))
+    calls = [
+        ("/v1/project", {"image": image}, 1),  # one reconstruction, whatever the K labels tried
+        ("/v1/project", {"image": image, "label": 3}, 1),
+        ("/v1/edit", {"image": image, "labels": [1, 8]}, 2),
+        ("/v1/edit", {"image": image, "mode": "lookalikes", "n": 3}, 3),
+        ("/v1/edit", {"image": image, "mode": "interpolate", "end_image": image, "steps": 4}, 4),
+    ]
+    for path, body, delivered in calls:
+        before = images()
+        assert client.post(path, json=body).status_code == 200
+        assert images() - before == delivered, (path, body)
 
 
 def test_a_body_over_the_size_bound_is_413(digits):
