@@ -5,6 +5,7 @@ the JSON bodies."""
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import typing
 from collections.abc import Sequence
@@ -293,10 +294,12 @@ def _describe(request: Request, error: dict) -> dict:
     if "ctx" in error:  # may hold exception objects
         error["ctx"] = {k: v if isinstance(v, int | float | str) else str(v) for k, v in error["ctx"].items()}
     loc = tuple(error.get("loc", ()))
-    if error.get("allowed") or (loc and isinstance(loc[-1], int)):  # a list's bounds say nothing of an item
+    if error.get("allowed") or not loc:
         return error
-    field = _field_for(request, loc)
-    if field is not None and (allowed := _allowed(field, str(error["loc"][-1]))):
+    name = _name(loc) if len(loc) > 2 else str(loc[-1])  # counts.3, not 3
+    allowed = _schema_range(request, loc, name)
+    field = _field_for(request, loc) if not isinstance(loc[-1], int) else None  # a list's, not an item's
+    if allowed or (field is not None and (allowed := _allowed(field, name))):
         error["allowed"] = allowed
     return error
 
@@ -358,6 +361,63 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
         if (found := _model_of(arg)) is not None:
             return found
     return None
+
+
+@functools.cache
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+def _schema_range(request: Request, loc: tuple, name: str) -> str | None:
+    """The numeric or size range the route's body schema states for the field at ``loc``: the bounds that
+    ``service.routes.bounds.bounded`` adds from the model and the settings (``n <= max_bulk_n``), with the
+    field's own, where its metadata alone would give one end."""
+    body = getattr(request.scope.get("route"), "body_field", None)
+    model = body.field_info.annotation if body is not None else None
+    if len(loc) < 2 or loc[0] != "body" or not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    root = _body_schema(model)
+    schema: Any = root
+    for part in loc[1:]:
+        schema = _resolved(root, schema)
+        if isinstance(part, str) and part in schema.get("properties", {}):
+            schema = schema["properties"][part]
+        elif isinstance(part, str) and isinstance(schema.get("additionalProperties"), dict):
+            schema = schema["additionalProperties"]
+        elif isinstance(part, int) and isinstance(schema.get("items"), dict):
+            schema = schema["items"]
+        else:
+            return None
+    schema = _resolved(root, schema)
+    low = (
+        f"{schema['minimum']} <= "
+        if "minimum" in schema
+        else f"{schema['exclusiveMinimum']} < "
+        if "exclusiveMinimum" in schema
+        else ""
+    )
+    high = (
+        f" <= {schema['maximum']}"
+        if "maximum" in schema
+        else f" < {schema['exclusiveMaximum']}"
+        if "exclusiveMaximum" in schema
+        else ""
+    )
+    if low and high:  # one end alone is what the field's metadata says already
+        return f"{low}{name}{high}"
+    if "minItems" in schema and "maxItems" in schema:
+        return f"{schema['minItems']} to {schema['maxItems']} item(s)"
+    return None
+
+
+def _resolved(root: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with a ``$ref`` followed and an optional's non-null branch taken."""
+    if "$ref" in schema:
+        schema = root.get("$defs", {}).get(schema["$ref"].rsplit("/", 1)[-1], {})
+    for branch in schema.get("anyOf", ()):
+        if branch.get("type") != "null":
+            return _resolved(root, branch)
+    return schema
 
 
 def _allowed(field: FieldInfo, name: str) -> str | None:

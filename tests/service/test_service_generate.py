@@ -237,3 +237,27 @@ def test_inline_and_thread_pool_work_give_the_same_bytes(monkeypatch):
         hop_counts[inline] = len(hops)
     assert answers[0] == answers[1024]
     assert hop_counts == {0: 2 * len(INLINE_CASES), 1024: 0}  # latents + encoding per request, or none
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "loc", "allowed"),
+    [
+        # bounds the settings add to a body field's own: both ends, not the field's lower one alone
+        ("/v1/bulk", {"n": 0}, ["body", "n"], "1 <= n <= 1000000"),
+        ("/v1/bulk", {"counts": {"3": -1}}, ["body", "counts", "3"], "0 <= counts.3 <= 1000000"),
+        ("/v1/generate", {"labels": []}, ["body", "labels"], "1 to 1024 item(s)"),
+        # an item of a list: its own range, not the list's
+        ("/v1/generate", {"labels": [10]}, ["body", "labels", 0], f"0 <= labels.0 <= {SPEC.num_classes - 1}"),
+        (
+            "/v1/arithmetic",
+            {"terms": [{"seeds": [-1], "weight": 1}]},
+            ["body", "terms", 0, "seeds", 0],
+            f"0 <= terms.0.seeds.0 <= {latents.MAX_SEED}",
+        ),
+    ],
+)
+def test_body_errors_give_the_whole_range(client, route, body, loc, allowed):
+    response = client.post(route, json=body)
+    assert response.status_code == 422, response.text
+    [error] = [e for e in response.json()["detail"] if e["loc"] == loc]
+    assert error["allowed"] == allowed
