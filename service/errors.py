@@ -24,6 +24,7 @@ from contracts.latents import MAX_SEED
 from service.batcher import DeadlineExceeded, NeverFits, QueueFull, Unavailable
 
 MAX_ECHO = 200  # characters of a bad input echoed back in a 422
+MAX_NAME = 60  # characters of an unknown parameter's name echoed back (in its loc and its message)
 CLIENT_CLOSED = 499  # nginx's "client closed request": the answer nobody reads, still counted in metrics
 
 
@@ -131,12 +132,13 @@ def query_misfits(
     for name, value in items:
         values.setdefault(name, []).append(value)
     for name, given in values.items():
+        shown = name if len(name) <= MAX_NAME else name[:MAX_NAME] + "..."  # cut, as every echo is
         if name not in names:
-            message = f"unknown query parameter {name!r}" + (" (put it in the JSON body)" if body else "")
-            found.append({"type": "extra_forbidden", "loc": ("query", name), "msg": message})
+            message = f"unknown query parameter {shown!r}" + (" (put it in the JSON body)" if body else "")
+            found.append({"type": "extra_forbidden", "loc": ("query", shown), "msg": message})
         elif len(given) > 1:
-            message = f"query parameter {name!r} is given {len(given)} times; give it once"
-            found.append({"type": "value_error", "loc": ("query", name), "msg": message})
+            message = f"query parameter {shown!r} is given {len(given)} times; give it once"
+            found.append({"type": "value_error", "loc": ("query", shown), "msg": message})
         else:
             continue
         found[-1] |= {"input": given[0] if len(given) == 1 else given, "allowed": allowed}

@@ -138,6 +138,20 @@ def hot_route(ctx: ServiceContext, path: str, endpoint: Endpoint) -> None:
         ctx.hot_endpoints[path] = endpoint
 
 
+def refuse_body(request: Request, instead: str) -> None:
+    """Routes that take their parameters in the query string take no body: one there (say a JSON object with
+    ``n``) would be ignored. A body is what a non-zero Content-Length or a Transfer-Encoding announces."""
+    for key, value in request.scope["headers"]:
+        if (key == b"content-length" and value.strip(b"0")) or key == b"transfer-encoding":
+            raise errors.invalid(
+                ("body",),
+                f"this route takes its parameters in the query string, not in a body (it would be ignored); "
+                f"for a JSON body use {instead}",
+                None,
+                "no body",
+            )
+
+
 def refuse_query(request: Request) -> None:
     """Routes that take a JSON body take no query parameter: one there (say ``?seed=5``) would be ignored."""
     if request.scope["query_string"]:

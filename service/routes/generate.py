@@ -29,6 +29,7 @@ from service.routes.common import (
     image_response,
     image_responses,
     query_parameters,
+    refuse_body,
     refuse_query,
 )
 from service.runtime import GraphKind
@@ -124,6 +125,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     )
     async def generate(request: Request) -> Response:
         # the hot route: its query is parsed by hand, not injected parameter by parameter
+        refuse_body(request, "POST /v1/generate")
         if not conditional and "label" in request.query_params:
             raise labels_ignored(model, (("query", "label"), request.query_params["label"]))
         query = parse_query(request)

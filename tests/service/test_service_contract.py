@@ -69,6 +69,20 @@ def test_every_misfit_of_a_query_is_named_at_once(client):
     }
 
 
+def test_an_unknown_parameters_long_name_is_echoed_cut_short(client):
+    response = client.post("/generate?label=3&" + "x" * 60_000 + "=1")
+    assert response.status_code == 422 and len(response.content) < 2_000, len(response.content)
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["query", "x" * 60 + "..."]
+
+
+def test_the_query_route_refuses_a_body_it_would_ignore(client):
+    # the JSON routes refuse query parameters; /generate, whose parameters are the query, refuses a body
+    error = error_at(refused(client.post("/generate?label=3", json={"label": 3, "n": 16})), ["body"])
+    assert "/v1/generate" in error["msg"] and error["allowed"] == "no body"
+    assert client.post("/generate?label=3", headers={"Content-Length": "0"}).status_code == 200
+
+
 @pytest.mark.parametrize("path", sorted(BODY_ROUTES))
 def test_routes_with_a_json_body_refuse_query_parameters(client, path):
     # a seed in the query of a body route would be ignored: random images again
