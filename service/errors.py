@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import sys
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -197,6 +198,13 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             message = (  # FastAPI's "There was an error parsing the body" for a body JSON cannot decode
                 f"the body is not UTF-8 text, as JSON must be: {cause.reason} (byte "
                 f"{cause.object[cause.start : cause.start + 1]!r} at position {cause.start})"
+            )
+        elif exc.status_code == 400 and isinstance(cause, RecursionError):
+            message = "the body's JSON is nested too deeply to read: send a flatter JSON object"
+        elif exc.status_code == 400 and isinstance(cause, ValueError) and "digits" in str(cause):
+            message = (  # Python's limit on reading decimal integers
+                f"the body's JSON has an integer of more than {sys.get_int_max_str_digits()} digits; "
+                "no field takes such a number"
             )
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
