@@ -256,8 +256,11 @@ class RequestContext:
             if not cancelled or task is None or task.uncancel() > 0:  # also (or only) the server's
                 raise
             status = CLIENT_CLOSED
-        except StreamCutShort as exc:  # already logged by the response; the server closes the connection
+        except StreamCutShort as exc:  # already logged by the response, which aborted the connection
             status, cut_short = exc.status, True
+            # one turn of the loop: the server learns the connection is gone (its callback was queued by the
+            # abort) before this returns, rather than logging an answer left incomplete as its own error
+            await asyncio.sleep(0)
         except Exception:
             status = 500
             raise
