@@ -378,13 +378,11 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema()
 
 
-def _schema_range(request: Request, loc: tuple, name: str) -> str | None:
-    """The numeric or size range the route's body schema states for the field at ``loc``: the bounds that
-    ``service.routes.bounds.bounded`` adds from the model and the settings (``n <= max_bulk_n``), with the
-    field's own, where its metadata alone would give one end."""
+def _schema_at(request: Request, loc: Sequence[Any]) -> dict[str, Any] | None:
+    """The part of the route's body schema (as ``/openapi.json`` states it) that describes ``loc``."""
     body = getattr(request.scope.get("route"), "body_field", None)
     model = body.field_info.annotation if body is not None else None
-    if len(loc) < 2 or loc[0] != "body" or not (isinstance(model, type) and issubclass(model, BaseModel)):
+    if not loc or loc[0] != "body" or not (isinstance(model, type) and issubclass(model, BaseModel)):
         return None
     root = _body_schema(model)
     schema: Any = root
@@ -398,7 +396,21 @@ def _schema_range(request: Request, loc: tuple, name: str) -> str | None:
             schema = schema["items"]
         else:
             return None
-    schema = _resolved(root, schema)
+    return _resolved(root, schema)
+
+
+def _schema_range(request: Request, loc: tuple, name: str) -> str | None:
+    """The numeric or size range the route's body schema states for the field at ``loc``: the bounds that
+    ``service.routes.bounds.bounded`` adds from the model and the settings (``n <= max_bulk_n``), with the
+    field's own, where its metadata alone would give one end. For a field the body lacks: the ones it has."""
+    if len(loc) < 2:
+        return None
+    parent = _schema_at(request, loc[:-1])
+    if parent is not None and "properties" in parent and loc[-1] not in parent["properties"]:
+        return "one of the fields " + ", ".join(parent["properties"])
+    schema = _schema_at(request, loc)
+    if schema is None:
+        return None
     low = (
         f"{schema['minimum']} <= "
         if "minimum" in schema

@@ -246,6 +246,13 @@ def test_inline_and_thread_pool_work_give_the_same_bytes(monkeypatch):
         ("/v1/bulk", {"n": 0}, ["body", "n"], "1 <= n <= 1000000"),
         ("/v1/bulk", {"counts": {"3": -1}}, ["body", "counts", "3"], "0 <= counts.3 <= 1000000"),
         ("/v1/generate", {"labels": []}, ["body", "labels"], "1 to 1024 item(s)"),
+        # a field the body does not have: the ones it has
+        (
+            "/v1/generate",
+            {"labels": [1], "colour": "red"},
+            ["body", "colour"],
+            "one of the fields labels, seed, same_latent, truncation, format, columns",
+        ),
         # an item of a list: its own range, not the list's
         ("/v1/generate", {"labels": [10]}, ["body", "labels", 0], f"0 <= labels.0 <= {SPEC.num_classes - 1}"),
         (
