@@ -54,7 +54,7 @@ try:
     from contracts.buckets import powers_of_two
     from loadtest import components, levels, server, stats, traffic
     from loadtest.bench_report import render_markdown
-    from loadtest.reports import REPORTS_DIR, Help, port, where
+    from loadtest.reports import REPORTS_DIR, Help, make_out_dir, port, where
     from service.config import Settings
     from service.runtime import available_cores, inference_streams
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extras to install
@@ -153,6 +153,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.extra = dict(_setting(item) for item in args.env)
     except ValueError as exc:
         p.error(f"--concurrency/--ort-threads take comma-separated integers, --env NAME=VALUE ({exc})")
+    for flag, value, least in [
+        ("--max-batch", args.max_batch, 1),
+        ("--ort-max-batch", args.ort_max_batch, args.max_batch),
+        ("--bulk-n", args.bulk_n, 1),
+        ("--bulk-repeats", args.bulk_repeats, 1),
+        ("--compose-at", args.compose_at, 1),
+    ]:
+        if value < least:
+            p.error(
+                f"{flag} must be at least {least}" + (" (--max-batch)" if flag == "--ort-max-batch" else "")
+            )
     unknown = sorted(set(args.extra) - set(Settings.model_fields))
     if unknown:
         p.error(f"--env: no service setting {unknown} (see service/config.py)")
@@ -175,6 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--level-seconds and --ort-seconds must be > 0, --warmup-seconds >= 0")
     if not (args.model_dir / "manifest.json").is_file():
         p.error(f"--model-dir: {args.model_dir}/manifest.json not found")
+    make_out_dir(p, "--out", args.out)  # last: made only for a run that will start
     return args
 
 

@@ -30,6 +30,14 @@ def port(text: str) -> int:
     return value
 
 
+def make_out_dir(parser: argparse.ArgumentParser, flag: str, directory: Path) -> None:
+    """``directory`` made before the run (a usage error when it cannot be), not found unwritable after it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"{flag} {directory}: {exc.strerror}")
+
+
 def figure(value: float | None) -> str:
     """A measured number in a report's table (thousands separated, one decimal); "–" for none."""
     return "–" if value is None else f"{value:,.1f}"

@@ -27,7 +27,15 @@ from train.extras import LOADTEST, exit_for_missing_extra, require
 
 try:
     from loadtest import server
-    from loadtest.reports import FINAL_STATS_ENV, PORT_HELP, REPORTS_DIR, Help, figure, port, where
+    from loadtest.reports import (
+        FINAL_STATS_ENV,
+        PORT_HELP,
+        REPORTS_DIR,
+        Help,
+        figure,
+        port,
+        where,
+    )
     from loadtest.traffic import API_KEY_ENV
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-loadtest", exc, LOADTEST)
@@ -182,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     require("gan-loadtest", LOADTEST)  # locust runs in a subprocess
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"gan-loadtest: error: --out {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
     target: AbstractContextManager[server.Server]
     if args.host:
         target = server.external(args.host)

@@ -90,8 +90,22 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def require_free(url: str) -> None:
+    """Raises ``ServerError`` when something already listens on ``url``'s port: a server started there would
+    fail to bind, and the one already there would answer for it."""
+    parsed = httpx.URL(url)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((parsed.host, parsed.port or 80))
+        except OSError as exc:
+            raise ServerError(
+                f"cannot start a server on {url}: {exc.strerror} (is another server there?)"
+            ) from None
+
+
 @contextmanager
 def _spawn(cmd: list[str], env: Mapping[str, str], url: str, ready_path: str, log: Path) -> Iterator[Server]:
+    require_free(url)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, env=dict(env), stdout=sink, stderr=subprocess.STDOUT)

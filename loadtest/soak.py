@@ -30,7 +30,7 @@ try:
     from loadtest import server, stats, traffic
     from loadtest.checks import ModelInfo, model_info
     from loadtest.loadgen import LevelResult, run_level
-    from loadtest.reports import PORT_HELP, REPORTS_DIR, Help, port, where
+    from loadtest.reports import PORT_HELP, REPORTS_DIR, Help, make_out_dir, port, where
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-soak", exc, SOAK)
 
@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--minutes, --interval-seconds and --peak-seconds must be > 0")
     if not 0 < args.fraction <= 1 or (args.rate is not None and args.rate <= 0) or args.concurrency < 1:
         p.error("--fraction must lie in (0, 1], --rate > 0, --concurrency >= 1")
+    make_out_dir(p, "--report", args.report.parent)
     return args
 
 

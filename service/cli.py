@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # uvicorn exits when it cannot bind or the app cannot start
         if exc.code in (None, 0):
             raise
-        return failed(f"the server failed to start (exit {exc.code}; the log above says why)")
+        return failed("the server failed to start (the log above says why)")
     return EXIT_OK if server.started else failed("the server stopped before it started serving")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +40,45 @@ def test_without_the_loadtest_extra_each_entry_says_what_to_install(tmp_path: Pa
 # --- where reports go, --port, --help
 
 
-def test_reports_go_under_gan_reports_in_the_current_directory_by_default():
+def test_reports_go_under_gan_reports_in_the_current_directory_by_default(tmp_path, monkeypatch):
     from loadtest import benchmark, run, soak
 
+    monkeypatch.chdir(tmp_path)  # the output directory is made as the flags are read
     assert run.parse_args([]).out == Path("gan-reports/loadtest")
     assert soak.parse_args([]).report == Path("gan-reports/soak.md")
     assert benchmark.parse_args(["--model-dir", str(MODEL_DIR)]).out == Path("gan-reports/bench")
+    assert sorted(path.name for path in (tmp_path / "gan-reports").iterdir()) == ["bench"]
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        ("soak", ["--report", "{file}/soak.md"], "--report {file}: File exists"),
+        ("benchmark", ["--out", "{file}/out"], "--out {file}/out: Not a directory"),
+        ("benchmark", ["--ort-max-batch", "8"], "--ort-max-batch must be at least 64 (--max-batch)"),
+        ("benchmark", ["--max-batch", "0"], "--max-batch must be at least 1"),
+        ("benchmark", ["--bulk-n", "0"], "--bulk-n must be at least 1"),
+    ],
+)
+def test_bad_outputs_and_sizes_are_refused_before_any_work(module, argv, message, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    parse_args = importlib.import_module(f"loadtest.{module}").parse_args
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([arg.format(file=blocker) for arg in argv])
+    assert exit_info.value.code == 2
+    assert message.format(file=blocker) in capsys.readouterr().err
+
+
+def test_a_server_is_not_started_on_a_port_another_one_listens_on():
+    from loadtest import server
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        url = f"http://127.0.0.1:{other.getsockname()[1]}"
+        with pytest.raises(server.ServerError, match="is another server there"):
+            server.require_free(url)
 
 
 @pytest.mark.parametrize(
