@@ -140,6 +140,12 @@ def soak(args: argparse.Namespace, srv: server.Server) -> dict[str, Any]:
         rate = args.fraction * report["peak"]["rps"]
     report["rate"] = rate
     intervals = max(1, round(args.minutes * 60 / args.interval_seconds))
+    if intervals * args.interval_seconds > args.minutes * 60 * 1.5:
+        print(
+            f"gan-soak: --minutes {args.minutes:g} is shorter than one --interval-seconds "
+            f"({args.interval_seconds:g}): running one interval",
+            file=sys.stderr,
+        )
     print(f"gan-soak: {rate:.1f} req/s for {intervals} x {args.interval_seconds:g} s ...")
 
     before, rss_before = scrape(srv.url), srv.rss_bytes()
@@ -214,8 +220,13 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Result",
         "",
-        f"- server RSS: {f(rss['before'])} MiB before, {f(rss['after'])} MiB after "
-        f"({'+' if (growth or 0) >= 0 else ''}{f(growth)} MiB)",
+        (
+            f"- server RSS: {f(rss['before'])} MiB before, {f(rss['after'])} MiB after "
+            f"({'+' if (growth or 0) >= 0 else ''}{f(growth)} MiB)"
+            if rss["before"] is not None
+            else "- server RSS and cores: not measured (a server given by --host: its processes are not "
+            "visible from here; gan-soak without --host starts one and measures it)"
+        ),
         f"- client errors: {report['errors']['client']}"
         + (f" (e.g. {next(iter(report['errors']['samples']))})" if report["errors"]["samples"] else ""),
         f"- server dropped jobs: {report['dropped_by_server'] or 'none'}",
