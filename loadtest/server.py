@@ -24,6 +24,7 @@ BENTOML_PYTHON_ENV = "GAN_BENCH_BENTOML_PYTHON"
 READY_TIMEOUT_S = 120.0  # model load + warm-up of every batch size on a busy 2-core machine
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.2
+SAY_WAITING_AFTER_S = 2.0  # an external server not ready by then: say what is being waited for, and why
 
 
 class ServerError(RuntimeError):
@@ -60,18 +61,25 @@ def free_port(host: str = "127.0.0.1") -> int:
 def wait_ready(
     url: str, path: str, process: subprocess.Popen | None, timeout_s: float, log: Path | None
 ) -> None:
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline, told = started + timeout_s, process is not None  # a server started here has its log
+    last = "no answer"
     with httpx.Client(base_url=url, timeout=5.0) as client:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise ServerError(f"server exited with code {process.returncode}:\n{_tail(log)}")
             try:
-                if client.get(path).status_code == 200:
+                status = client.get(path).status_code
+                if status == 200:
                     return
-            except httpx.TransportError:
-                pass
+                last = f"HTTP {status}"
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if not told and time.monotonic() - started > SAY_WAITING_AFTER_S:
+                print(f"waiting up to {timeout_s:g} s for {url}{path} ({last})", file=sys.stderr, flush=True)
+                told = True
             time.sleep(POLL_S)
-    raise ServerError(f"{url}{path} not ready within {timeout_s:g} s:\n{_tail(log)}")
+    raise ServerError(f"{url}{path} not ready within {timeout_s:g} s ({last}):\n{_tail(log)}")
 
 
 def _tail(log: Path | None, lines: int = 20) -> str:

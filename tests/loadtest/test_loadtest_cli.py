@@ -149,3 +149,16 @@ def test_gan_loadtest_serves_on_the_pinned_port_and_says_where_the_reports_are(t
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["host"] == f"http://127.0.0.1:{port}"
     assert f"gan-loadtest: reports in {out}" in completed.stdout
+
+
+def test_an_external_server_not_answering_is_waited_for_out_loud_and_the_reason_given(monkeypatch, capsys):
+    from loadtest import server
+
+    monkeypatch.setattr(server, "READY_TIMEOUT_S", 0.6)
+    monkeypatch.setattr(server, "SAY_WAITING_AFTER_S", 0.0)
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with pytest.raises(server.ServerError, match="Connection refused"), server.external(url):
+        pass
+    assert f"waiting up to 0.6 s for {url}/readyz" in capsys.readouterr().err
