@@ -29,7 +29,7 @@ try:
     from contracts.run_dir import RunDirError, has_state, read_config
     from train.data import DataError
     from train.distributed import World, environment_world, launch, recorded_world_size, under_launcher
-    from train.loop import TrainConfig, train
+    from train.loop import TrainConfig, check_out_dir, train
     from train.losses import LOSSES, NLL_LOSS, VAE_LOSS
     from train.models import VARIANTS
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     nproc = args.nproc or world.size
     launching = nproc > 1 and not under_launcher()  # this process starts the workers and trains nothing
     try:
+        if world.is_main:  # under torchrun, not the other ranks: rank 0 may already be writing there
+            check_out_dir(args.out)
         config = config_from_args(args)
         if has_state(args.out):
             config, overrides = resumed_config(Path(args.out), args, given_on_command_line(argv))
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             checkpoint_every=args.checkpoint_every,
         )
-    except (DataError, RunDirError, ValueError) as exc:
+    except (DataError, RunDirError, ValueError, OSError) as exc:  # OSError: --out failing mid-run
         parser.exit(2, f"{PROG}: error: {exc}\n")
     if not world.is_main:
         return 0

@@ -14,6 +14,7 @@ import hashlib
 import io
 import pickle
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata, resources
@@ -254,11 +255,7 @@ def _load_npz(path: Path) -> LabelledImages:
         images = images[..., None]
     if images.ndim != 4:
         raise DataError(f"{path}: 'x' must be [N, H, W] or [N, H, W, C], got shape {images.shape}")
-    if images.dtype != np.uint8:
-        if images.min() < 0 or images.max() > 255:
-            raise DataError(f"{path}: 'x' must hold pixel values in [0, 255]")
-        images = images.astype(np.uint8)
-    return _checked(images, labels, str(path), path.read_bytes())
+    return _checked(_as_pixels(images, str(path)), labels, str(path), path.read_bytes())
 
 
 def _load_idx(images_path: Path, labels_path: Path | None) -> LabelledImages:
@@ -272,7 +269,8 @@ def _load_idx(images_path: Path, labels_path: Path | None) -> LabelledImages:
         raise DataError(f"{images_path}: IDX images must have 3 dimensions, got {images.ndim}")
     if labels.ndim != 1:
         raise DataError(f"{labels_path}: IDX labels must have 1 dimension, got {labels.ndim}")
-    return _checked(images.astype(np.uint8)[..., None], labels, str(images_path), images_raw + labels_raw)
+    pixels = _as_pixels(images, str(images_path))[..., None]
+    return _checked(pixels, labels, str(images_path), images_raw + labels_raw)
 
 
 def _read_idx(path: Path) -> tuple[bytes, np.ndarray]:
@@ -312,8 +310,38 @@ def _find_idx_pair(directory: Path) -> tuple[Path, Path | None]:
     return candidates[0], _labels_beside(candidates[0])
 
 
+def _as_pixels(images: np.ndarray, source: str) -> np.ndarray:
+    """Images of any numeric dtype as uint8: integers and floats in [0, 255] are taken as pixel values
+    (floats rounded), floats whose maximum is at most 1 as [0, 1] intensities (scaled by 255, rounded; said
+    once on stderr). Anything else (values outside [0, 255], NaN, non-numeric) raises ``DataError``."""
+    if images.dtype == np.uint8:
+        return images
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise DataError(f"{source}: images must be integers or floats, got dtype {images.dtype}")
+    if images.size == 0:
+        return images.astype(np.uint8)
+    is_float = np.issubdtype(images.dtype, np.floating)
+    if is_float and np.isnan(images).any():
+        raise DataError(f"{source}: pixel values must be in [0, 255], found NaN")
+    low, high = images.min(), images.max()
+    if low < 0 or high > 255:
+        found = f"[{float(low):g}, {float(high):g}]"
+        raise DataError(f"{source}: pixel values must be in [0, 255], found {found}")
+    if not is_float:
+        return images.astype(np.uint8)
+    values = images.astype(np.float64)
+    if high <= 1:
+        print(f"{source}: float pixels in [0, 1]: scaled by 255 to 0..255", file=sys.stderr)
+        values = values * 255.0
+    return np.rint(values).astype(np.uint8)
+
+
 def _checked(images: np.ndarray, labels: np.ndarray, source: str, raw: bytes) -> LabelledImages:
     labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]  # (N, 1), as a column vector of labels is often saved
+    if labels.ndim != 1:
+        raise DataError(f"{source}: labels must have shape (N,) (or (N, 1)), got {labels.shape}")
     if len(images) != len(labels):
         raise DataError(f"{source}: {len(images)} images but {len(labels)} labels")
     if len(images) == 0:
@@ -321,7 +349,35 @@ def _checked(images: np.ndarray, labels: np.ndarray, source: str, raw: bytes) ->
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise DataError(f"{source}: labels must be non-negative integers")
     labels = labels.astype(np.int64)
+    _check_classes(labels, source)
     names = tuple(str(k) for k in range(int(labels.max()) + 1))
     return LabelledImages(
         np.ascontiguousarray(images), labels, names, source, hashlib.sha256(raw).hexdigest()
+    )
+
+
+MAX_LISTED_EMPTY = 10  # empty classes named one by one in the warning; more are counted only
+
+
+def _check_classes(labels: np.ndarray, source: str) -> None:
+    """The classes are 0..max(label): warn on stderr when some of them have no images, refuse when more
+    than half do (labels that are not numbered from 0, e.g. 5..14 or 200..209)."""
+    top = int(labels.max())
+    empty = np.flatnonzero(np.bincount(labels, minlength=top + 1) == 0)
+    if len(empty) == 0:
+        return
+    classes = top + 1
+    listed = (
+        ", ".join(str(k) for k in empty)
+        if len(empty) <= MAX_LISTED_EMPTY
+        else f"{empty[0]}..{empty[-1]} among others"
+    )
+    if 2 * len(empty) > classes:
+        raise DataError(
+            f"{source}: labels run up to {top}, so there are {classes} classes 0..{top}, but {len(empty)} "
+            f"of them have no images ({listed}): number the labels 0..K-1"
+        )
+    print(
+        f"{source}: warning: {len(empty)} of the {classes} classes 0..{top} have no images ({listed})",
+        file=sys.stderr,
     )

@@ -9,9 +9,11 @@ pixel loss is added: ``|G(E(x), y) - x|``, back-propagated through the frozen ge
 
 from __future__ import annotations
 
+import argparse
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -40,6 +42,91 @@ class EncoderConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting out of its range (``ENCODER_OPTIONS``)."""
+        for field in fields(self):
+            _, kind = ENCODER_OPTIONS[field.name]
+            try:
+                kind(str(getattr(self, field.name)))
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"{field.name}: {exc}") from exc
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number of at least 0."""
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0 (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
+# EncoderConfig field → (help, argparse type); its flag is --field-name, its default the field's.
+ENCODER_OPTIONS: dict[str, tuple[str, Callable[[str], int | float]]] = {
+    "width": ("channels of the first convolution; the second has twice as many", positive_int),
+    "embed_dim": ("size of the label embedding joined to the image features", positive_int),
+    "hidden": ("units of the hidden layer before the latent", positive_int),
+    "steps": ("training steps, each on a fresh batch from the generator", positive_int),
+    "batch_size": ("generated images per step", positive_int),
+    "lr": ("Adam learning rate (cosine-annealed to 0 over the steps)", positive_float),
+    "pixel_weight": (
+        "weight of the pixel loss |G(E(x), y) - x| (needs a run directory as source); 0: latent loss only",
+        non_negative_float,
+    ),
+    "seed": ("seed of the latents, labels and initial weights", non_negative_int),
+}
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare one validated option per ``EncoderConfig`` field, with its help and default: a bad value is
+    argparse's one-line error (exit 2) before any work."""
+    defaults = EncoderConfig()
+    for field in fields(EncoderConfig):
+        help_text, kind = ENCODER_OPTIONS[field.name]
+        default = getattr(defaults, field.name)
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"), type=kind, default=default, help=f"{help_text} ({default})"
+        )
 
 
 class ImageEncoder(nn.Module):
@@ -82,6 +169,7 @@ def train_encoder(
     """Train on fresh ``(z, label, G(z, label))`` every step (no fixed set to over-fit); deterministic by
     ``config.seed`` on one thread. ``generator`` (the PyTorch generator behind ``generate``, float output in
     [-1, 1]) is needed only for ``pixel_weight > 0``. Returns the encoder (eval mode) and a summary."""
+    config.check()
     if config.pixel_weight > 0 and generator is None:
         raise ValueError(
             "pixel_weight > 0 needs the PyTorch generator (a run directory, not a model directory)"

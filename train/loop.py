@@ -7,6 +7,8 @@ which variant it is training beyond "adversarial or VAE".
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import sys
 import time
@@ -34,9 +36,10 @@ from train.data import (
     to_uint8,
 )
 from train.distributed import WORLD_SIZE_KEY, World, joined, recorded_world_size, unwrap
-from train.losses import DEFAULT_LOSS, AdversarialLoss, build_loss
+from train.losses import DEFAULT_LOSS, LOSSES, AdversarialLoss, build_loss
 from train.models import (
     DEFAULT_VARIANT,
+    VARIANTS,
     Architecture,
     Variant,
     build_critic,
@@ -116,6 +119,13 @@ class TrainConfig:
                 objective = likelihood_settings(self.levels, self.layers)
         else:
             loss_name = self.loss or DEFAULT_LOSS
+            owners = sorted(name for name, other in VARIANTS.items() if other.fixed_loss == loss_name)
+            if owners:
+                raise ValueError(
+                    f"loss '{loss_name}' belongs to "
+                    + " and ".join(f"--model {name} ({VARIANTS[name].description})" for name in owners)
+                    + f"; model '{self.model}' takes the adversarial losses {', '.join(sorted(LOSSES))}"
+                )
             objective = build_loss(loss_name, self.n_critic, self.label_smoothing)
         positive = ("epochs", "batch_size", "latent_dim", "width", "embed_dim", "sample_columns", "log_every")
         for name in positive:
@@ -326,6 +336,38 @@ def describe(device: torch.device) -> str:
         if device.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()})"
     )
+
+
+RUN_FILES = (run_dir.CONFIG_FILE, run_dir.GENERATOR_FILE, run_dir.STATE_FILE, run_dir.STATE_META_FILE)
+
+
+def check_out_dir(out: str | Path) -> None:
+    """Refuse, before any work, an ``--out`` that cannot become a run directory: an existing path that is not
+    a directory, one that cannot be created, or a directory holding a run's files without its resume state
+    (such a run can be neither resumed nor overwritten). Raises ``RunDirError`` naming the path."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise run_dir.RunDirError(f"--out {out} exists and is not a directory")
+    if out.is_dir():
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        missing = [name for name in (run_dir.STATE_FILE, run_dir.STATE_META_FILE) if name not in found]
+        if found and missing:
+            raise run_dir.RunDirError(
+                f"{out} holds a run ({', '.join(found)}) without its {' and '.join(missing)}: it can be "
+                "neither resumed nor overwritten; choose another --out"
+            )
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise run_dir.RunDirError(f"--out {out}: directory is not writable")
+        return
+    created = [parent for parent in (out, *out.parents) if not parent.exists()]
+    try:  # the surest test that it can be created: create it (and what it needs), then remove them again
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise run_dir.RunDirError(f"--out {out}: cannot create the directory ({reason})") from exc
+    for directory in created:
+        with contextlib.suppress(OSError):  # another process of the run may have started writing there
+            directory.rmdir()
 
 
 def _train(

@@ -56,6 +56,8 @@ def test_cli_trains_a_run_directory(tiny_npz: Path, tmp_path: Path, capsys: pyte
         (["--loss", "hinge", "--label-smoothing", "0.1"], "bce and lsgan"),
         (["--resume"], "nothing to resume"),
         (["--held-out-fraction", "1"], r"held_out_fraction must be in \(0, 1\)"),
+        (["--loss", "elbo"], r"'elbo' belongs to --model cvae .*'cdcgan' takes .*hinge"),
+        (["--model", "dcgan", "--loss", "nll"], r"'nll' belongs to --model pixelcnn .*'dcgan' takes"),
     ],
 )
 def test_cli_bad_input_is_one_clear_line(
@@ -75,6 +77,52 @@ def test_cli_missing_data_file_names_it(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "run"), "--data", str(missing), "--no-progress"])
     assert str(missing) in capsys.readouterr().err
+
+
+def refusal(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """The one line ``main(argv)`` exits 2 with."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, *TINY, "--no-progress"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gan-train: error:"), captured.err
+    return lines[0]
+
+
+def test_a_run_without_its_state_is_neither_resumed_nor_overwritten(
+    tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    out = tmp_path / "run"
+    out.mkdir()
+    files = {"config.json": b'{"training": {}}', "state.safetensors": b"x", "generator.safetensors": b"g"}
+    for name, content in files.items():
+        (out / name).write_bytes(content)
+    line = refusal(["--out", str(out), "--data", str(tiny_npz), "--epochs", "2"], capsys)
+    assert str(out) in line and "without its state.json" in line and "neither resumed nor overwritten" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # untouched
+
+
+def test_an_existing_empty_directory_is_trained_into(tiny_npz: Path, tmp_path: Path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert main(["--out", str(out), "--data", str(tiny_npz), *TINY, "--no-progress"]) == 0
+    assert (out / "state.json").is_file()
+
+
+@pytest.mark.parametrize("case", ["regular file", "below a regular file", "unwritable /proc"])
+def test_an_out_that_cannot_be_a_directory_is_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, case: str
+):
+    file = tmp_path / "a-file"
+    file.write_text("mine")
+    out = {"regular file": file, "below a regular file": file / "run", "unwritable /proc": Path("/proc/foo")}
+    if case == "unwritable /proc" and not Path("/proc/self").exists():
+        pytest.skip("no /proc here")
+    # a missing data file would be the next error: --out is checked first
+    line = refusal(["--out", str(out[case]), "--data", str(tmp_path / "nope.npz")], capsys)
+    assert str(out[case]) in line and "nope.npz" not in line
+    assert file.read_text() == "mine"
 
 
 def test_every_config_field_has_a_flag():

@@ -152,3 +152,119 @@ def test_model_range_round_trip(tiny_arrays):
     scaled = to_model_range(nhwc)
     assert scaled.shape == (len(images), 1, 8, 8) and scaled.min() >= -1 and scaled.max() <= 1
     np.testing.assert_array_equal(to_uint8(scaled), nhwc)
+
+
+def save_npz(tmp_path: Path, x: np.ndarray, y: np.ndarray, name: str = "d.npz") -> Path:
+    path = tmp_path / name
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def test_float_images_in_unit_range_are_scaled_and_rounded_and_said_once(
+    tmp_path: Path, tiny_arrays, capsys: pytest.CaptureFixture
+):
+    images, labels = tiny_arrays
+    path = save_npz(tmp_path, images.astype(np.float32) / 255.0, labels)
+    data = load_images(path)
+    assert data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.images[..., 0], images)  # not all black
+    said = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(said) == 1 and str(path) in said[0] and "255" in said[0]
+
+
+def test_float_images_in_pixel_range_are_rounded_not_truncated(tmp_path: Path, tiny_arrays):
+    images, labels = tiny_arrays
+    path = save_npz(tmp_path, images.astype(np.float64) + 0.4, labels)
+    np.testing.assert_array_equal(load_images(path).images[..., 0], images)
+    x = images.astype(np.float32)
+    x[0, 0, :2] = [1.6, 254.7]  # 2 and 255, not 1 and 254
+    loaded = load_images(save_npz(tmp_path, x, labels, "b.npz")).images
+    assert loaded[0, 0, :2, 0].tolist() == [2, 255]
+
+
+def idx_typed_bytes(array: np.ndarray, code: int, dtype: str) -> bytes:
+    header = b"\x00\x00" + bytes([code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(dtype).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("form", "dtype", "value", "found"),
+    [
+        ("npz", "float32", 300.0, "300"),
+        ("npz", "float32", -0.5, "-0.5"),
+        ("npz", "float64", np.nan, "NaN"),
+        ("npz", "int64", 256, "256"),
+        ("idx", ">i2", 300, "300"),
+        ("idx", ">i4", 70000, "70000"),
+        ("idx", "i1", -3, "-3"),
+    ],
+)
+def test_pixels_outside_0_255_are_refused_naming_file_and_range(
+    tmp_path: Path, tiny_arrays, form: str, dtype: str, value: float, found: str
+):
+    images, labels = tiny_arrays
+    x = (images // 2).astype(dtype)
+    x[0, 0, 0] = value
+    if form == "npz":
+        path = save_npz(tmp_path, x, labels)
+    else:
+        path = tmp_path / "train-images-idx3-ubyte"
+        path.write_bytes(idx_typed_bytes(x, {">i2": 0x0B, ">i4": 0x0C, "i1": 0x09}[dtype], dtype))
+        (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    with pytest.raises(DataError) as info:
+        load_images(path)
+    message = str(info.value)
+    assert str(path) in message and "[0, 255]" in message and found in message
+
+
+def test_idx_int16_pixels_in_range_load_unchanged(tmp_path: Path, tiny_arrays):
+    images, labels = tiny_arrays
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(idx_typed_bytes(images, 0x0B, ">i2"))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    data = load_images(path)
+    assert data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.images[..., 0], images)
+
+
+def test_labels_with_a_few_empty_classes_warn_naming_them(
+    tmp_path: Path, tiny_arrays, capsys: pytest.CaptureFixture
+):
+    images, labels = tiny_arrays
+    path = save_npz(tmp_path, images, np.where(labels == 1, 3, labels))  # classes 0..3, 1 empty
+    data = load_images(path)
+    assert data.num_classes == 4
+    err = capsys.readouterr().err
+    assert str(path) in err and "1 of the 4 classes" in err and "(1)" in err
+
+
+def test_labels_as_usual_say_nothing(tmp_path: Path, tiny_arrays, capsys: pytest.CaptureFixture):
+    load_images(save_npz(tmp_path, *tiny_arrays))
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("form", ["npz", "idx"])
+def test_labels_not_numbered_from_0_are_refused(tmp_path: Path, tiny_arrays, form: str):
+    images, labels = tiny_arrays
+    if form == "npz":
+        path = save_npz(tmp_path, images, labels + 5)
+    else:
+        path = write_idx_pair(tmp_path, images, labels + 200, gz=False)
+    with pytest.raises(DataError) as info:
+        load_images(path)
+    assert str(path) in str(info.value) and "no images" in str(info.value)
+
+
+def test_labels_shaped_n_by_1_are_flattened(tmp_path: Path, tiny_arrays):
+    images, labels = tiny_arrays
+    data = load_images(save_npz(tmp_path, images, labels[:, None]))
+    np.testing.assert_array_equal(data.labels, labels)
+    assert data.labels.shape == (len(labels),)
+
+
+def test_labels_of_another_shape_are_refused_naming_the_file(tmp_path: Path, tiny_arrays):
+    images, labels = tiny_arrays
+    path = save_npz(tmp_path, images, np.stack([labels, labels], axis=1))
+    with pytest.raises(DataError) as info:
+        load_images(path)
+    assert str(path) in str(info.value) and "(N,)" in str(info.value)
