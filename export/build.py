@@ -46,6 +46,7 @@ from export.graph import (
     example_inputs,
     example_morph_inputs,
     export_onnx,
+    graph_opset,
     strip_debug_output,
     supports_label_morph,
 )
@@ -78,6 +79,11 @@ NORMALISATION = {
 }
 
 
+class ExportInputError(ExportError):
+    """The export's inputs (a flag, a file it names, the output place) are refused: nothing was exported.
+    ``gan-export`` exits 2 for these, as for a usage error, and 1 for a failure of the export itself."""
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     name: str
@@ -100,13 +106,13 @@ class ExportOptions:
 
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> dict:
     """Export ``run_dir``'s generator to ``out_dir``; returns the manifest. Raises ``ExportError``,
-    ``VerificationError``, ``RunDirError``, ``FileExistsError`` with a message naming what failed."""
+    ``VerificationError``, ``RunDirError``, ``FileExistsError``, ``ExportInputError`` with a message naming
+    what failed."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and not options.overwrite:
         raise FileExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
     generator, config = load_generator(run_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    staging = _make_staging(out_dir)
     try:
         manifest = _build(generator, config, staging, options, run_dir)
         write_manifest(staging, manifest)
@@ -125,6 +131,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _make_staging(out_dir: Path) -> Path:
+    """The empty sibling directory the export is written into, or ``ExportInputError`` naming ``--out``."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    except OSError as exc:
+        raise ExportInputError(
+            f"--out {out_dir}: cannot write a model directory there ({exc.strerror or exc})"
+        ) from exc
 
 
 def _remake_command(run_dir: Path, out_dir: Path, options: ExportOptions) -> str:
@@ -157,7 +174,8 @@ def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOpt
         "inputs": {"latent": LATENT_INPUT, "label": LABEL_INPUT},
         "output": dict(OUTPUT_SPEC),
         "normalisation": NORMALISATION,
-        "opset": options.opset,
+        # what the written graph imports, read back: never merely the opset asked for
+        "opset": graph_opset(onnx.load(str(staging / MODEL_FILE), load_external_data=False)),
         "conditional": conditional,
         "sampling": AUTOREGRESSIVE_SAMPLING if autoregressive else LATENT_SAMPLING,
         "training": config,
@@ -223,7 +241,7 @@ def _export_autoregressive(
 ) -> tuple[ort.InferenceSession, dict]:
     """``model.onnx`` of an autoregressive model: the whole sampling loop in one graph (export.pixelcnn)."""
     if options.fp16:
-        raise ExportError(
+        raise ExportInputError(
             "--fp16 is not supported for an autoregressive model (its sampling loop is float32)"
         )
     onnx.save(pixelcnn.export_sampler(generator, options.opset), staging / MODEL_FILE)
@@ -385,14 +403,16 @@ def _replace_dir(staging: Path, out_dir: Path) -> None:
     out_dir.chmod(0o755)  # mkdtemp creates 0700
 
 
-def read_metrics(path: str | Path) -> dict:
+def read_metrics(path: str | Path, flag: str = "--metrics") -> dict:
+    """A gan-eval ``metrics.json``; errors name ``flag`` (the option that gave ``path``) and the file."""
     path = Path(path)
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExportError(f"--metrics {path}: not readable JSON ({exc})") from exc
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError (a binary file)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ExportInputError(f"{flag} {path}: not readable JSON ({reason})") from exc
     if not isinstance(metrics, dict):
-        raise ExportError(f"--metrics {path}: must hold a JSON object, got {type(metrics).__name__}")
+        raise ExportInputError(f"{flag} {path}: must hold a JSON object, got {type(metrics).__name__}")
     return metrics
 
 
@@ -403,16 +423,18 @@ COMPARABLE = (("classifier", "dir"), ("evaluated_against", "part"), ("settings",
 def compared_with(metrics: dict | None, paths: tuple[Path, ...]) -> list[dict]:
     """Earlier versions' ``gan-eval`` results, checked to be measured like ``metrics``."""
     if not metrics:
-        raise ExportError("--compare-with needs this model's metrics too (--evaluate or --metrics)")
+        raise ExportInputError("--compare-with needs this model's metrics too (--evaluate or --metrics)")
     earlier = []
     for path in paths:
-        other = read_metrics(path)
+        other = read_metrics(path, "--compare-with")
         differ = [
             f"{outer}.{inner} {other.get(outer, {}).get(inner)!r} vs {metrics.get(outer, {}).get(inner)!r}"
             for outer, inner in COMPARABLE
             if other.get(outer, {}).get(inner) != metrics.get(outer, {}).get(inner)
         ]
         if differ:
-            raise ExportError(f"--compare-with {path}: not measured like this model ({'; '.join(differ)})")
+            raise ExportInputError(
+                f"--compare-with {path}: not measured like this model ({'; '.join(differ)})"
+            )
         earlier.append(other)
     return earlier

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,15 +19,20 @@ try:
     from contracts.run_dir import RunDirError
     from evaluation.evaluate import PARTS
     from evaluation.report import format_table
-    from export.build import ExportOptions, export_run, read_metrics
-    from export.graph import DEFAULT_OPSET, ExportError
-    from export.triton import TritonOptions, write_triton_repo
+    from export.build import ExportInputError, ExportOptions, export_run, read_metrics
+    from export.graph import DEFAULT_OPSET, ExportError, max_opset
+    from export.triton import NAME_RULE, TritonOptions, check_model_name, write_triton_repo
     from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, Tolerance, VerificationError
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extras to install
     exit_for_missing_extra("gan-export", exc, EXPORT)
 
 PROG = "gan-export"
 MIN_OPSET = 17  # ConvTranspose/Round/Clip as used here; older opsets are not tested
+EXIT_FAILED = 1  # the export itself failed (e.g. verification against PyTorch): nothing left behind
+EXIT_BAD_INPUT = 2  # a refused input (flag, run directory, file, --out), as argparse's usage errors
+# The manifest's version: a segment of /v2/models/NAME/versions/VERSION and a string in Triton's config.pbtxt
+# (whose own version directory is always 1), so no separators, quotes or spaces.
+SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -39,6 +47,24 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if not seeds or min(seeds) < 0 or max(seeds) > 2**32 - 1:
         raise argparse.ArgumentTypeError(f"seeds must be in [0, 2**32 - 1], got {text!r}")
     return tuple(seeds)
+
+
+def parse_name(text: str) -> str:
+    """A model name that is safe as a directory (Triton repository) and URL segment."""
+    try:
+        return check_model_name(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {NAME_RULE}, got {text!r}") from None
+
+
+def parse_version(text: str) -> str:
+    """``1.0.0``, ``2.1.0-rc1``, ``3``: letters, digits, ``.``, ``_``, ``+``, ``-``, starting alphanumeric."""
+    if not SAFE_VERSION.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"must be letters, digits, '.', '_', '+' and '-', starting with a letter or digit (e.g. 1.0.0), "
+            f"got {text!r}"
+        )
+    return text
 
 
 def parse_paths(text: str) -> tuple[Path, ...]:
@@ -92,11 +118,20 @@ ARGUMENTS: tuple[Argument, ...] = (
         "always",
     ),
     Argument(
-        "--name", {"help": "model name in the manifest (default: the --out directory's name)"}, "always"
+        "--name",
+        {
+            "type": parse_name,
+            "help": f"model name in the manifest ({NAME_RULE}; default: the --out directory's name)",
+        },
+        "always",
     ),
     Argument(
         "--version",
-        {"default": "1.0.0", "help": "model version in the manifest (default: %(default)s)"},
+        {
+            "type": parse_version,
+            "default": "1.0.0",
+            "help": "model version in the manifest, e.g. 2.0.0 (default: %(default)s)",
+        },
         "always",
     ),
     Argument(
@@ -104,7 +139,8 @@ ARGUMENTS: tuple[Argument, ...] = (
         {
             "type": int,
             "default": DEFAULT_OPSET,
-            "help": f"ONNX opset, at least {MIN_OPSET} (default: %(default)s, the exporter's native opset)",
+            "help": f"ONNX opset, at least {MIN_OPSET} and at most what the installed onnx and torch "
+            "exporter write (default: %(default)s, the exporter's native opset)",
         },
         "always",
     ),
@@ -192,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a training run's generator to ONNX (uint8 NHWC output, dynamic batch), verify it "
         "against PyTorch with ONNX Runtime, and write a model directory: model.onnx, manifest.json, "
         "samples.png, README.md.",
+        epilog="Exit status: 0 when written; 2 when an input is refused before any export work (a bad flag, "
+        "run directory, metrics file or --out; --out exists without --overwrite); 1 when the export itself "
+        "fails (e.g. verification against PyTorch). Neither leaves anything at --out.",
     )
     metrics = parser.add_mutually_exclusive_group()
     for argument in ARGUMENTS:
@@ -243,31 +282,68 @@ def command_for(
     return shlex.join([PROG, *(part for a in ARGUMENTS for part in a.argv(values.get(a.dest)))])
 
 
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` no model directory can be written to, before any export work: its nearest
+    existing ancestor must be a directory that takes a (probe) directory."""
+    if out.exists() and not out.is_dir():
+        raise ExportInputError(f"--out {out}: exists and is not a directory")
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ExportInputError(f"--out {out}: {ancestor} is not a directory")
+    try:  # os.access says yes to root everywhere, /proc included: try it
+        shutil.rmtree(tempfile.mkdtemp(prefix=".gan-export-probe.", dir=ancestor))
+    except OSError as exc:
+        raise ExportInputError(f"--out {out}: cannot write under {ancestor} ({exc.strerror or exc})") from exc
+
+
+def check_inputs(args: argparse.Namespace, name: str) -> None:
+    """The refusals that need no export: output places, and the files the flags name."""
+    check_out(args.out)
+    if args.compare_with:
+        if not (args.metrics or args.evaluate):
+            raise ExportInputError("--compare-with needs this model's metrics too (--evaluate or --metrics)")
+        for path in args.compare_with:
+            read_metrics(path, "--compare-with")
+    if args.triton_repo:
+        target = args.triton_repo / name
+        if target.exists() and not args.overwrite:
+            raise FileExistsError(f"--triton-repo: {target} exists; pass --overwrite to replace it")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.opset < MIN_OPSET:
         parser.error(f"--opset must be at least {MIN_OPSET}, got {args.opset}")
+    if args.opset > max_opset():
+        parser.error(
+            f"--opset must be at most {max_opset()} (the highest the installed onnx and torch exporter "
+            f"write), got {args.opset}"
+        )
     if args.image_tolerance < 0 or args.float_tolerance < 0:
         parser.error("--image-tolerance and --float-tolerance must be >= 0")
     if args.eval_n is not None and args.eval_n < 1:
         parser.error(f"--eval-n must be at least 1, got {args.eval_n}")
+    if args.name is None:
+        try:
+            check_model_name(args.out.resolve().name)
+        except ValueError as exc:
+            parser.error(f"--out {args.out}: its directory name is no model name ({exc}); pass --name")
     try:
         options = options_from_args(args)
+        check_inputs(args, options.name)
         options = replace(options, command=command_for(args.run_dir, args.out, options, args.metrics))
         manifest = export_run(args.run_dir, args.out, options)
         if args.triton_repo:
             write_triton_repo(args.out, args.triton_repo, TritonOptions(overwrite=args.overwrite))
-    except (
-        RunDirError,
-        ExportError,
-        VerificationError,
-        ModelDirError,
-        FileExistsError,
-        ValueError,
-    ) as exc:
+    except (ExportInputError, RunDirError, FileExistsError) as exc:  # refused: nothing was exported
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
+    except (ExportError, VerificationError, ModelDirError, ValueError) as exc:  # the export itself failed
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     print(summary(manifest, args.out))
     if (
         args.evaluate

@@ -21,12 +21,34 @@ from torch import nn
 from contracts.model_dir import IMAGE_OUTPUT, LABEL_INPUT, LABEL_WEIGHTS_INPUT, LATENT_INPUT
 
 DEFAULT_OPSET = 18  # the dynamo exporter's own opset: no version conversion step
+ONNX_DOMAINS = ("", "ai.onnx")  # the default operator set's domain, as opset_import names it
 DEBUG_OUTPUT = "generated"  # the float output kept only while verifying, then stripped
 _EXAMPLE_BATCH = 2  # >1 so that tracing does not specialise the batch axis
 
 
 class ExportError(RuntimeError):
     """The generator could not be turned into a valid ONNX graph."""
+
+
+def max_opset() -> int:
+    """The highest opset this install can write: what both the installed onnx (its version converter) and the
+    torch exporter know. Above it, ``torch.onnx.export`` logs tracebacks and silently keeps its own opset."""
+    limits = [onnx.defs.onnx_opset_version()]
+    try:
+        from torch.onnx import _constants  # private; when it moves, onnx's limit alone applies
+
+        limits.append(int(_constants.ONNX_MAX_OPSET))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        pass
+    return min(limits)
+
+
+def graph_opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset a graph actually imports (what to record: never the one asked for)."""
+    versions = [entry.version for entry in model.opset_import if entry.domain in ONNX_DOMAINS]
+    if not versions:
+        raise ExportError("the exported graph imports no default-domain (ai.onnx) opset")
+    return int(versions[0])
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ Dims in the config exclude the batch axis (``max_batch_size`` > 0 lets Triton ba
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -34,6 +35,17 @@ VERSION = "1"  # Triton versions are integers; the manifest's own version is kep
 PLATFORM = "onnxruntime_onnx"
 KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "uint8": "TYPE_UINT8"}
+# A model name is one directory of the repository (REPO/NAME) and one segment of /v2/models/NAME/...: no
+# separators, no "..", no hidden directory.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+NAME_RULE = "letters, digits, '_', '-' and '.', not starting with '.', at most 128 characters"
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it is a safe model name (``SAFE_NAME``), else ``ValueError`` saying the rule."""
+    if not SAFE_NAME.fullmatch(name):
+        raise ValueError(f"model name {name!r} is not allowed: use {NAME_RULE}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ def write_triton_repo(model_dir: str | Path, repo: str | Path, options: TritonOp
     entry = manifest.graph()
     graph = verified_graph(model_dir, entry)
     inputs, outputs = config_tensors(onnx.load(str(graph), load_external_data=False))
-    name = options.name or manifest.name
+    name = check_model_name(options.name or manifest.name)  # never a path out of the repository
     target = Path(repo) / name
     if target.exists():
         if not options.overwrite:

@@ -8,14 +8,16 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
 
 import export.build
+import export.cli
 from export.build import ExportOptions
 from export.cli import build_parser, command_for, main, options_from_args, parse_seeds
-from export.graph import ImageGenerator, export_onnx
+from export.graph import DEFAULT_OPSET, ImageGenerator, export_onnx, max_opset
 from export.verify import Tolerance, VerificationError, check_parity, label_inputs, session
 from tests.cli_support import run_without
 from train.checkpoint import load_generator
@@ -75,7 +77,7 @@ def test_existing_output_is_kept_without_overwrite(run_dir: Path, tmp_path: Path
     out = tmp_path / "existing"
     out.mkdir()
     (out / "keep.txt").write_text("placeholder")
-    assert main([str(run_dir), "--out", str(out)]) == 1
+    assert main([str(run_dir), "--out", str(out)]) == 2  # a refused input, as argparse's usage errors
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert _leftovers(out) == ["keep.txt"]
 
@@ -95,7 +97,7 @@ def test_overwrite_replaces_directory(run_dir: Path, tmp_path: Path, capsys) -> 
 
 
 def test_missing_run_dir(tmp_path: Path, capsys) -> None:
-    assert main([str(tmp_path / "no-run"), "--out", str(tmp_path / "m")]) == 1
+    assert main([str(tmp_path / "no-run"), "--out", str(tmp_path / "m")]) == 2  # as gan-train/-eval/-serve
     assert "config.json not found" in capsys.readouterr().err
     assert _leftovers(tmp_path) == []
 
@@ -119,14 +121,93 @@ def test_evaluate_without_classifier_fails_cleanly(run_dir: Path, tmp_path: Path
 def test_bad_metrics_file(run_dir: Path, tmp_path: Path, capsys) -> None:
     metrics = tmp_path / "metrics.json"
     metrics.write_text("[1, 2]")
-    assert main([str(run_dir), "--out", str(tmp_path / "m"), "--metrics", str(metrics)]) == 1
+    assert main([str(run_dir), "--out", str(tmp_path / "m"), "--metrics", str(metrics)]) == 2
     assert "--metrics" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def refuse_any_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the export itself fail loudly: a refusal must come before it."""
+
+    def export_run(*args, **kwargs):
+        raise AssertionError("the export ran before the input was refused")
+
+    monkeypatch.setattr(export.cli, "export_run", export_run)
+
+
+@pytest.mark.parametrize(
+    ("flag", "content"),
+    [("--metrics", b"\x89PNG\r\n\x1a\n\xff\xfe\x00"), ("--compare-with", None)],
+    ids=["binary-metrics", "missing-compare-with"],
+)
+def test_unreadable_metrics_files_name_their_flag_and_file(
+    flag: str, content: bytes | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    refuse_any_export(monkeypatch)
+    path = tmp_path / "metrics.json"
+    if content is not None:
+        path.write_bytes(content)
+    source = ["--metrics", str(path)] if flag == "--metrics" else ["--evaluate", "--compare-with", str(path)]
+    assert main(["run", "--out", str(tmp_path / "m"), *source]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gan-export: error: {flag} {path}: not readable JSON ("), err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("where", ["proc", "under-a-file"])
+def test_unwritable_out_is_refused_in_one_line_before_the_export(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    refuse_any_export(monkeypatch)
+    if where == "proc":
+        out = Path("/proc/gan-export-test")
+    else:
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "m"
+    assert main(["run", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gan-export: error: --out {out}: "), err
+    assert "Traceback" not in err[0]
+
+
+def test_the_manifest_and_card_record_the_opset_written_not_the_one_asked_for(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The exporter may keep its own opset instead of the requested one (it did so, silently, for 99)."""
+    real_export = export.build.export_onnx
+    monkeypatch.setattr(
+        export.build,
+        "export_onnx",
+        lambda module, example, names, opset: real_export(module, example, names, 18),
+    )
+    out = tmp_path / "m"
+    assert (
+        main([str(run_dir), "--out", str(out), "--no-label-morph", "--sample-seeds", "0-1", "--opset", "17"])
+        == 0
+    )
+    written = onnx.load(str(out / "model.onnx")).opset_import
+    assert [entry.version for entry in written if entry.domain in ("", "ai.onnx")] == [DEFAULT_OPSET]
+    assert json.loads((out / "manifest.json").read_text())["opset"] == DEFAULT_OPSET
+    assert f"ONNX opset {DEFAULT_OPSET})" in (out / "README.md").read_text()
+    assert f"opset {DEFAULT_OPSET})" in capsys.readouterr().out
+
+
+def test_help_states_the_exit_statuses() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert "2 when an input is refused" in text and "1 when the export itself fails" in text
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--opset", "12"], "--opset must be at least 17"),
+        (["--opset", "99"], f"--opset must be at most {max_opset()}"),
+        (["--opset", str(max_opset() + 1)], f"--opset must be at most {max_opset()}"),
+        (["--name", "../escaped"], "argument --name: must be letters, digits"),
+        (["--name", ".hidden"], "argument --name: must be letters, digits"),
+        (["--name", "a/b"], "argument --name: must be letters, digits"),
+        (["--version", "1/../2"], "argument --version: must be letters, digits"),
+        (["--version", '1" } x'], "argument --version: must be letters, digits"),
+        (["--version", ""], "argument --version: must be letters, digits"),
         (["--sample-seeds", "a-b"], "seeds must look like '0-9'"),
         (["--image-tolerance", "-1"], "must be >= 0"),
         (["--eval-n", "0"], "--eval-n must be at least 1"),
@@ -134,9 +215,18 @@ def test_bad_metrics_file(run_dir: Path, tmp_path: Path, capsys) -> None:
 )
 def test_bad_flags(tmp_path: Path, capsys, args: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", "--out", str(tmp_path / "m"), *args])
+        main(["run", "--out", str(tmp_path / "m"), *args, "--triton-repo", str(tmp_path / "repo")])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert _leftovers(tmp_path) == []  # refused before anything is written, in or out of the repository
+
+
+def test_an_out_name_that_is_no_model_name_needs_name(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--out", str(tmp_path / ".hidden")])
+    assert exit_info.value.code == 2
+    assert "pass --name" in capsys.readouterr().err
 
 
 def test_parse_seeds() -> None:
@@ -259,7 +349,7 @@ def test_versions_measured_differently_are_not_compared(
 ) -> None:
     out = tmp_path / "refused"
     code, _, other_file = export_compared(run_dir, out, monkeypatch, lambda m: m["settings"].update(n=10))
-    assert code == 1
+    assert code == 2  # the inputs disagree: refused, as a usage error
     assert f"--compare-with {other_file}: not measured like this model (settings.n 10 vs 10000)" in (
         capsys.readouterr().err
     )

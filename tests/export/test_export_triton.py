@@ -101,6 +101,16 @@ def test_triton_repo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         write_triton_repo(broken, repo, TritonOptions(overwrite=True))
 
 
+@pytest.mark.parametrize("name", ["../escaped", "a/b", ".hidden"])
+def test_triton_repo_names_stay_inside_the_repository(name: str, tmp_path: Path, capsys) -> None:
+    repo = tmp_path / "repo"
+    with pytest.raises(ValueError, match="is not allowed"):
+        write_triton_repo(SHIPPED, repo, TritonOptions(name=name))
+    assert main([str(SHIPPED), "--repo", str(repo), "--name", name]) == 1
+    assert "is not allowed" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_gan_export_writes_the_triton_repo(run_dir: Path, tmp_path: Path) -> None:
     """``gan-export --triton-repo``: the repository holds the graph the model directory was just given."""
     out, repo = tmp_path / "m", tmp_path / "repo"
