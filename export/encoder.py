@@ -45,7 +45,14 @@ from export.card import with_encoder_line
 from export.graph import DEFAULT_OPSET, export_onnx, to_image
 from export.graph_check import verify_model_dir
 from export.verify import FLOAT_TOLERANCE, IMAGE_TOLERANCE, VERIFY_BATCH_SIZES, VERIFY_SEED, session
-from train.encoder import EncoderConfig, ImageEncoder, latent_recovery, train_encoder
+from train.encoder import (
+    EncoderConfig,
+    ImageEncoder,
+    add_encoder_arguments,
+    latent_recovery,
+    positive_int,
+    train_encoder,
+)
 from train.models import Architecture
 
 EXIT_BAD_INPUT = 2
@@ -210,13 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source", type=Path, help="run directory (PyTorch generator) or model directory")
     parser.add_argument("--out", type=Path, required=True, help="model directory to add the encoder to")
-    defaults = EncoderConfig()
-    for field in fields(EncoderConfig):
-        flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(
-            flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name)
-        )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    add_encoder_arguments(parser)
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (1)")
     return parser
 
 

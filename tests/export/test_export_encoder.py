@@ -108,3 +108,16 @@ def test_manifests_without_an_encoder_stay_valid_and_a_bad_entry_is_refused(mode
     raw["encoder"] = {"file": "../encoder.onnx", "sha256": "0" * 64, "inputs": {"image": "i", "label": "l"}}
     with pytest.raises(ModelDirError, match="file name inside the model directory"):
         parse_manifest(json.dumps(raw), "m")
+
+
+@pytest.mark.parametrize(
+    "flags", [["--steps", "0"], ["--batch-size", "0"], ["--threads", "0"], ["--width", "0"], ["--lr", "-1"]]
+)
+def test_bad_settings_are_one_line_before_any_work(flags, tmp_path, capsys):
+    out = tmp_path / "model"  # never read: the flags are refused first
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "run"), "--out", str(out), *flags])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()[-1:]
+    assert line.startswith("gan-train-encoder: error: argument " + flags[0]), line
+    assert not out.exists()
