@@ -354,3 +354,25 @@ def test_versions_measured_differently_are_not_compared(
         capsys.readouterr().err
     )
     assert not out.exists()
+
+
+def test_evaluate_runs_on_gan_evals_threads_as_gan_eval_does(monkeypatch, tmp_path):
+    # the CAS classifiers' training sums depend on torch's thread count: on another count the figures for
+    # the same model differed from gan-eval's (real floor 97.7 % against 97.2 %)
+    import evaluation.evaluate
+    from train.cli import DEFAULT_THREADS
+
+    seen: list[int] = []
+
+    def metrics_for_manifest(staging, settings, **kwargs):
+        seen.append(torch.get_num_threads())
+        return {}
+
+    monkeypatch.setattr(evaluation.evaluate, "metrics_for_manifest", metrics_for_manifest)
+    before = torch.get_num_threads()
+    torch.set_num_threads(DEFAULT_THREADS + 1)
+    try:
+        export.build._evaluate(tmp_path, tmp_path, ExportOptions(name="m", opset=17, evaluate=True))
+        assert seen == [DEFAULT_THREADS] and torch.get_num_threads() == DEFAULT_THREADS + 1  # restored
+    finally:
+        torch.set_num_threads(before)
