@@ -5,12 +5,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 _BLOCK = 1 << 20
+
+
+def unwritable_dir(path: str | Path) -> str | None:
+    """Why no directory can be made or written at ``path`` (None: it can), found without leaving anything
+    behind: the path or its nearest existing ancestor is not a directory, or a probe directory cannot be made
+    there (tried, since ``os.access`` says yes to root everywhere, /proc included)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return "exists and is not a directory"
+    ancestor = path.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is not a directory"
+    try:
+        shutil.rmtree(tempfile.mkdtemp(prefix=".probe.", dir=ancestor))
+    except OSError as exc:
+        return f"cannot write under {ancestor} ({exc.strerror or exc})"
+    return None
 
 
 def sha256_file(path: str | Path) -> str:

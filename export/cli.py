@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 from train.extras import EXPORT, exit_for_missing_extra
 
 try:
+    from contracts.files import unwritable_dir
     from contracts.model_dir import ModelDirError
     from contracts.run_dir import RunDirError
     from evaluation.evaluate import PARTS
@@ -285,17 +284,10 @@ def command_for(
 def check_out(out: Path) -> None:
     """Refuse an ``--out`` no model directory can be written to, before any export work: its nearest
     existing ancestor must be a directory that takes a (probe) directory."""
-    if out.exists() and not out.is_dir():
-        raise ExportInputError(f"--out {out}: exists and is not a directory")
-    ancestor = out.absolute().parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ExportInputError(f"--out {out}: {ancestor} is not a directory")
-    try:  # os.access says yes to root everywhere, /proc included: try it
-        shutil.rmtree(tempfile.mkdtemp(prefix=".gan-export-probe.", dir=ancestor))
-    except OSError as exc:
-        raise ExportInputError(f"--out {out}: cannot write under {ancestor} ({exc.strerror or exc})") from exc
+    # an existing --out is replaced from a sibling staging directory: its parent is written too
+    reason = unwritable_dir(out) or (unwritable_dir(out.parent) if out.exists() else None)
+    if reason is not None:
+        raise ExportInputError(f"--out {out}: {reason}")
 
 
 def check_inputs(args: argparse.Namespace, name: str) -> None:

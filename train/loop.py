@@ -7,8 +7,6 @@ which variant it is training beyond "adversarial or VAE".
 
 from __future__ import annotations
 
-import contextlib
-import os
 import platform
 import sys
 import time
@@ -22,6 +20,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from contracts import run_dir
+from contracts.files import unwritable_dir
 from contracts.latents import latents_for_seeds
 from train import checkpoint
 from train.artifacts import JsonlLog, plot_losses, save_grid
@@ -346,8 +345,8 @@ def check_out_dir(out: str | Path) -> None:
     a directory, one that cannot be created, or a directory holding a run's files without its resume state
     (such a run can be neither resumed nor overwritten). Raises ``RunDirError`` naming the path."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise run_dir.RunDirError(f"--out {out} exists and is not a directory")
+    if (reason := unwritable_dir(out)) is not None:
+        raise run_dir.RunDirError(f"--out {out}: {reason}")
     if out.is_dir():
         found = [name for name in RUN_FILES if (out / name).exists()]
         missing = [name for name in (run_dir.STATE_FILE, run_dir.STATE_META_FILE) if name not in found]
@@ -356,18 +355,6 @@ def check_out_dir(out: str | Path) -> None:
                 f"{out} holds a run ({', '.join(found)}) without its {' and '.join(missing)}: it can be "
                 "neither resumed nor overwritten; choose another --out"
             )
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise run_dir.RunDirError(f"--out {out}: directory is not writable")
-        return
-    created = [parent for parent in (out, *out.parents) if not parent.exists()]
-    try:  # the surest test that it can be created: create it (and what it needs), then remove them again
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise run_dir.RunDirError(f"--out {out}: cannot create the directory ({reason})") from exc
-    for directory in created:
-        with contextlib.suppress(OSError):  # another process of the run may have started writing there
-            directory.rmdir()
 
 
 def _train(
