@@ -16,6 +16,7 @@ STATE_META_FILE = "state.json"  # epoch, step, optimiser hyper-parameters
 LOG_FILE = "log.jsonl"
 LOSSES_PLOT = "losses.png"
 SAMPLES_DIR = "samples"
+SNAPSHOTS_DIR = "snapshots"  # --keep-every: snapshots/epoch_NNN/, each a run directory without resume state
 
 
 class RunDirError(ValueError):
@@ -51,3 +52,15 @@ def read_config(run_dir: str | Path) -> dict:
 
 def write_config(run_dir: str | Path, config: dict) -> None:
     write_json(Path(run_dir) / CONFIG_FILE, config)
+
+
+def snapshot_dir(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS_DIR / f"epoch_{epoch:03d}"
+
+
+def snapshots(run_dir: str | Path) -> list[Path]:
+    """The run's kept generators (``gan-train --keep-every``), oldest first."""
+    folder = Path(run_dir) / SNAPSHOTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.startswith("epoch_") and is_run_dir(p))

@@ -6,6 +6,7 @@
     gan-eval train-classifier --out models/mnist-classifier
     gan-eval compare --epochs 5 --out reports                # every variant, one budget, one table
     gan-eval projection models/mnist-cdcgan --out reports    # the encoder on held-out real digits
+    gan-eval choose runs/full --classifier models/full-classifier  # the kept generator to ship (held-out)
 
 Prints metric | model | real floor, the product bar's verdict, and writes metrics.json, report.md and
 samples.png to --out (default PATH/eval). Exit status: 0 done, 1 product bar failed (with --check),
@@ -25,6 +26,17 @@ from train.extras import EVAL, exit_for_missing_extra
 try:
     import torch
 
+    from evaluation.choose import (
+        CHOICE_FILE,
+        CHOICE_PART,
+        CHOICE_PLOT,
+        CHOICE_REPORT,
+        choose,
+        export_hint,
+        kept_generators,
+        table,
+        write_choice,
+    )
     from evaluation.classifier import DEFAULT_CLASSIFIER_DIR
     from evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_names
     from evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
@@ -37,6 +49,7 @@ except ModuleNotFoundError as exc:  # a service-only install: one line naming th
 
 EXIT_BAR_FAILED = 1
 EXIT_BAD_INPUT = 2
+CHOOSE_N = 10_000  # MNIST's validation split; every kept generator is measured at this one n
 
 
 def _add_dataclass_flags(
@@ -171,6 +184,48 @@ def run_compare(argv: list[str]) -> int:
     return 0
 
 
+def choose_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gan-eval choose",
+        description="Measure every generator a run kept (gan-train --keep-every) on the held-out split,\n"
+        "never the test split, and choose one: the lowest FID among those meeting --min-label-accuracy.",
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument("run", type=Path, help="run directory trained with --keep-every")
+    p.add_argument("--out", type=Path, default=None, help="where to write choice.md/.json/.png (RUN/choice)")
+    p.add_argument(
+        "--n",
+        type=_positive,
+        default=CHOOSE_N,
+        help=f"images per generator ({CHOOSE_N}; FID depends on n, so compare at one n)",
+    )
+    p.add_argument(
+        "--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR, help="domain classifier directory"
+    )
+    p.add_argument(
+        "--threads", type=_positive, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no bar and no line per generator")
+    _add_dataclass_flags(p, EvalSettings(), skip=("n", "part", "truncation"))
+    _add_dataclass_flags(p, ProductBar(), skip=("max_fid_ratio", "min_diversity_ratio", "min_recall_ratio"))
+    return p
+
+
+def run_choose(argv: list[str]) -> int:
+    args = choose_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    kept_generators(args.run)  # refuse a run without kept generators before loading anything
+    settings = _pick(EvalSettings, args, n=args.n, part=CHOICE_PART, truncation=1.0)
+    bar = ProductBar(min_label_accuracy=args.min_label_accuracy)
+    choice = choose(args.run, load_reference(args.classifier), settings, bar, progress=not args.no_progress)
+    out = write_choice(choice, args.out or args.run / "choice", shlex.join(["gan-eval", "choose", *argv]))
+    print(table(choice))
+    print(f"chosen: {choice['chosen']} ({choice['reason']})")
+    print(f"wrote {out}/{CHOICE_REPORT}, {CHOICE_FILE}, {CHOICE_PLOT}")
+    print(export_hint(choice))
+    return 0
+
+
 def run_projection(argv: list[str]) -> int:
     from evaluation.projection import main as projection  # needs ONNX Runtime: imported when asked for
 
@@ -178,7 +233,12 @@ def run_projection(argv: list[str]) -> int:
     return projection(argv)
 
 
-COMMANDS = {"train-classifier": run_train_classifier, "compare": run_compare, "projection": run_projection}
+COMMANDS = {
+    "train-classifier": run_train_classifier,
+    "compare": run_compare,
+    "projection": run_projection,
+    "choose": run_choose,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

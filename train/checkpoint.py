@@ -24,6 +24,8 @@ from contracts.run_dir import (
     RunDirError,
     read_config,
     read_json,
+    snapshot_dir,
+    write_config,
     write_json,
 )
 from train.models import Architecture, build_generator
@@ -51,6 +53,16 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def save_generator(run_dir: Path, generator: nn.Module) -> None:
     _save_tensors(Path(run_dir) / GENERATOR_FILE, generator.state_dict())
+
+
+def save_snapshot(run_dir: Path, generator: nn.Module, meta: dict) -> Path:
+    """A run directory of its own holding this epoch's generator: gan-eval and gan-export take it as is."""
+    snapshot = snapshot_dir(run_dir, meta["epoch"])
+    snapshot.mkdir(parents=True, exist_ok=True)
+    save_generator(snapshot, generator)
+    write_json(snapshot / STATE_META_FILE, meta)
+    write_config(snapshot, read_config(run_dir))  # last: a snapshot is whole once it has its config
+    return snapshot
 
 
 def load_generator(run_dir: str | Path) -> tuple[nn.Module, dict]:

@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs between checkpoints, sample grids and loss plots; the last epoch always (1)",
     )
     p.add_argument(
+        "--keep-every",
+        type=int,
+        default=0,
+        help="epochs between kept generators (snapshots/epoch_NNN/, and the last epoch), to choose one\n"
+        "on the held-out split with gan-eval choose (0: keep none)",
+    )
+    p.add_argument(
         "--nproc",
         type=int,
         default=None,
@@ -248,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             command=shlex.join([PROG, *(["--nproc", str(nproc)] if nproc > 1 else []), *without_nproc(argv)]),
             device=args.device,
             checkpoint_every=args.checkpoint_every,
+            keep_every=args.keep_every,
         )
     except (DataError, RunDirError, ValueError, OSError) as exc:  # OSError: --out failing mid-run
         parser.exit(2, f"{PROG}: error: {exc}\n")

@@ -285,6 +285,7 @@ def train(
     command: str | None = None,
     device: str = "cpu",
     checkpoint_every: int = 1,
+    keep_every: int = 0,
 ) -> RunSummary:
     """Train into ``out`` on ``device`` ("cpu", "cuda", "cuda:1", or "auto": CUDA when torch sees a GPU).
 
@@ -294,10 +295,14 @@ def train(
     results on a GPU still differ from the CPU's in the last bits of the arithmetic.
     ``checkpoint_every``: epochs between state, generator, sample grid and loss plot (and always the last);
     a resume goes on from the last checkpoint.
+    ``keep_every``: epochs between kept generators (``snapshots/epoch_NNN/``, and always the last; 0 keeps
+    none), for choosing an epoch on the held-out split afterwards (``gan-eval choose``).
     Under torchrun (``train.distributed``) every process calls this; rank 0 alone writes ``out``.
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    if keep_every < 0:
+        raise ValueError(f"keep_every must be 0 (keep none) or more, got {keep_every}")
     training = cfg.resolve()
     previous = (
         torch.are_deterministic_algorithms_enabled(),
@@ -309,7 +314,9 @@ def train(
         with joined(resolved) as world:
             world.per_rank_batch(cfg.batch_size)
             on = world.device(resolved)
-            return _train(training, Path(out), resume, progress, command, on, checkpoint_every, world)
+            return _train(
+                training, Path(out), resume, progress, command, on, checkpoint_every, keep_every, world
+            )
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
@@ -365,6 +372,7 @@ def _train(
     command: str | None,
     device: torch.device,
     checkpoint_every: int,
+    keep_every: int,
     world: World,
 ) -> RunSummary:
     cfg = training.config
@@ -503,6 +511,8 @@ def _train(
             rng = {"rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state()}
             checkpoint.save_state(out, {**state_modules, **rng}, meta)
             plot_losses(out / run_dir.LOSSES_PLOT, log.read(), PLOTTED)
+        if keep_every and ((epoch + 1) % keep_every == 0 or epoch + 1 == cfg.epochs):
+            checkpoint.save_snapshot(out, saved, meta)
         bar.write(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
     bar.close()
     world.barrier()  # no rank returns before rank 0 has written the last checkpoint

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from contracts.run_dir import write_config
 from evaluation.evaluate import EvalSettings, Reference
 from evaluation.sources import ImageSource
+from train.checkpoint import save_generator
+from train.models import Architecture, build_generator
 
 # Small but real settings: fewer images and KID subsets than the defaults keep each evaluation near a second,
 # plus one CAS epoch (about a second per CAS classifier on 1,000 images).
 FAST = EvalSettings(n=1000, kid_subsets=5, kid_subset_size=500, cas_epochs=1)
 LATENT_DIM = 8
+FAST_FLAGS = ["--n", "500", "--kid-subsets", "3", "--kid-subset-size", "200"]  # gan-eval's, a bit smaller
 
 
 def source_from(name: str, pick, reference: Reference, **details) -> ImageSource:
@@ -42,3 +46,22 @@ def replay(reference: Reference, frozen_labels=()):
         return np.stack([by_label[k][i] for k, i in zip(label, chosen, strict=True)])
 
     return pick
+
+
+def untrained_run_dir(path, reference: Reference):
+    """A real run directory (config.json + generator.safetensors) of an untrained small cdcgan."""
+    arch = Architecture(latent_dim=LATENT_DIM, width=8, embed_dim=4)
+    config = {
+        "model": "cdcgan",
+        "conditional": True,
+        "latent_dim": arch.latent_dim,
+        "num_classes": arch.num_classes,
+        "image_shape": list(arch.image_shape),
+        "architecture": arch.kwargs(),
+        "data": {"source": reference.train.source, "sha256": reference.train.sha256},
+        "split": reference.split_description,
+    }
+    path.mkdir()
+    write_config(path, config)
+    save_generator(path, build_generator("cdcgan", arch))
+    return path

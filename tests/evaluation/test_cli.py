@@ -6,16 +6,13 @@ import json
 import numpy as np
 import onnx
 import pytest
+from evaluation_support import FAST_FLAGS, untrained_run_dir
 from onnx import TensorProto, helper, numpy_helper
 
-from contracts.run_dir import write_config
 from evaluation.cli import EXIT_BAD_INPUT, EXIT_BAR_FAILED, main
 from evaluation.report import GRID_FILE, METRICS_FILE, REPORT_FILE
 from tests.cli_support import run_without
-from train.checkpoint import save_generator
-from train.models import Architecture, build_generator
 
-FAST_FLAGS = ["--n", "500", "--kid-subsets", "3", "--kid-subset-size", "200"]
 LATENT_DIM = 8
 
 
@@ -52,24 +49,6 @@ def template_model_dir(path, reference):
         "data_split": reference.split_description,
     }
     (path / "manifest.json").write_text(json.dumps(manifest))
-    return path
-
-
-def untrained_run_dir(path, reference):
-    arch = Architecture(latent_dim=LATENT_DIM, width=8, embed_dim=4)
-    config = {
-        "model": "cdcgan",
-        "conditional": True,
-        "latent_dim": arch.latent_dim,
-        "num_classes": arch.num_classes,
-        "image_shape": list(arch.image_shape),
-        "architecture": arch.kwargs(),
-        "data": {"source": reference.train.source, "sha256": reference.train.sha256},
-        "split": reference.split_description,
-    }
-    path.mkdir()
-    write_config(path, config)
-    save_generator(path, build_generator("cdcgan", arch))
     return path
 
 

@@ -37,13 +37,14 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def test_cli_trains_a_run_directory(tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     out = tmp_path / "run"
     argv = ["--out", str(out), "--data", str(tiny_npz), "--model", "dcgan", "--loss", "lsgan", *TINY]
-    assert main([*argv, "--lr", "1e-3", "--no-progress"]) == 0
+    assert main([*argv, "--lr", "1e-3", "--keep-every", "1", "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "dcgan" and config["loss"] == "lsgan" and not config["conditional"]
     assert config["training"]["lr_g"] == config["training"]["lr_d"] == 1e-3
     assert config["data"]["source"] == str(tiny_npz)
     assert config["command"].startswith("gan-train --out")
     assert (out / "samples" / "epoch_001.png").is_file()
+    assert (out / "snapshots" / "epoch_001" / "generator.safetensors").is_file()
     assert "1 epochs, 6 steps" in capsys.readouterr().out
 
 
@@ -51,6 +52,7 @@ def test_cli_trains_a_run_directory(tiny_npz: Path, tmp_path: Path, capsys: pyte
     ("extra", "message"),
     [
         (["--epochs", "0"], "epochs must be at least 1"),
+        (["--keep-every", "-1"], r"keep_every must be 0 \(keep none\) or more, got -1"),
         (["--ema-decay", "1.5"], r"ema_decay must be in \[0, 1\)"),
         (["--model", "cvae", "--loss", "hinge"], "trains with loss 'elbo'"),
         (["--loss", "hinge", "--label-smoothing", "0.1"], "bce and lsgan"),

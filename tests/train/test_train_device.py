@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from contracts.run_dir import has_state, read_config, snapshots
+from train.checkpoint import load_generator
 from train.loop import TrainConfig, resolve_device, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -81,3 +83,33 @@ def test_cuda_run_follows_the_cpu_run(tiny_config: TrainConfig, tmp_path: Path):
     cpu, cuda = epoch_records(tmp_path / "cpu"), epoch_records(tmp_path / "cuda")
     for a, b in zip(cpu, cuda, strict=True):
         assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-2, abs=1e-3)
+
+
+def test_kept_generators_are_run_directories_of_their_epoch(tiny_config: TrainConfig, tmp_path: Path):
+    run = tmp_path / "run"
+    train(replace(tiny_config, epochs=5), run, progress=False, checkpoint_every=2, keep_every=2)
+
+    kept = snapshots(run)
+    assert [p.name for p in kept] == ["epoch_002", "epoch_004", "epoch_005"]  # and always the last
+    for path, epoch in zip(kept, (2, 4, 5), strict=True):
+        assert json.loads((path / "state.json").read_text())["epoch"] == epoch
+        assert not has_state(path)  # a choice to evaluate or export, not a run to resume
+        assert read_config(path) == read_config(run)
+    last = load_file(str(kept[-1] / "generator.safetensors"))
+    final = load_file(str(run / "generator.safetensors"))
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    earlier = load_file(str(kept[0] / "generator.safetensors"))
+    assert any(not torch.equal(earlier[k], final[k]) for k in final)
+    generator, _ = load_generator(kept[0])
+    assert not generator.training
+
+
+def test_no_generators_are_kept_by_default(tiny_config: TrainConfig, tmp_path: Path):
+    train(replace(tiny_config, epochs=2), tmp_path / "run", progress=False)
+    assert snapshots(tmp_path / "run") == []
+
+
+def test_keep_every_below_zero_is_refused(tiny_config: TrainConfig, tmp_path: Path):
+    with pytest.raises(ValueError, match="keep_every must be 0 \\(keep none\\) or more, got -1"):
+        train(tiny_config, tmp_path / "run", progress=False, keep_every=-1)
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,206 @@
+"""``gan-eval choose``: measure every generator a run kept (``gan-train --keep-every``) on the held-out split
+and choose one: the lowest FID among those that meet the label-accuracy bar (the lowest FID of all when
+none does, and the choice says so).
+
+Train on the training split, choose on the held-out split (MNIST's validation), report on test: the choice
+never looks at the test split, so ``gan-export --evaluate --eval-part test`` on the chosen one stays honest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib
+from tqdm import tqdm
+
+from contracts.run_dir import SNAPSHOTS_DIR, STATE_META_FILE, RunDirError, is_run_dir, read_json, snapshots
+from evaluation.evaluate import (
+    EvalSettings,
+    ProductBar,
+    Reference,
+    evaluate_source,
+    portable_path,
+    real_floor,
+)
+from evaluation.sources import open_source
+from train.artifacts import PLOT_DPI
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+CHOICE_FILE = "choice.json"
+CHOICE_REPORT = "choice.md"
+CHOICE_PLOT = "choice.png"
+CHOICE_PART = "held_out"  # never "test": that split only reports
+
+# (column, how to format a row) of the table in choice.md and on the terminal
+COLUMNS = [
+    ("epoch", lambda r: str(r["epoch"])),
+    ("step", lambda r: str(r["step"])),
+    ("label acc", lambda r: f"{100 * r['label_accuracy']:.2f}%"),
+    ("worst label", lambda r: f"{100 * r['worst_label_accuracy']:.1f}%"),
+    ("FID (× floor)", lambda r: f"{r['fid']:.3f} ({r['fid_ratio']:.2f}×)"),
+    ("precision", lambda r: f"{r['precision']:.3f}"),
+    ("recall", lambda r: f"{r['recall']:.3f}"),
+    ("density", lambda r: f"{r['density']:.3f}"),
+    ("coverage", lambda r: f"{r['coverage']:.3f}"),
+    ("CAS", lambda r: f"{100 * r['cas']:.2f}%"),
+]
+
+
+def kept_generators(run: Path) -> list[Path]:
+    if not is_run_dir(run):
+        raise RunDirError(f"{run} is not a run directory (config.json + generator.safetensors)")
+    kept = snapshots(run)
+    if not kept:
+        raise RunDirError(
+            f"{run} kept no generators ({SNAPSHOTS_DIR}/epoch_NNN): train it with gan-train --keep-every N"
+        )
+    return kept
+
+
+def row_of(snapshot: Path, result: dict) -> dict:
+    model, floor = result["model"], result["real_floor"]
+    progress = read_json(snapshot / STATE_META_FILE) if (snapshot / STATE_META_FILE).is_file() else {}
+    return {
+        "snapshot": portable_path(snapshot),
+        "epoch": progress.get("epoch"),
+        "step": progress.get("step"),
+        "label_accuracy": model["label_accuracy"],
+        "worst_label_accuracy": min(model["per_label_accuracy"]),
+        "fid": model["fid"],
+        "fid_ratio": model["fid"] / floor["fid"],
+        "precision": model["precision"],
+        "recall": model["recall"],
+        "density": model["density"],
+        "coverage": model["coverage"],
+        "cas": model["cas"],
+        "product_bar_passed": result["product_bar"]["passed"],
+    }
+
+
+def pick(rows: list[dict], min_label_accuracy: float) -> tuple[int, str]:
+    """Index of the chosen row and why it was chosen."""
+    meeting = [i for i, r in enumerate(rows) if r["label_accuracy"] >= min_label_accuracy]
+    pool = meeting or list(range(len(rows)))
+    best = min(pool, key=lambda i: (rows[i]["fid"], i))
+    bar = f"label accuracy >= {100 * min_label_accuracy:g}%"
+    if meeting:
+        return best, f"lowest held-out FID among the {len(meeting)} of {len(rows)} with {bar}"
+    return best, f"lowest held-out FID; none of the {len(rows)} has {bar}"
+
+
+def choose(
+    run: Path,
+    reference: Reference,
+    settings: EvalSettings,
+    bar: ProductBar,
+    progress: bool = True,
+) -> dict:
+    kept = kept_generators(run)
+    settings = replace(settings, part=CHOICE_PART)
+    reference.against(CHOICE_PART)  # refuses data without a held-out split before the slow work
+    rows = []
+    # a bar on a terminal only (disable=None); a line per generator everywhere
+    bar_ = tqdm(kept, desc="held-out evaluation", unit="generator", disable=None if progress else True)
+    for snapshot in bar_:
+        row = row_of(snapshot, evaluate_source(open_source(snapshot), reference, settings, bar).result)
+        rows.append(row)
+        if progress:
+            tqdm.write(f"{row['snapshot']}: " + ", ".join(f"{name} {fmt(row)}" for name, fmt in COLUMNS[2:5]))
+    index, reason = pick(rows, bar.min_label_accuracy)
+    floor = real_floor(reference, settings.n or len(reference.train.labels), settings)  # cached: no new work
+    return {
+        "run": portable_path(run),
+        "part": CHOICE_PART,
+        "settings": {"n": settings.n or len(reference.train.labels), "seed": settings.seed},
+        "real_floor": {"fid": floor["fid"], "label_accuracy": floor["label_accuracy"], "cas": floor["cas"]},
+        "rows": rows,
+        "chosen": rows[index]["snapshot"],
+        "reason": reason,
+    }
+
+
+def table(choice: dict) -> str:
+    chosen = choice["chosen"]
+    lines = [
+        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in choice["rows"]:
+        cells = [fmt(row) for _, fmt in COLUMNS]
+        if row["snapshot"] == chosen:
+            cells = [f"**{cell}**" for cell in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def export_hint(choice: dict) -> str:
+    return (
+        f"gan-export {choice['chosen']} --out models/NAME --evaluate --eval-part test"
+        "  # report on test what was chosen on the held-out split"
+    )
+
+
+def markdown(choice: dict, command: str) -> str:
+    floor = choice["real_floor"]
+    return "\n".join(
+        [
+            f"# Choosing a generator of `{choice['run']}`",
+            "",
+            f"Every kept generator measured by `gan-eval` on the held-out split ({choice['settings']['n']} "
+            f"images each, latent seed {choice['settings']['seed']}); real floor: FID {floor['fid']:.3f}, "
+            f"label accuracy {100 * floor['label_accuracy']:.2f}%, CAS {100 * floor['cas']:.2f}%. "
+            "The test split is not looked at.",
+            "",
+            table(choice),
+            "",
+            f"**Chosen: `{choice['chosen']}`** ({choice['reason']}).",
+            "",
+            f"![held-out FID and label accuracy by epoch]({CHOICE_PLOT})",
+            "",
+            "Made with:",
+            "",
+            "```",
+            command,
+            "```",
+            "",
+            "Export and report it on the test split:",
+            "",
+            "```",
+            export_hint(choice),
+            "```",
+            "",
+        ]
+    )
+
+
+def plot(choice: dict, path: Path) -> None:
+    rows = [r for r in choice["rows"] if r["epoch"] is not None]
+    fig, fid_axis = plt.subplots(figsize=(8, 4))
+    epochs = [r["epoch"] for r in rows]
+    fid_axis.plot(epochs, [r["fid_ratio"] for r in rows], marker="o", color="tab:blue", label="FID / floor")
+    fid_axis.set_xlabel("epoch")
+    fid_axis.set_ylabel("held-out FID / real floor", color="tab:blue")
+    accuracy_axis = fid_axis.twinx()
+    accuracy_axis.plot(
+        epochs, [100 * r["label_accuracy"] for r in rows], marker="s", color="tab:orange", label="label acc"
+    )
+    accuracy_axis.set_ylabel("label accuracy (%)", color="tab:orange")
+    for row in rows:
+        if row["snapshot"] == choice["chosen"]:
+            fid_axis.axvline(row["epoch"], color="grey", linestyle="--", linewidth=1)
+    fid_axis.grid(alpha=0.3)
+    fig.subplots_adjust(left=0.1, right=0.9, bottom=0.12, top=0.96)
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
+
+
+def write_choice(choice: dict, out: Path, command: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CHOICE_FILE).write_text(json.dumps(choice | {"command": command}, indent=2) + "\n")
+    plot(choice, out / CHOICE_PLOT)
+    (out / CHOICE_REPORT).write_text(markdown(choice, command))
+    return out
