@@ -58,9 +58,15 @@ def snapshot_dir(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / SNAPSHOTS_DIR / f"epoch_{epoch:03d}"
 
 
+def snapshot_epoch(path: Path) -> int | None:
+    digits = path.name.removeprefix("epoch_")
+    return int(digits) if path.name.startswith("epoch_") and digits.isdigit() else None
+
+
 def snapshots(run_dir: str | Path) -> list[Path]:
     """The run's kept generators (``gan-train --keep-every``), oldest first."""
     folder = Path(run_dir) / SNAPSHOTS_DIR
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.name.startswith("epoch_") and is_run_dir(p))
+    kept = [p for p in folder.iterdir() if snapshot_epoch(p) is not None and is_run_dir(p)]
+    return sorted(kept, key=snapshot_epoch)

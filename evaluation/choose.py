@@ -9,6 +9,7 @@ never looks at the test split, so ``gan-export --evaluate --eval-part test`` on 
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from evaluation.evaluate import (
     portable_path,
     real_floor,
 )
+from evaluation.report import NOT_MEASURED, ROWS
 from evaluation.sources import open_source
 from train.artifacts import PLOT_DPI
 
@@ -35,18 +37,21 @@ CHOICE_REPORT = "choice.md"
 CHOICE_PLOT = "choice.png"
 CHOICE_PART = "held_out"  # never "test": that split only reports
 
+CHOOSE_N = 10_000  # images per kept generator (at most the training split's size, as the floor's)
+METRIC_FORMATS = {name: fmt for name, fmt, _ in ROWS}  # gan-eval's own formats of each metric
+SHOWN = ("label accuracy", "worst label accuracy", "FID", "precision", "recall", "density", "coverage", "CAS")
+
+
+def _progress_cell(key: str):
+    return lambda row: NOT_MEASURED if row[key] is None else str(row[key])
+
+
 # (column, how to format a row) of the table in choice.md and on the terminal
 COLUMNS = [
-    ("epoch", lambda r: str(r["epoch"])),
-    ("step", lambda r: str(r["step"])),
-    ("label acc", lambda r: f"{100 * r['label_accuracy']:.2f}%"),
-    ("worst label", lambda r: f"{100 * r['worst_label_accuracy']:.1f}%"),
-    ("FID (× floor)", lambda r: f"{r['fid']:.3f} ({r['fid_ratio']:.2f}×)"),
-    ("precision", lambda r: f"{r['precision']:.3f}"),
-    ("recall", lambda r: f"{r['recall']:.3f}"),
-    ("density", lambda r: f"{r['density']:.3f}"),
-    ("coverage", lambda r: f"{r['coverage']:.3f}"),
-    ("CAS", lambda r: f"{100 * r['cas']:.2f}%"),
+    ("epoch", _progress_cell("epoch")),
+    ("step", _progress_cell("step")),
+    *((name, lambda row, fmt=METRIC_FORMATS[name]: fmt(row["model"])) for name in SHOWN),
+    ("FID / floor", lambda row: f"{row['fid_ratio']:.2f}×"),
 ]
 
 
@@ -62,22 +67,16 @@ def kept_generators(run: Path) -> list[Path]:
 
 
 def row_of(snapshot: Path, result: dict) -> dict:
-    model, floor = result["model"], result["real_floor"]
     progress = read_json(snapshot / STATE_META_FILE) if (snapshot / STATE_META_FILE).is_file() else {}
+    model = {k: v for k, v in result["model"].items() if not isinstance(v, dict)}  # figures, not details
     return {
         "snapshot": portable_path(snapshot),
         "epoch": progress.get("epoch"),
         "step": progress.get("step"),
         "label_accuracy": model["label_accuracy"],
-        "worst_label_accuracy": min(model["per_label_accuracy"]),
         "fid": model["fid"],
-        "fid_ratio": model["fid"] / floor["fid"],
-        "precision": model["precision"],
-        "recall": model["recall"],
-        "density": model["density"],
-        "coverage": model["coverage"],
-        "cas": model["cas"],
-        "product_bar_passed": result["product_bar"]["passed"],
+        "fid_ratio": result["product_bar"]["checks"]["fid_ratio"]["value"],
+        "model": model,
     }
 
 
@@ -100,8 +99,8 @@ def choose(
     progress: bool = True,
 ) -> dict:
     kept = kept_generators(run)
-    settings = replace(settings, part=CHOICE_PART)
-    reference.against(CHOICE_PART)  # refuses data without a held-out split before the slow work
+    n = settings.n or min(CHOOSE_N, len(reference.train.labels))
+    settings = replace(settings, part=CHOICE_PART, n=n)
     rows = []
     # a bar on a terminal only (disable=None); a line per generator everywhere
     bar_ = tqdm(kept, desc="held-out evaluation", unit="generator", disable=None if progress else True)
@@ -109,13 +108,16 @@ def choose(
         row = row_of(snapshot, evaluate_source(open_source(snapshot), reference, settings, bar).result)
         rows.append(row)
         if progress:
-            tqdm.write(f"{row['snapshot']}: " + ", ".join(f"{name} {fmt(row)}" for name, fmt in COLUMNS[2:5]))
+            shown = (COLUMNS[2], COLUMNS[4], COLUMNS[-1])  # label accuracy, FID, FID / floor
+            tqdm.write(f"{row['snapshot']}: " + ", ".join(f"{name} {fmt(row)}" for name, fmt in shown))
     index, reason = pick(rows, bar.min_label_accuracy)
-    floor = real_floor(reference, settings.n or len(reference.train.labels), settings)  # cached: no new work
+    floor = real_floor(reference, n, settings)  # cached: no new work
     return {
         "run": portable_path(run),
         "part": CHOICE_PART,
-        "settings": {"n": settings.n or len(reference.train.labels), "seed": settings.seed},
+        "settings": {"n": n, "seed": settings.seed},
+        "classifier": portable_path(reference.classifier_dir),
+        "test_split": reference.test is not None,
         "real_floor": {"fid": floor["fid"], "label_accuracy": floor["label_accuracy"], "cas": floor["cas"]},
         "rows": rows,
         "chosen": rows[index]["snapshot"],
@@ -138,10 +140,16 @@ def table(choice: dict) -> str:
 
 
 def export_hint(choice: dict) -> str:
-    return (
-        f"gan-export {choice['chosen']} --out models/NAME --evaluate --eval-part test"
-        "  # report on test what was chosen on the held-out split"
-    )
+    """The gan-export command that reports the chosen generator on the test split, at the choice's n and
+    with its classifier; without a test split, says that no unseen split is left to report on."""
+    command = ["gan-export", choice["chosen"], "--out", "models/NAME", "--evaluate"]
+    command += ["--eval-n", str(choice["settings"]["n"]), "--classifier", choice["classifier"]]
+    if not choice["test_split"]:
+        return (
+            shlex.join(command) + "  # this data has no test split: the held-out figures were used to "
+            "choose, so none is left unseen (train on --data mnist for one)"
+        )
+    return shlex.join([*command, "--eval-part", "test"]) + "  # report on test what held-out chose"
 
 
 def markdown(choice: dict, command: str) -> str:

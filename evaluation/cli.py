@@ -2,11 +2,11 @@
 
     gan-eval runs/default                          # a run directory (PyTorch)
     gan-eval models/mnist-cdcgan --out reports/tmp/cdcgan --seed 0
-    gan-eval runs/full --classifier models/full-classifier --part test   # data with a test split (mnist)
+    gan-eval runs/full --classifier models/mnist-classifier-full --part test  # mnist has a test split
     gan-eval train-classifier --out models/mnist-classifier
     gan-eval compare --epochs 5 --out reports                # every variant, one budget, one table
     gan-eval projection models/mnist-cdcgan --out reports    # the encoder on held-out real digits
-    gan-eval choose runs/full --classifier models/full-classifier  # the kept generator to ship (held-out)
+    gan-eval choose runs/full --classifier models/mnist-classifier-full  # which kept epoch to ship
 
 Prints metric | model | real floor, the product bar's verdict, and writes metrics.json, report.md and
 samples.png to --out (default PATH/eval). Exit status: 0 done, 1 product bar failed (with --check),
@@ -31,6 +31,7 @@ try:
         CHOICE_PART,
         CHOICE_PLOT,
         CHOICE_REPORT,
+        CHOOSE_N,
         choose,
         export_hint,
         kept_generators,
@@ -49,7 +50,6 @@ except ModuleNotFoundError as exc:  # a service-only install: one line naming th
 
 EXIT_BAR_FAILED = 1
 EXIT_BAD_INPUT = 2
-CHOOSE_N = 10_000  # MNIST's validation split; every kept generator is measured at this one n
 
 
 def _add_dataclass_flags(
@@ -196,8 +196,9 @@ def choose_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--n",
         type=_positive,
-        default=CHOOSE_N,
-        help=f"images per generator ({CHOOSE_N}; FID depends on n, so compare at one n)",
+        default=None,
+        help=f"images per generator (at most {CHOOSE_N}, and the training split's size; FID depends on\n"
+        "n, so every one is measured at the same n)",
     )
     p.add_argument(
         "--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR, help="domain classifier directory"

@@ -7,6 +7,8 @@ prefixed names; ``state.json`` holds the rest (epoch, step, optimiser hyper-para
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,15 @@ from contracts.files import atomic_path
 from contracts.run_dir import (
     CONFIG_FILE,
     GENERATOR_FILE,
+    LOG_FILE,
     STATE_FILE,
     STATE_META_FILE,
     RunDirError,
     read_config,
     read_json,
     snapshot_dir,
+    snapshot_epoch,
+    snapshots,
     write_config,
     write_json,
 )
@@ -55,14 +60,23 @@ def save_generator(run_dir: Path, generator: nn.Module) -> None:
     _save_tensors(Path(run_dir) / GENERATOR_FILE, generator.state_dict())
 
 
-def save_snapshot(run_dir: Path, generator: nn.Module, meta: dict) -> Path:
-    """A run directory of its own holding this epoch's generator: gan-eval and gan-export take it as is."""
+def save_snapshot(run_dir: Path, generator: nn.Module, meta: dict, epoch_record: dict) -> Path:
+    """A run directory of its own holding this epoch's generator: gan-eval and gan-export take it as is
+    (``log.jsonl`` holds the epoch's record: a PixelCNN's export reads its held-out bits/dim there)."""
     snapshot = snapshot_dir(run_dir, meta["epoch"])
     snapshot.mkdir(parents=True, exist_ok=True)
     save_generator(snapshot, generator)
     write_json(snapshot / STATE_META_FILE, meta)
+    (snapshot / LOG_FILE).write_text(json.dumps(epoch_record) + "\n")
     write_config(snapshot, read_config(run_dir))  # last: a snapshot is whole once it has its config
     return snapshot
+
+
+def drop_snapshots_after(run_dir: Path, epoch: int) -> None:
+    """On a resume from ``epoch``: generators kept after it belong to the abandoned continuation."""
+    for snapshot in snapshots(run_dir):
+        if snapshot_epoch(snapshot) > epoch:
+            shutil.rmtree(snapshot)
 
 
 def load_generator(run_dir: str | Path) -> tuple[nn.Module, dict]:

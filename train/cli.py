@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="epochs between kept generators (snapshots/epoch_NNN/, and the last epoch), to choose one\n"
-        "on the held-out split with gan-eval choose (0: keep none)",
+        "on the held-out split with gan-eval choose (0: keep none; like --checkpoint-every, give it\n"
+        "again on a resume, which drops generators kept after the epoch it resumes from)",
     )
     p.add_argument(
         "--nproc",

@@ -437,6 +437,7 @@ def _train(
             )
         if world.is_main:
             log.truncate_after(step)
+            checkpoint.drop_snapshots_after(out, start_epoch)
     elif resume:
         raise run_dir.RunDirError(f"nothing to resume in {out}: no {run_dir.STATE_FILE}")
     elif run_dir.has_state(out):
@@ -500,7 +501,8 @@ def _train(
             continue
         if held_out is not None:
             means[HELD_OUT_BPD] = held_out_bits_per_dim(saved, *held_out, cfg.batch_size)
-        log.write({"event": "epoch", **meta, **means})
+        record = {"event": "epoch", **meta, **means}
+        log.write(record)
         if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             with torch.no_grad():
                 samples = to_uint8(saved.eval()(grid_z, grid_labels).cpu().numpy())
@@ -512,7 +514,7 @@ def _train(
             checkpoint.save_state(out, {**state_modules, **rng}, meta)
             plot_losses(out / run_dir.LOSSES_PLOT, log.read(), PLOTTED)
         if keep_every and ((epoch + 1) % keep_every == 0 or epoch + 1 == cfg.epochs):
-            checkpoint.save_snapshot(out, saved, meta)
+            checkpoint.save_snapshot(out, saved, meta, record)
         bar.write(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
     bar.close()
     world.barrier()  # no rank returns before rank 0 has written the last checkpoint

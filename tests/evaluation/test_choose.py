@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,15 @@ from evaluation_support import FAST, FAST_FLAGS, replay, source_from, untrained_
 
 import evaluation.choose as choose_module
 from contracts.run_dir import snapshot_dir, write_json
-from evaluation.choose import CHOICE_FILE, CHOICE_PLOT, CHOICE_REPORT, choose, pick
+from evaluation.choose import (
+    CHOICE_FILE,
+    CHOICE_PLOT,
+    CHOICE_REPORT,
+    CHOOSE_N,
+    choose,
+    export_hint,
+    pick,
+)
 from evaluation.cli import EXIT_BAD_INPUT, main
 from evaluation.evaluate import ProductBar
 
@@ -83,11 +92,37 @@ def test_cli_writes_the_table_plot_and_json_and_names_the_export(tmp_path, refer
     assert choice["chosen"] == best["snapshot"]
     assert "none of the 2 has label accuracy" in choice["reason"]  # untrained generators draw noise
     assert choice["command"].startswith("gan-eval choose ")
+    assert choice["classifier"] == "models/mnist-classifier" and choice["test_split"] is False
     report = (run / "choice" / CHOICE_REPORT).read_text()
     assert f"**Chosen: `{choice['chosen']}`**" in report and f"]({CHOICE_PLOT})" in report
     assert (run / "choice" / CHOICE_PLOT).read_bytes()[:8] == PNG_MAGIC
     assert f"chosen: {choice['chosen']}" in printed
-    assert f"gan-export {choice['chosen']} " in printed and "--eval-part test" in printed
+    hint = next(line for line in printed.splitlines() if line.startswith("gan-export "))
+    assert hint.startswith(f"gan-export {choice['chosen']} --out models/NAME --evaluate --eval-n 500 ")
+    assert "--classifier models/mnist-classifier" in hint
+    assert "--eval-part test" not in hint and "no test split" in hint  # mnist5k: nothing left unseen
+
+
+def test_the_export_command_reports_on_test_where_the_data_has_one():
+    choice = {
+        "chosen": "runs/full/snapshots/epoch_080",
+        "settings": {"n": 10000},
+        "classifier": "models/mnist-classifier-full",
+        "test_split": True,
+    }
+    assert export_hint(choice).startswith(
+        "gan-export runs/full/snapshots/epoch_080 --out models/NAME --evaluate --eval-n 10000 "
+        "--classifier models/mnist-classifier-full --eval-part test  #"
+    )
+
+
+def test_n_defaults_to_at_most_the_training_split(tmp_path, reference, monkeypatch):
+    run = run_with_kept(tmp_path, reference, epochs=(1,))
+    monkeypatch.setattr(
+        choose_module, "open_source", lambda path: source_from(path.name, replay(reference), reference)
+    )
+    choice = choose(run, reference, replace(FAST, n=None), ProductBar(), progress=False)
+    assert choice["settings"]["n"] == min(CHOOSE_N, len(reference.train.labels)) == 4000
 
 
 def test_a_run_without_kept_generators_is_refused_before_any_work(tmp_path, reference, capsys):

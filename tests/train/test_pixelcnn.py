@@ -12,6 +12,7 @@ import torch
 from pixelcnn_support import TINY_RECIPE
 from safetensors.torch import load_file
 
+from export.pixelcnn import held_out_likelihood
 from train.cli import command_for
 from train.loop import HELD_OUT_BPD, TrainConfig, train
 from train.models import Architecture, build_generator, get_variant
@@ -110,11 +111,14 @@ def pixelcnn_config(tiny_config: TrainConfig) -> TrainConfig:
 def test_training_lowers_the_nll_and_records_held_out_bits_per_dim(
     pixelcnn_config: TrainConfig, tmp_path: Path
 ):
-    summary = train(replace(pixelcnn_config, epochs=3), tmp_path, progress=False)
+    summary = train(replace(pixelcnn_config, epochs=3), tmp_path, progress=False, keep_every=1)
     steps = [r["bits_per_dim"] for r in records(tmp_path, "step")]
     assert summary.steps == 18 and steps[-1] < steps[0]
     epochs = records(tmp_path, "epoch")
     assert epochs[-1][HELD_OUT_BPD] < epochs[0][HELD_OUT_BPD] < 2.0  # log2(4 levels) = 2: better than uniform
+    # a kept generator carries its epoch's held-out NLL, which gan-export puts in the manifest
+    kept = held_out_likelihood(tmp_path / "snapshots" / "epoch_001")
+    assert kept[HELD_OUT_BPD] == epochs[0][HELD_OUT_BPD]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["latent_dim"] == 8 * 8 and config["loss"] == "nll"
     assert config["architecture"]["levels"] == 4 and config["architecture"]["layers"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from contracts.run_dir import has_state, read_config, snapshots
-from train.checkpoint import load_generator
 from train.loop import TrainConfig, resolve_device, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -95,13 +95,33 @@ def test_kept_generators_are_run_directories_of_their_epoch(tiny_config: TrainCo
         assert json.loads((path / "state.json").read_text())["epoch"] == epoch
         assert not has_state(path)  # a choice to evaluate or export, not a run to resume
         assert read_config(path) == read_config(run)
+        assert json.loads((path / "log.jsonl").read_text())["epoch"] == epoch  # the epoch's record
     last = load_file(str(kept[-1] / "generator.safetensors"))
     final = load_file(str(run / "generator.safetensors"))
     assert all(torch.equal(last[k], final[k]) for k in final)
-    earlier = load_file(str(kept[0] / "generator.safetensors"))
-    assert any(not torch.equal(earlier[k], final[k]) for k in final)
-    generator, _ = load_generator(kept[0])
-    assert not generator.training
+    # epoch 2's generator is what a run of 2 epochs ends with (the CPU run is deterministic)
+    train(replace(tiny_config, epochs=2), tmp_path / "two", progress=False)
+    two = load_file(str(tmp_path / "two" / "generator.safetensors"))
+    second = load_file(str(kept[0] / "generator.safetensors"))
+    assert all(torch.equal(second[k], two[k]) for k in two)
+    assert any(not torch.equal(second[k], final[k]) for k in final)
+
+
+def test_a_resume_drops_generators_kept_after_its_checkpoint(tiny_config: TrainConfig, tmp_path: Path):
+    run = tmp_path / "run"
+    train(replace(tiny_config, epochs=3), run, progress=False, keep_every=1)
+    shutil.copytree(run / "snapshots" / "epoch_003", run / "snapshots" / "epoch_009")  # an abandoned future
+    train(replace(tiny_config, epochs=4), run, progress=False, keep_every=1)
+    assert [p.name for p in snapshots(run)] == ["epoch_001", "epoch_002", "epoch_003", "epoch_004"]
+
+
+def test_kept_generators_are_listed_in_epoch_order_and_only_by_their_names(tmp_path: Path):
+    for name in ("epoch_1000", "epoch_200", "epoch_x", "other"):
+        (tmp_path / "snapshots" / name).mkdir(parents=True)
+        (tmp_path / "snapshots" / name / "config.json").write_text("{}")
+        (tmp_path / "snapshots" / name / "generator.safetensors").write_bytes(b"")
+    (tmp_path / "snapshots" / "epoch_300").mkdir()  # no files: not a run directory
+    assert [p.name for p in snapshots(tmp_path)] == ["epoch_200", "epoch_1000"]
 
 
 def test_no_generators_are_kept_by_default(tiny_config: TrainConfig, tmp_path: Path):
