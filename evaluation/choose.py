@@ -122,6 +122,7 @@ def choose(
         "rows": rows,
         "chosen": rows[index]["snapshot"],
         "reason": reason,
+        "min_label_accuracy": bar.min_label_accuracy,
     }
 
 
@@ -196,12 +197,16 @@ def plot(choice: dict, path: Path) -> None:
     accuracy_axis.plot(
         epochs, [100 * r["label_accuracy"] for r in rows], marker="s", color="tab:orange", label="label acc"
     )
-    accuracy_axis.set_ylabel("label accuracy (%)", color="tab:orange")
+    accuracy_axis.axhline(
+        100 * choice["min_label_accuracy"], color="tab:orange", linestyle=":", linewidth=1, label="label bar"
+    )
+    accuracy_axis.set_ylabel("label accuracy (%), dotted: the bar", color="tab:orange")
     for row in rows:
         if row["snapshot"] == choice["chosen"]:
             fid_axis.axvline(row["epoch"], color="grey", linestyle="--", linewidth=1)
+            fid_axis.set_title(f"chosen (dashed): epoch {row['epoch']}", fontsize=10)
     fid_axis.grid(alpha=0.3)
-    fig.subplots_adjust(left=0.1, right=0.9, bottom=0.12, top=0.96)
+    fig.subplots_adjust(left=0.1, right=0.9, bottom=0.12, top=0.92)
     fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)
 

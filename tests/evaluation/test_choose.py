@@ -93,6 +93,7 @@ def test_cli_writes_the_table_plot_and_json_and_names_the_export(tmp_path, refer
     assert "none of the 2 has label accuracy" in choice["reason"]  # untrained generators draw noise
     assert choice["command"].startswith("gan-eval choose ")
     assert choice["classifier"] == "models/mnist-classifier" and choice["test_split"] is False
+    assert choice["min_label_accuracy"] == 0.99
     report = (run / "choice" / CHOICE_REPORT).read_text()
     assert f"**Chosen: `{choice['chosen']}`**" in report and f"]({CHOICE_PLOT})" in report
     assert (run / "choice" / CHOICE_PLOT).read_bytes()[:8] == PNG_MAGIC
