@@ -53,6 +53,7 @@ COLUMNS = [
     *((name, lambda row, fmt=METRIC_FORMATS[name]: fmt(row["model"])) for name in SHOWN),
     ("FID / floor", lambda row: f"{row['fid_ratio']:.2f}×"),
 ]
+PROGRESS_COLUMNS = ("label accuracy", "FID", "FID / floor")  # the line per generator while choose runs
 
 
 def kept_generators(run: Path) -> list[Path]:
@@ -103,13 +104,13 @@ def choose(
     settings = replace(settings, part=CHOICE_PART, n=n)
     rows = []
     # a bar on a terminal only (disable=None); a line per generator everywhere
-    bar_ = tqdm(kept, desc="held-out evaluation", unit="generator", disable=None if progress else True)
-    for snapshot in bar_:
+    generators = tqdm(kept, desc="held-out evaluation", unit="generator", disable=None if progress else True)
+    for snapshot in generators:
         row = row_of(snapshot, evaluate_source(open_source(snapshot), reference, settings, bar).result)
         rows.append(row)
         if progress:
-            shown = (COLUMNS[2], COLUMNS[4], COLUMNS[-1])  # label accuracy, FID, FID / floor
-            tqdm.write(f"{row['snapshot']}: " + ", ".join(f"{name} {fmt(row)}" for name, fmt in shown))
+            shown = (f"{name} {fmt(row)}" for name, fmt in COLUMNS if name in PROGRESS_COLUMNS)
+            tqdm.write(f"{row['snapshot']}: " + ", ".join(shown))
     index, reason = pick(rows, bar.min_label_accuracy)
     floor = real_floor(reference, n, settings)  # cached: no new work
     return {

@@ -139,3 +139,18 @@ def test_the_test_split_cannot_be_chosen_on(tmp_path, capsys):
         main(["choose", str(tmp_path), "--part", "test"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --part test" in capsys.readouterr().err
+
+
+def test_a_line_per_generator_says_how_it_measured(tmp_path, reference, monkeypatch, capsys):
+    run = run_with_kept(tmp_path, reference, epochs=(3,))
+    monkeypatch.setattr(
+        choose_module, "open_source", lambda path: source_from(path.name, replay(reference), reference)
+    )
+    choose(run, reference, FAST, ProductBar(), progress=True)
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "epoch_003" in x]
+    assert "snapshots/epoch_003: label accuracy " in line
+    assert [part.rsplit(" ", 1)[0] for part in line.split(": ", 1)[1].split(", ")] == [
+        "label accuracy",
+        "FID",
+        "FID / floor",
+    ]
