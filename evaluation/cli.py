@@ -27,6 +27,7 @@ try:
     import torch
 
     from evaluation.choose import (
+        CHOICE_DIR,
         CHOICE_FILE,
         CHOICE_PART,
         CHOICE_PLOT,
@@ -219,7 +220,7 @@ def run_choose(argv: list[str]) -> int:
     settings = _pick(EvalSettings, args, n=args.n, part=CHOICE_PART, truncation=1.0)
     bar = ProductBar(min_label_accuracy=args.min_label_accuracy)
     choice = choose(args.run, load_reference(args.classifier), settings, bar, progress=not args.no_progress)
-    out = write_choice(choice, args.out or args.run / "choice", shlex.join(["gan-eval", "choose", *argv]))
+    out = write_choice(choice, args.out or args.run / CHOICE_DIR, shlex.join(["gan-eval", "choose", *argv]))
     print(table(choice))
     print(f"chosen: {choice['chosen']} ({choice['reason']})")
     print(f"wrote {out}/{CHOICE_REPORT}, {CHOICE_FILE}, {CHOICE_PLOT}")

@@ -35,6 +35,7 @@ from contracts.model_dir import (
     write_manifest,
 )
 from contracts.run_dir import STATE_META_FILE
+from evaluation.choose import choice_of
 from export import card, pixelcnn
 from export.graph import (
     DEFAULT_OPSET,
@@ -190,6 +191,8 @@ def _build(generator: nn.Module, config: dict, staging: Path, options: ExportOpt
         },
     }
 
+    if (chosen := choice_of(run_dir)) is not None:
+        manifest["chosen"] = chosen  # a kept generator its run's gan-eval choose chose on the held-out split
     if autoregressive:
         manifest.update(pixelcnn.autoregressive_fields(generator, run_dir, options.serving_max_batch))
     if options.fp16:

@@ -142,7 +142,8 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         "",
         "## How it was made",
         "",
-        f"Trained by `gan-train` into `{run_dir}` (the full configuration is `training` in `manifest.json`):",
+        f"Trained by `gan-train` into `{run_dir}` (the full configuration is `training` in `manifest.json`).",
+        *_provenance_lines(m),
         "",
         "| setting | value |",
         "|---|---|",
@@ -174,6 +175,26 @@ def render(manifest: dict, run_dir: Path, progress: dict, command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _provenance_lines(m: dict) -> list[str]:
+    """Where the run began (a warm start) and why this generator of it (a choice on the held-out split)."""
+    lines = []
+    parent = (m["training"] or {}).get("init_from")
+    if parent:
+        lines.append(
+            f"It began from `{parent['run']}` after its epoch {parent['epoch']} (step {parent['step']}): "
+            "`--init-from`, a warm start; the epochs and steps below count from there."
+        )
+    chosen = m.get("chosen")
+    if chosen:
+        lines.append(
+            f"This is the generator it kept at epoch {chosen['epoch']}, chosen by `{chosen['by']}` on the "
+            f"{chosen['part']} split ({chosen['n']:,} images each, {chosen['kept']} kept): "
+            f"{chosen['reason']}; there {100 * chosen['label_accuracy']:.2f}% label accuracy, "
+            f"FID {chosen['fid_ratio']:.2f}x the real floor (`{chosen['report']}`)."
+        )
+    return ["", *lines] if lines else []
 
 
 def _autoregressive_lines(m: dict) -> list[str]:

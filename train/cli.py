@@ -32,6 +32,7 @@ try:
     from train.loop import TrainConfig, check_out_dir, train
     from train.losses import LOSSES, NLL_LOSS, VAE_LOSS
     from train.models import VARIANTS
+    from train.schedule import LR_DECAYS
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-train", exc, TRAIN)
 
@@ -71,6 +72,10 @@ CONFIG_FLAGS: dict[str, Flag] = {
     "minibatch_std": Flag("minibatch standard deviation feature in the discriminator"),
     "lr_g": Flag(f"generator learning rate ({DEFAULTS.lr_g})"),
     "lr_d": Flag(f"discriminator learning rate, TTUR ({DEFAULTS.lr_d})"),
+    "lr_decay": Flag(
+        f"learning-rate schedule over this run's steps: {', '.join(LR_DECAYS)} (to 0; {DEFAULTS.lr_decay})",
+        choices=tuple(LR_DECAYS),
+    ),
     "beta1": Flag(f"Adam beta1 ({DEFAULTS.beta1})"),
     "beta2": Flag(f"Adam beta2 ({DEFAULTS.beta2})"),
     "n_critic": Flag("critic steps per generator step (loss default)", type=int),
@@ -81,6 +86,11 @@ CONFIG_FLAGS: dict[str, Flag] = {
     "kl_weight": Flag(f"cvae KL weight ({DEFAULTS.kl_weight})"),
     "levels": Flag("pixelcnn: grey levels per pixel (4)", type=int),
     "layers": Flag("pixelcnn: gated layers after the first (5)", type=int),
+    "init_from": Flag(
+        "start from another run's networks, EMA and optimiser moments (same model, data and split):\n"
+        "a new run that fine-tunes it, e.g. with --lr-decay linear",
+        type=str,
+    ),
     "data": Flag(f"'{DEFAULTS.data}', a .npz (x, y) or MNIST IDX file/directory"),
     "labels": Flag("IDX labels file when not beside the images", type=str),
     "held_out_fraction": Flag("(0.2), never trained on"),

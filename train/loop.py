@@ -54,6 +54,7 @@ from train.objectives import (
     VAESettings,
 )
 from train.pixelcnn import DEFAULT_LAYERS, DEFAULT_LEVELS, held_out_bits_per_dim
+from train.schedule import DEFAULT_LR_DECAY, check_lr_decay, set_learning_rates
 
 CONFIG_FORMAT = 1
 HELD_OUT_BPD = (
@@ -82,6 +83,7 @@ class TrainConfig:
     conditional_bn: bool = False  # on: 99.7% label accuracy but diversity collapsed at 58 epochs
     lr_g: float = 2e-4
     lr_d: float = 2e-4  # set apart from lr_g for TTUR (Heusel et al., 2017)
+    lr_decay: str = DEFAULT_LR_DECAY  # train.schedule: none, linear or cosine to 0 over this run's steps
     beta1: float = 0.0  # hinge + spectral norm settings (Miyato et al., 2018); 0.5 stalled longer
     beta2: float = 0.9
     n_critic: int | None = None  # None: the loss's own (1, or 5 for the WGANs)
@@ -92,6 +94,7 @@ class TrainConfig:
     kl_weight: float = 1.0  # cvae only
     levels: int | None = None  # pixelcnn only: grey levels per pixel (None: train.pixelcnn's default)
     layers: int | None = None  # pixelcnn only: gated layers after the first (None: train.pixelcnn's default)
+    init_from: str | None = None  # a run whose state (networks, EMA, optimisers) this one starts from
     data: str = EMBEDDED_SOURCE
     labels: str | None = None
     held_out_fraction: float = 0.2
@@ -137,6 +140,7 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         augmentations = parse_policy(self.augment)
+        check_lr_decay(self.lr_decay)
         if self.instance_noise < 0 or self.kl_weight < 0:
             raise ValueError("instance_noise and kl_weight must be non-negative")
         if not 0.0 < self.held_out_fraction < 1.0:
@@ -268,6 +272,28 @@ def _check_same_run(out: Path, old: dict, new: dict) -> None:
         )
 
 
+INIT_FROM_KEY = "init_from"  # config.json: the run a warm start began from, at which epoch and step
+
+
+def warm_start(parent: Path, config: dict, state_modules: dict) -> dict:
+    """Load ``parent``'s networks, EMA and optimiser moments into ``state_modules`` (not its RNG states,
+    epoch or step: this is a new run). The parent must be the same networks on the same data and split, or
+    the new run's held-out images could be ones the parent trained on. Returns config.json's record of it."""
+    if not run_dir.has_state(parent):
+        raise run_dir.RunDirError(
+            f"--init-from {parent}: no {run_dir.STATE_FILE} there (a run directory with its resume state)"
+        )
+    recorded = run_dir.read_config(parent)
+    differing = [key for key in SAME_RUN_KEYS if recorded.get(key) != config.get(key)]
+    if differing:
+        raise run_dir.RunDirError(
+            f"--init-from {parent}: that run differs from this one in {', '.join(differing)}; a warm start "
+            "takes the same model, loss, data and split"
+        )
+    meta = checkpoint.load_state(parent, state_modules)
+    return {"run": str(parent), "epoch": meta["epoch"], "step": meta["step"]}
+
+
 def sample_inputs(num_classes: int, columns: int, latent_dim: int, conditional: bool):
     """Fixed grid inputs: row = label, column = latent seed (the service's seed scheme), same every epoch."""
     labels = torch.arange(num_classes).repeat_interleave(columns)
@@ -387,18 +413,21 @@ def _train(
     betas = (cfg.beta1, cfg.beta2)
     generator = build_generator(cfg.model, arch).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)
+    optimisers = [(opt_g, cfg.lr_g)]
     objective: GANObjective | VAEObjective | LikelihoodObjective
     if isinstance(training.objective, LikelihoodSettings):
         objective = LikelihoodObjective(world.wrap(generator, device), opt_g)
     elif isinstance(training.objective, VAESettings):
         encoder = build_encoder(cfg.model, arch).to(device)
         opt_encoder = torch.optim.Adam(encoder.parameters(), lr=cfg.lr_d, betas=betas)
+        optimisers.append((opt_encoder, cfg.lr_d))
         objective = VAEObjective(
             world.wrap(generator, device), world.wrap(encoder, device), opt_g, opt_encoder, training.objective
         )
     else:
         critic = build_critic(cfg.model, arch).to(device)
         opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=betas)
+        optimisers.append((opt_d, cfg.lr_d))
         objective = GANObjective(
             world.wrap(generator, device),
             world.wrap(critic, device),
@@ -438,10 +467,13 @@ def _train(
         if world.is_main:
             log.truncate_after(step)
             checkpoint.drop_snapshots_after(out, start_epoch)
+        config[INIT_FROM_KEY] = run_dir.read_config(out).get(INIT_FROM_KEY)
     elif resume:
         raise run_dir.RunDirError(f"nothing to resume in {out}: no {run_dir.STATE_FILE}")
     elif run_dir.has_state(out):
         raise run_dir.RunDirError(f"{out} already holds a run; choose another --out")
+    elif cfg.init_from is not None:
+        config[INIT_FROM_KEY] = warm_start(Path(cfg.init_from), config, state_modules)
     world.barrier()  # every rank has read the run directory before rank 0 writes to it
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -451,6 +483,7 @@ def _train(
     steps_per_epoch = max(1, n // cfg.batch_size)
     batch = min(cfg.batch_size, n)
     total_steps = cfg.epochs * steps_per_epoch
+    decay = check_lr_decay(cfg.lr_decay)
     grid_z, grid_labels = sample_inputs(
         arch.num_classes, cfg.sample_columns, arch.latent_dim, training.variant.conditional
     )
@@ -481,6 +514,7 @@ def _train(
         order = world.shard(order)
         sums: dict[str, list[float]] = {}
         for index in order.to(device):
+            set_learning_rates(optimisers, decay, step / total_steps)
             result = objective.step(images[index], labels[index], step, step / total_steps)
             if ema is not None and result.generator_updated:
                 ema.update_parameters(generator)

@@ -16,6 +16,7 @@ from evaluation.choose import (
     CHOICE_PLOT,
     CHOICE_REPORT,
     CHOOSE_N,
+    choice_of,
     choose,
     export_hint,
     pick,
@@ -102,6 +103,23 @@ def test_cli_writes_the_table_plot_and_json_and_names_the_export(tmp_path, refer
     assert hint.startswith(f"gan-export {choice['chosen']} --out models/NAME --evaluate --eval-n 500 ")
     assert "--classifier models/mnist-classifier" in hint
     assert "--eval-part test" not in hint and "no test split" in hint  # mnist5k: nothing left unseen
+
+    # what an export of the chosen generator records of the choice; nothing for any other directory
+    chosen = next(r for r in choice["rows"] if r["snapshot"] == choice["chosen"])
+    other = next(r for r in choice["rows"] if r["snapshot"] != choice["chosen"])
+    record = choice_of(run / "snapshots" / f"epoch_{chosen['epoch']:03d}")
+    assert record is not None
+    assert record["epoch"] == chosen["epoch"] and record["part"] == "held_out" and record["n"] == 500
+    assert record["kept"] == 2 and record["reason"] == choice["reason"]
+    assert record["fid_ratio"] == chosen["fid_ratio"] and record["report"].endswith("choice/choice.md")
+    assert choice_of(run / "snapshots" / f"epoch_{other['epoch']:03d}") is None
+    assert choice_of(run) is None
+    # the epoch kept again since (a resume): the choice measured another generator
+    write_json(
+        run / "snapshots" / f"epoch_{chosen['epoch']:03d}" / "state.json",
+        {"epoch": chosen["epoch"], "step": 1},
+    )
+    assert choice_of(run / "snapshots" / f"epoch_{chosen['epoch']:03d}") is None
 
 
 def test_the_export_command_reports_on_test_where_the_data_has_one():
