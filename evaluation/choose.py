@@ -22,9 +22,9 @@ from contracts.run_dir import (
     RunDirError,
     is_run_dir,
     read_json,
-    snapshot_epoch,
     snapshots,
 )
+from evaluation.choice_record import CHOICE_FILE, CHOICE_PLOT, CHOICE_REPORT, generator_digest
 from evaluation.evaluate import (
     EvalSettings,
     ProductBar,
@@ -40,10 +40,6 @@ from train.artifacts import PLOT_DPI
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-CHOICE_DIR = "choice"  # inside the run: gan-eval choose's default --out, where an export looks for it
-CHOICE_FILE = "choice.json"
-CHOICE_REPORT = "choice.md"
-CHOICE_PLOT = "choice.png"
 CHOICE_PART = "held_out"  # never "test": that split only reports
 
 CHOOSE_N = 10_000  # images per kept generator (at most the training split's size, as the floor's)
@@ -86,6 +82,7 @@ def row_of(snapshot: Path, result: dict) -> dict:
         "label_accuracy": model["label_accuracy"],
         "fid": model["fid"],
         "fid_ratio": result["product_bar"]["checks"]["fid_ratio"]["value"],
+        "generator_sha256": generator_digest(snapshot),
         "model": model,
     }
 
@@ -227,30 +224,3 @@ def write_choice(choice: dict, out: Path, command: str) -> Path:
     plot(choice, out / CHOICE_PLOT)
     (out / CHOICE_REPORT).write_text(markdown(choice, command))
     return out
-
-
-def choice_of(generator_dir: Path) -> dict | None:
-    """How a kept generator was chosen, for the manifest and card of its export: when its run's choice
-    (``RUN/choice/choice.json``) chose it. None for any other directory, and when the choice measured another
-    generator of that epoch (the run was resumed and the epoch kept again since)."""
-    epoch = snapshot_epoch(generator_dir)
-    path = generator_dir.parent.parent / CHOICE_DIR / CHOICE_FILE
-    if epoch is None or generator_dir.parent.name != SNAPSHOTS_DIR or not path.is_file():
-        return None
-    choice = read_json(path)
-    chosen = next((row for row in choice["rows"] if row["snapshot"] == choice["chosen"]), None)
-    meta = generator_dir / STATE_META_FILE
-    step = read_json(meta).get("step") if meta.is_file() else None
-    if chosen is None or chosen["epoch"] != epoch or chosen["step"] != step:
-        return None
-    return {
-        "by": "gan-eval choose",
-        "epoch": epoch,
-        "part": choice["part"],
-        "n": choice["settings"]["n"],
-        "kept": len(choice["rows"]),
-        "reason": choice["reason"],
-        "label_accuracy": chosen["label_accuracy"],
-        "fid_ratio": chosen["fid_ratio"],
-        "report": portable_path(path.with_name(CHOICE_REPORT)),
-    }

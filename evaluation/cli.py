@@ -26,12 +26,9 @@ from train.extras import EVAL, exit_for_missing_extra
 try:
     import torch
 
+    from evaluation.choice_record import CHOICE_DIR, CHOICE_FILE, CHOICE_PLOT, CHOICE_REPORT
     from evaluation.choose import (
-        CHOICE_DIR,
-        CHOICE_FILE,
         CHOICE_PART,
-        CHOICE_PLOT,
-        CHOICE_REPORT,
         CHOOSE_N,
         choose,
         export_hint,

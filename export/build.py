@@ -35,7 +35,7 @@ from contracts.model_dir import (
     write_manifest,
 )
 from contracts.run_dir import STATE_META_FILE
-from evaluation.choose import choice_of
+from evaluation.choice_record import choice_of
 from export import card, pixelcnn
 from export.graph import (
     DEFAULT_OPSET,

@@ -17,6 +17,7 @@ _HYPER_KEYS = (
     "batch_size",
     "lr_g",
     "lr_d",
+    "lr_decay",
     "beta1",
     "beta2",
     "n_critic",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -122,6 +122,14 @@ def load_state(run_dir: str | Path, modules: dict[str, Any]) -> dict:
     run_dir = Path(run_dir)
     meta = read_json(run_dir / STATE_META_FILE)
     tensors = _load_tensors(run_dir / STATE_FILE)
+    with safe_open(str(run_dir / STATE_FILE), "pt") as handle:
+        marker = handle.metadata() or {}
+    if marker and marker != {"epoch": str(meta.get("epoch")), "step": str(meta.get("step"))}:
+        raise RunDirError(
+            f"{run_dir}: {STATE_FILE} (epoch {marker.get('epoch')}, step {marker.get('step')}) and "
+            f"{STATE_META_FILE} (epoch {meta.get('epoch')}, step {meta.get('step')}) are of different "
+            "checkpoints: is that run still writing one?"
+        )
     loaded: dict[str, torch.Tensor] = {}
     try:
         for name, obj in modules.items():

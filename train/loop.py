@@ -241,7 +241,8 @@ def run_differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
     number of epochs may differ). The training settings are compared by name; what derives from them and the
     data (architecture, data, split: ``key`` or ``key.subkey``) only when no setting differs, where it says
     that the data changed. The number of processes is part of the run (runs that record none had one)."""
-    old_training = old.get("training", {})
+    # a setting recorded before it existed was trained at its default
+    old_training = {**asdict(TrainConfig()), **old.get("training", {})}
     found = {
         key: (old_training.get(key), value)
         for key, value in new["training"].items()
@@ -275,23 +276,45 @@ def _check_same_run(out: Path, old: dict, new: dict) -> None:
 INIT_FROM_KEY = "init_from"  # config.json: the run a warm start began from, at which epoch and step
 
 
-def warm_start(parent: Path, config: dict, state_modules: dict) -> dict:
-    """Load ``parent``'s networks, EMA and optimiser moments into ``state_modules`` (not its RNG states,
-    epoch or step: this is a new run). The parent must be the same networks on the same data and split, or
-    the new run's held-out images could be ones the parent trained on. Returns config.json's record of it."""
+# what a warm start's parent must share with the new run (data: by content, not by how its path was spelled)
+WARM_START_KEYS = (*(key for key in SAME_RUN_KEYS if key != "data"), "ema")
+
+
+def warm_start(parent: str, config: dict, state_modules: dict) -> dict:
+    """Load ``parent``'s networks, EMA (its average and count: the EMA goes on, no warm-up ramp) and Adam
+    moments into ``state_modules``; not its RNG states, epoch or step (this is a new run), nor its optimiser
+    settings (betas, eps: this run's own, like its learning rates). The parent must be the same networks on
+    the same data and split, or the new run's held-out images could be ones the parent trained on. Returns
+    config.json's record of it."""
     if not run_dir.has_state(parent):
         raise run_dir.RunDirError(
             f"--init-from {parent}: no {run_dir.STATE_FILE} there (a run directory with its resume state)"
         )
     recorded = run_dir.read_config(parent)
-    differing = [key for key in SAME_RUN_KEYS if recorded.get(key) != config.get(key)]
+    differing = [key for key in WARM_START_KEYS if recorded.get(key) != config.get(key)]
+    if _data_identity(recorded) != _data_identity(config):
+        differing.append("data")
     if differing:
         raise run_dir.RunDirError(
             f"--init-from {parent}: that run differs from this one in {', '.join(differing)}; a warm start "
-            "takes the same model, loss, data and split"
+            "takes the same model, loss, architecture, EMA (on or off), data and split"
         )
+    optimisers = {name: obj for name, obj in state_modules.items() if isinstance(obj, torch.optim.Optimizer)}
+    own = {name: [_settings(group) for group in opt.param_groups] for name, opt in optimisers.items()}
     meta = checkpoint.load_state(parent, state_modules)
-    return {"run": str(parent), "epoch": meta["epoch"], "step": meta["step"]}
+    for name, opt in optimisers.items():  # the moments are the parent's; the settings stay this run's
+        for group, settings in zip(opt.param_groups, own[name], strict=True):
+            group.update(settings)
+    return {"run": parent, "epoch": meta["epoch"], "step": meta["step"]}
+
+
+def _data_identity(config: dict) -> tuple:
+    data = config.get("data") or {}
+    return data.get("sha256"), data.get("count")
+
+
+def _settings(group: dict) -> dict:
+    return {key: value for key, value in group.items() if key != "params"}
 
 
 def sample_inputs(num_classes: int, columns: int, latent_dim: int, conditional: bool):
@@ -467,13 +490,14 @@ def _train(
         if world.is_main:
             log.truncate_after(step)
             checkpoint.drop_snapshots_after(out, start_epoch)
-        config[INIT_FROM_KEY] = run_dir.read_config(out).get(INIT_FROM_KEY)
+        if (parent := run_dir.read_config(out).get(INIT_FROM_KEY)) is not None:
+            config[INIT_FROM_KEY] = parent
     elif resume:
         raise run_dir.RunDirError(f"nothing to resume in {out}: no {run_dir.STATE_FILE}")
     elif run_dir.has_state(out):
         raise run_dir.RunDirError(f"{out} already holds a run; choose another --out")
     elif cfg.init_from is not None:
-        config[INIT_FROM_KEY] = warm_start(Path(cfg.init_from), config, state_modules)
+        config[INIT_FROM_KEY] = warm_start(cfg.init_from, config, state_modules)
     world.barrier()  # every rank has read the run directory before rank 0 writes to it
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 from evaluation_support import FAST, FAST_FLAGS, replay, source_from, untrained_run_dir
+from safetensors.torch import load_file, save_file
 
 import evaluation.choose as choose_module
 from contracts.run_dir import snapshot_dir, write_json
+from evaluation.choice_record import choice_of
 from evaluation.choose import (
     CHOICE_FILE,
     CHOICE_PLOT,
     CHOICE_REPORT,
     CHOOSE_N,
-    choice_of,
     choose,
     export_hint,
     pick,
@@ -114,12 +115,10 @@ def test_cli_writes_the_table_plot_and_json_and_names_the_export(tmp_path, refer
     assert record["fid_ratio"] == chosen["fid_ratio"] and record["report"].endswith("choice/choice.md")
     assert choice_of(run / "snapshots" / f"epoch_{other['epoch']:03d}") is None
     assert choice_of(run) is None
-    # the epoch kept again since (a resume): the choice measured another generator
-    write_json(
-        run / "snapshots" / f"epoch_{chosen['epoch']:03d}" / "state.json",
-        {"epoch": chosen["epoch"], "step": 1},
-    )
-    assert choice_of(run / "snapshots" / f"epoch_{chosen['epoch']:03d}") is None
+    # the epoch kept again since (a resume): other weights than the choice measured
+    weights = run / "snapshots" / f"epoch_{chosen['epoch']:03d}" / "generator.safetensors"
+    save_file({key: value + 1 for key, value in load_file(str(weights)).items()}, str(weights))
+    assert choice_of(weights.parent) is None
 
 
 def test_the_export_command_reports_on_test_where_the_data_has_one():

@@ -6,16 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts.model_dir import read_manifest
-from contracts.run_dir import read_config, read_json, snapshot_dir, write_json
-from evaluation.choose import CHOICE_DIR, CHOICE_FILE
+from contracts.run_dir import read_config, snapshot_dir, write_json
+from evaluation.choice_record import CHOICE_DIR, CHOICE_FILE, generator_digest
 from export.build import ExportOptions, export_run
 from train.loop import TrainConfig, train
 
 
-def a_choice_of(snapshot: Path, step: int) -> dict:
+def a_choice_of(snapshot: Path, digest: str) -> dict:
     """choice.json as gan-eval choose writes it (tests/evaluation/test_choose.py makes real ones), holding
     the fields an export reads."""
-    row = {"snapshot": str(snapshot), "epoch": 1, "step": step, "label_accuracy": 0.9912, "fid_ratio": 1.61}
+    row = {
+        "snapshot": str(snapshot),
+        "epoch": 1,
+        "label_accuracy": 0.9912,
+        "fid_ratio": 1.61,
+        "generator_sha256": digest,
+    }
     return {
         "part": "held_out",
         "settings": {"n": 10000, "seed": 0},
@@ -32,9 +38,7 @@ def test_an_export_of_a_chosen_generator_of_a_warm_started_run_says_both(run_dir
     train(TrainConfig(**training), child, progress=False, keep_every=1)
     kept = snapshot_dir(child, 1)
     (child / CHOICE_DIR).mkdir()
-    write_json(
-        child / CHOICE_DIR / CHOICE_FILE, a_choice_of(kept, step=read_json(kept / "state.json")["step"])
-    )
+    write_json(child / CHOICE_DIR / CHOICE_FILE, a_choice_of(kept, generator_digest(kept)))
 
     export_run(kept, tmp_path / "model", ExportOptions(name="tiny-cdcgan"))
     record = read_manifest(tmp_path / "model").model_dump(mode="json")

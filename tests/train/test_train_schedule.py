@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from contracts.run_dir import RunDirError
+from contracts.run_dir import RunDirError, read_config, write_config
 from train import checkpoint
-from train.loop import TrainConfig, train
+from train.loop import TrainConfig, make_ema, train, warm_start
+from train.models import Architecture, build_critic, build_generator
 from train.schedule import LR_DECAYS, set_learning_rates
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -140,3 +141,77 @@ def test_a_warm_start_from_another_network_or_from_nothing_is_refused(
     with pytest.raises(RunDirError, match=r"--init-from .*nowhere: no state\.safetensors"):
         train(replace(tiny_config, init_from=str(tmp_path / "nowhere")), tmp_path / "child", progress=False)
     assert not (tmp_path / "wider").exists() and not (tmp_path / "child").exists()
+
+
+def fresh_modules(config: dict, betas: tuple[float, float]) -> dict:
+    """The state modules a GAN run builds (train.loop._train), at Adam ``betas``."""
+    arch = Architecture.from_config(config)
+    generator, critic = build_generator(config["model"], arch), build_critic(config["model"], arch)
+    return {
+        "generator": generator,
+        "critic": critic,
+        "opt_g": torch.optim.Adam(generator.parameters(), lr=1e-3, betas=betas),
+        "opt_d": torch.optim.Adam(critic.parameters(), lr=1e-3, betas=betas),
+        "ema": make_ema(generator, 0.999),
+    }
+
+
+def test_a_warm_start_takes_the_moments_and_the_ema_but_keeps_its_own_optimiser_settings(
+    tiny_config: TrainConfig, tmp_path: Path
+):
+    train(tiny_config, tmp_path / "parent", progress=False)  # Adam betas (0, 0.9)
+    config = read_config(tmp_path / "parent")
+    child = fresh_modules(config, betas=(0.5, 0.99))
+    record = warm_start(str(tmp_path / "parent"), config, child)
+    parent = fresh_modules(config, betas=(0.0, 0.9))
+    checkpoint.load_state(tmp_path / "parent", parent)
+
+    assert record == {"run": str(tmp_path / "parent"), "epoch": 1, "step": STEPS_PER_EPOCH}
+    for name in ("opt_g", "opt_d"):
+        assert child[name].param_groups[0]["betas"] == (0.5, 0.99)
+        assert child[name].param_groups[0]["lr"] == 1e-3
+        moments, expected = child[name].state_dict()["state"], parent[name].state_dict()["state"]
+        assert moments.keys() == expected.keys() and moments
+        for index in moments:
+            assert torch.equal(moments[index]["exp_avg_sq"], expected[index]["exp_avg_sq"])
+    assert int(child["ema"].n_averaged) == int(parent["ema"].n_averaged) > 0  # the EMA goes on
+    for key, value in parent["ema"].state_dict().items():
+        assert torch.equal(child["ema"].state_dict()[key], value), key
+
+
+def test_a_warm_start_across_ema_settings_is_one_clear_refusal(tiny_config: TrainConfig, tmp_path: Path):
+    train(replace(tiny_config, ema_decay=0.0), tmp_path / "parent", progress=False)
+    with pytest.raises(RunDirError, match=r"differs from this one in ema; a warm start takes") as refused:
+        train(replace(tiny_config, init_from=str(tmp_path / "parent")), tmp_path / "child", progress=False)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_warm_start_names_the_data_by_content_not_by_its_path(
+    tiny_config: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    train(tiny_config, tmp_path / "parent", progress=False)  # the data by its absolute path
+    monkeypatch.chdir(Path(tiny_config.data).parent)
+    relative = replace(tiny_config, data=Path(tiny_config.data).name, init_from=str(tmp_path / "parent"))
+    train(relative, tmp_path / "child", progress=False)
+    assert read_config(tmp_path / "child")["init_from"]["epoch"] == 1
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(
+    tiny_config: TrainConfig, tmp_path: Path
+):
+    train(tiny_config, tmp_path, progress=False)
+    config = read_config(tmp_path)
+    for added_later in ("lr_decay", "init_from"):
+        del config["training"][added_later]
+    write_config(tmp_path, config)
+    summary = train(replace(tiny_config, epochs=2), tmp_path, progress=False)
+    assert summary.resumed_from_epoch == 1
+    assert "init_from" not in read_config(tmp_path)  # an ordinary run records no warm start
+
+
+def test_state_from_two_checkpoints_is_refused(tiny_config: TrainConfig, tmp_path: Path):
+    train(tiny_config, tmp_path, progress=False)
+    meta = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / "state.json").write_text(json.dumps({**meta, "epoch": 2, "step": 12}))
+    with pytest.raises(RunDirError, match="are of different checkpoints: is that run still writing one"):
+        train(replace(tiny_config, epochs=3), tmp_path, progress=False)
