@@ -7,6 +7,7 @@
     gan-eval compare --epochs 5 --out reports                # every variant, one budget, one table
     gan-eval projection models/mnist-cdcgan --out reports    # the encoder on held-out real digits
     gan-eval choose runs/full --classifier models/mnist-classifier-full  # which kept epoch to ship
+    gan-eval truncation models/mnist-cdcgan --levels 1,0.8,0.6   # what the truncation parameter trades
 
 Prints metric | model | real floor, the product bar's verdict, and writes metrics.json, report.md and
 samples.png to --out (default PATH/eval). Exit status: 0 done, 1 product bar failed (with --check),
@@ -40,7 +41,20 @@ try:
     from evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_names
     from evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
     from evaluation.report import format_table, write_report
+    from evaluation.sources import open_source
     from evaluation.train_classifier import ClassifierTraining, train_classifier
+    from evaluation.truncation import (
+        DEFAULT_LEVELS,
+        SWEEP_FILE,
+        SWEEP_N,
+        SWEEP_PLOT,
+        SWEEP_REPORT,
+        SWEEP_SAMPLES,
+        parse_levels,
+        sweep,
+        write_sweep,
+    )
+    from evaluation.truncation import table as truncation_table
     from train.cli import DEFAULT_THREADS  # more threads spin on a busy shared CPU (many times slower)
     from train.loop import resolve_device
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
@@ -182,6 +196,18 @@ def run_compare(argv: list[str]) -> int:
     return 0
 
 
+def _add_series_flags(p: argparse.ArgumentParser, n_help: str, progress_help: str) -> None:
+    """The flags of a command that evaluates a series (kept generators, truncation levels) at one n."""
+    p.add_argument("--n", type=_positive, default=None, help=n_help)
+    p.add_argument(
+        "--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR, help="domain classifier directory"
+    )
+    p.add_argument(
+        "--threads", type=_positive, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
+    )
+    p.add_argument("--no-progress", action="store_true", help=progress_help)
+
+
 def choose_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gan-eval choose",
@@ -191,20 +217,12 @@ def choose_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", type=Path, help="run directory trained with --keep-every")
     p.add_argument("--out", type=Path, default=None, help="where to write choice.md/.json/.png (RUN/choice)")
-    p.add_argument(
-        "--n",
-        type=_positive,
-        default=None,
-        help=f"images per generator (at most {CHOOSE_N}, and the training split's size; FID depends on\n"
+    _add_series_flags(
+        p,
+        f"images per generator (at most {CHOOSE_N}, and the training split's size; FID depends on\n"
         "n, so every one is measured at the same n)",
+        "no bar and no line per generator",
     )
-    p.add_argument(
-        "--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR, help="domain classifier directory"
-    )
-    p.add_argument(
-        "--threads", type=_positive, default=DEFAULT_THREADS, help=f"torch CPU threads ({DEFAULT_THREADS})"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no bar and no line per generator")
     _add_dataclass_flags(p, EvalSettings(), skip=("n", "part", "truncation"))
     _add_dataclass_flags(p, ProductBar(), skip=("max_fid_ratio", "min_diversity_ratio", "min_recall_ratio"))
     return p
@@ -225,6 +243,46 @@ def run_choose(argv: list[str]) -> int:
     return 0
 
 
+def truncation_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gan-eval truncation",
+        description="Measure one generator at several truncation levels (the service's truncation\n"
+        "parameter): label accuracy, FID, precision/recall, density/coverage and CAS beside the real floor.",
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument("path", type=Path, help="run directory or model directory")
+    p.add_argument(
+        "--out", type=Path, default=None, help="where to write truncation.md/.json/.png (PATH/eval)"
+    )
+    p.add_argument(
+        "--levels",
+        type=str,
+        default=",".join(f"{level:g}" for level in DEFAULT_LEVELS),
+        help="comma-separated truncation levels in (0, 1] (%(default)s)",
+    )
+    _add_series_flags(
+        p,
+        f"images per level (at most {SWEEP_N}, and the training split's size)",
+        "no bar and no line per level",
+    )
+    _add_dataclass_flags(p, EvalSettings(), skip=("n", "truncation"))
+    return p
+
+
+def run_truncation(argv: list[str]) -> int:
+    args = truncation_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    levels = parse_levels(args.levels)
+    settings = _pick(EvalSettings, args, n=args.n, truncation=1.0)
+    source = open_source(args.path)
+    result = sweep(source, load_reference(args.classifier), settings, levels, progress=not args.no_progress)
+    out = args.out or args.path / "eval"
+    write_sweep(result, source, levels, out, shlex.join(["gan-eval", "truncation", *argv]))
+    print(truncation_table(result))
+    print(f"wrote {out}/{SWEEP_REPORT}, {SWEEP_FILE}, {SWEEP_PLOT}, {SWEEP_SAMPLES}")
+    return 0
+
+
 def run_projection(argv: list[str]) -> int:
     from evaluation.projection import main as projection  # needs ONNX Runtime: imported when asked for
 
@@ -237,6 +295,7 @@ COMMANDS = {
     "compare": run_compare,
     "projection": run_projection,
     "choose": run_choose,
+    "truncation": run_truncation,
 }
 
 
