@@ -62,6 +62,19 @@ def test_the_loop_trains_at_the_decayed_rates(
     )
 
 
+@pytest.mark.parametrize(("model", "optimisers"), [("cvae", {"opt_g", "opt_d"}), ("pixelcnn", {"opt_g"})])
+def test_every_objective_trains_at_the_decayed_rates(
+    tiny_config: TrainConfig, tmp_path: Path, model: str, optimisers: set[str]
+):
+    """The VAE's encoder (stored as opt_d) at lr_d, the PixelCNN's one network at lr_g."""
+    config = replace(tiny_config, model=model, lr_g=1e-3, lr_d=4e-3, lr_decay="linear")
+    if model == "pixelcnn":
+        config = replace(config, levels=2, layers=0)
+    train(config, tmp_path, progress=False)
+    expected = {"opt_g": 1e-3 / STEPS_PER_EPOCH, "opt_d": 4e-3 / STEPS_PER_EPOCH}
+    assert recorded_rates(tmp_path) == pytest.approx({name: expected[name] for name in optimisers})
+
+
 def test_decay_changes_the_run(tiny_config: TrainConfig, tmp_path: Path):
     train(replace(tiny_config, epochs=2), tmp_path / "constant", progress=False)
     train(replace(tiny_config, epochs=2, lr_decay="linear"), tmp_path / "linear", progress=False)
