@@ -275,7 +275,9 @@ def run_truncation(argv: list[str]) -> int:
     levels = parse_levels(args.levels)
     settings = _pick(EvalSettings, args, n=args.n, truncation=1.0)
     source = open_source(args.path)
-    result = sweep(source, load_reference(args.classifier), settings, levels, progress=not args.no_progress)
+    reference = load_reference(args.classifier)
+    reference.against(settings.part)  # refuses a part the data lacks before any slow work
+    result = sweep(source, reference, settings, levels, progress=not args.no_progress)
     out = args.out or args.path / "eval"
     write_sweep(result, source, levels, out, shlex.join(["gan-eval", "truncation", *argv]))
     print(truncation_table(result))

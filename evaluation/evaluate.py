@@ -14,7 +14,7 @@ trained on as many real training images.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -315,7 +315,7 @@ def real_floor(reference: Reference, n: int, settings: EvalSettings) -> dict:
 
     Label accuracy is the exception: the classifier has seen the training images, so the floor's label
     accuracy is its accuracy on the held-out (or test) images instead."""
-    key = (n, settings)
+    key = (n, replace(settings, seed=0, truncation=1.0))  # real images: no latents, one floor for all
     if key not in reference._floors:
         index = _balanced_subset(reference.train.labels, n, reference.num_classes, settings.metric_seed)
         floor = set_metrics(

@@ -9,16 +9,18 @@ level buys in label accuracy and density and costs in recall, coverage and CAS b
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from contracts.latents import latents_for_seeds, truncate
 from evaluation.choose import METRIC_FORMATS, SHOWN
 from evaluation.evaluate import (
+    PARTS,
     EvalSettings,
     ProductBar,
     Reference,
@@ -27,7 +29,7 @@ from evaluation.evaluate import (
     real_floor,
 )
 from evaluation.sources import ImageSource
-from train.artifacts import PLOT_DPI, save_grid
+from train.artifacts import PLOT_DPI, image_grid
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -38,11 +40,11 @@ SWEEP_PLOT = "truncation.png"
 SWEEP_SAMPLES = "truncation-samples.png"
 DEFAULT_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 SWEEP_N = 10_000  # images per level (at most the training split's size, as the floor's)
-SAMPLE_SEED = 0  # the picture: column c is label c with latent seed SAMPLE_SEED + c, one row per level
-SAMPLE_SCALE = 2
-# metrics shown beside the real floor, as ratios: higher is better for every one
+SAMPLE_SCALE = 2  # the picture: column c is label c with the evaluation's latent seed + c, one row per level
+LABEL_MARGIN = 40  # pixels left of the picture's rows for their level
+# metrics shown beside the real floor, as ratios (1 = the floor; density above 1 means crowding dense modes)
 FLOOR_RATIOS = ("label_accuracy", "precision", "recall", "density", "coverage", "cas")
-SOURCE_KEYS = ("path", "version")  # of ImageSource.details: what the report names the generator by
+SOURCE_KEYS = ("path", "version", "sha256")  # of ImageSource.details: what the report names the generator by
 
 
 def parse_levels(text: str) -> tuple[float, ...]:
@@ -73,11 +75,11 @@ def sweep(
         rows.append({"truncation": level, "model": model, "product_bar": result["product_bar"]["passed"]})
         if progress:
             tqdm.write(f"truncation {level:g}: " + ", ".join(_cells(rows[-1], result["real_floor"])[1:4]))
-    floor = real_floor(reference, n, settings)  # cached: no new work
+    floor = real_floor(reference, n, settings)  # one floor for every level, cached by the first
     return {
         "source": {"name": source.name, **{k: v for k, v in source.details.items() if k in SOURCE_KEYS}},
         "part": settings.part,
-        "settings": {"n": n, "seed": settings.seed},
+        "settings": {k: v for k, v in asdict(settings).items() if k != "truncation"},
         "classifier": portable_path(reference.classifier_dir),
         "real_floor": {key: floor[key] for key in ("fid", *FLOOR_RATIOS)},
         "rows": rows,
@@ -94,7 +96,7 @@ def _cells(row: dict, floor: dict) -> list[str]:
 
 
 def table(sweep_result: dict) -> str:
-    header = ["truncation", *SHOWN, "FID / floor", "CAS gap (points)"]
+    header = ["truncation", *SHOWN, "FID / floor", "CAS gap (floor − model, points)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     floor = sweep_result["real_floor"]
     lines += ["| " + " | ".join(_cells(row, floor)) + " |" for row in sweep_result["rows"]]
@@ -102,7 +104,8 @@ def table(sweep_result: dict) -> str:
 
 
 def plot(sweep_result: dict, path: Path) -> None:
-    rows, floor = sweep_result["rows"], sweep_result["real_floor"]
+    rows = sorted(sweep_result["rows"], key=lambda row: row["truncation"])
+    floor = sweep_result["real_floor"]
     levels = [row["truncation"] for row in rows]
     fig, (fid_axis, ratio_axis) = plt.subplots(1, 2, figsize=(10, 4))
     fid_axis.plot(levels, [row["model"]["fid"] / floor["fid"] for row in rows], marker="o")
@@ -110,24 +113,37 @@ def plot(sweep_result: dict, path: Path) -> None:
     for key in FLOOR_RATIOS:
         ratio_axis.plot(levels, [row["model"][key] / floor[key] for row in rows], marker="o", label=key)
     ratio_axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
-    ratio_axis.set_ylabel("model / real floor (higher is better)")
+    ratio_axis.set_ylabel("model / real floor (1 = the floor)")
     ratio_axis.legend(fontsize=8)
     for axis in (fid_axis, ratio_axis):
         axis.set_xlabel("truncation (1 = none)")
         axis.invert_xaxis()  # stronger truncation to the right
         axis.grid(alpha=0.3)
-    title = f"{sweep_result['source']['name']}: truncation on the {sweep_result['part']} split"
+    title = f"{sweep_result['source']['name']}: truncation on the {PARTS[sweep_result['part']]} split"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)
 
 
-def sample_rows(source: ImageSource, levels: tuple[float, ...]) -> np.ndarray:
-    """One row per level: label c with latent seed ``SAMPLE_SEED + c``, scaled by the level."""
+def sample_rows(source: ImageSource, levels: tuple[float, ...], seed: int) -> np.ndarray:
+    """One row per level: label c with latent seed ``seed + c``, scaled by the level (the evaluation's first
+    images of each level)."""
     labels = np.arange(source.num_classes, dtype=np.int64)
-    latents = latents_for_seeds(range(SAMPLE_SEED, SAMPLE_SEED + source.num_classes), source.latent_dim)
+    latents = latents_for_seeds(range(seed, seed + source.num_classes), source.latent_dim)
     return np.concatenate([source.generate(truncate(latents, level), labels) for level in levels])
+
+
+def labelled_picture(images: np.ndarray, levels: tuple[float, ...]) -> Image.Image:
+    """The rows of ``sample_rows``, enlarged, each with its level written to its left."""
+    grid = image_grid(images, rows=len(levels))
+    grid = grid.resize((grid.width * SAMPLE_SCALE, grid.height * SAMPLE_SCALE), Image.Resampling.NEAREST)
+    picture = Image.new(grid.mode, (grid.width + LABEL_MARGIN, grid.height), color="black")
+    picture.paste(grid, (LABEL_MARGIN, 0))
+    draw, row_height = ImageDraw.Draw(picture), grid.height / len(levels)
+    for index, level in enumerate(levels):
+        draw.text((4, int((index + 0.4) * row_height)), f"{level:g}", fill="white")
+    return picture
 
 
 def markdown(sweep_result: dict, command: str) -> str:
@@ -136,7 +152,8 @@ def markdown(sweep_result: dict, command: str) -> str:
         [
             f"# Truncation trade-off of `{sweep_result['source']['name']}`",
             "",
-            f"Measured by `gan-eval` on the {sweep_result['part']} split ({sweep_result['settings']['n']:,} "
+            f"Measured by `gan-eval` on the {PARTS[sweep_result['part']]} split "
+            f"({sweep_result['settings']['n']:,} "
             f"images per level, latent seed {sweep_result['settings']['seed']}, classifier "
             f"`{sweep_result['classifier']}`); real floor: FID {floor['fid']:.3f}, label accuracy "
             f"{100 * floor['label_accuracy']:.2f}%, precision {floor['precision']:.3f}, recall "
@@ -148,8 +165,9 @@ def markdown(sweep_result: dict, command: str) -> str:
             "",
             f"![FID and the other metrics against the real floor by truncation]({SWEEP_PLOT})",
             "",
-            f"One row per level (top: {sweep_result['rows'][0]['truncation']:g}), label c in column c with "
-            f"latent seed {SAMPLE_SEED} + c:",
+            "One row per level, its level at its left (top to bottom: "
+            + ", ".join(f"{row['truncation']:g}" for row in sweep_result["rows"])
+            + f"), label c in column c with latent seed {sweep_result['settings']['seed']} + c:",
             "",
             f"![samples by truncation]({SWEEP_SAMPLES})",
             "",
@@ -169,6 +187,7 @@ def write_sweep(
     out.mkdir(parents=True, exist_ok=True)
     (out / SWEEP_FILE).write_text(json.dumps(sweep_result | {"command": command}, indent=2) + "\n")
     plot(sweep_result, out / SWEEP_PLOT)
-    save_grid(out / SWEEP_SAMPLES, sample_rows(source, levels), rows=len(levels), scale=SAMPLE_SCALE)
+    images = sample_rows(source, levels, sweep_result["settings"]["seed"])
+    labelled_picture(images, levels).save(out / SWEEP_SAMPLES)
     (out / SWEEP_REPORT).write_text(markdown(sweep_result, command))
     return out

@@ -16,6 +16,7 @@ from evaluation.cli import EXIT_BAD_INPUT, main
 from evaluation.evaluate import evaluate_source
 from evaluation.sources import open_source
 from evaluation.truncation import (
+    LABEL_MARGIN,
     SAMPLE_SCALE,
     SWEEP_FILE,
     SWEEP_PLOT,
@@ -24,6 +25,7 @@ from evaluation.truncation import (
     parse_levels,
     sample_rows,
     sweep,
+    table,
 )
 from train.artifacts import image_grid
 
@@ -42,23 +44,29 @@ def test_bad_levels_are_refused_naming_the_flag_and_range(text: str):
 
 def test_each_level_is_the_evaluation_gan_eval_makes_at_that_truncation(tmp_path, reference):
     source = open_source(untrained_run_dir(tmp_path / "run", reference))
-    result = sweep(source, reference, FAST, (1.0, 0.5), progress=False)
+    floors = len(reference._floors)
+    result = sweep(source, reference, replace(FAST, seed=3), (1.0, 0.5), progress=False)
+    assert len(reference._floors) <= floors + 1  # one real floor for every level and latent seed
 
     assert [row["truncation"] for row in result["rows"]] == [1.0, 0.5]
-    assert result["part"] == "held_out" and result["settings"] == {"n": FAST.n, "seed": 0}
-    for row in result["rows"]:
-        alone = evaluate_source(source, reference, replace(FAST, truncation=row["truncation"])).result
+    assert result["part"] == "held_out" and result["settings"]["n"] == FAST.n
+    assert result["settings"]["seed"] == 3 and result["settings"]["cas_epochs"] == FAST.cas_epochs
+    lines = table(result).splitlines()[2:]
+    for row, line in zip(result["rows"], lines, strict=True):
+        alone = evaluate_source(source, reference, replace(FAST, seed=3, truncation=row["truncation"])).result
         assert row["model"]["fid"] == alone["model"]["fid"]
         assert row["model"]["cas"] == alone["model"]["cas"]
+        cells = line.strip("|").split(" | ")
+        assert cells[-2].strip() == f"{alone['model']['fid'] / alone['real_floor']['fid']:.2f}×"
+        assert cells[-1].strip() == f"{alone['cas']['gap_points']:.2f}"
     assert result["rows"][0]["model"]["fid"] != result["rows"][1]["model"]["fid"]
-    assert result["real_floor"]["fid"] == alone["real_floor"]["fid"]
 
 
 def test_the_picture_has_a_row_per_level_made_from_scaled_latents(tmp_path, reference):
     source = open_source(untrained_run_dir(tmp_path / "run", reference))
-    rows = sample_rows(source, (1.0, 0.5))
+    rows = sample_rows(source, (1.0, 0.5), seed=5)
     labels = np.arange(reference.num_classes)
-    latents = latents_for_seeds(range(reference.num_classes), source.latent_dim)
+    latents = latents_for_seeds(range(5, 5 + reference.num_classes), source.latent_dim)
     np.testing.assert_array_equal(rows[: len(labels)], source.generate(latents, labels))
     np.testing.assert_array_equal(rows[len(labels) :], source.generate(latents * np.float32(0.5), labels))
 
@@ -78,9 +86,12 @@ def test_cli_writes_the_table_plot_picture_and_json(tmp_path, reference, capsys)
         report.count("\n| 0.7 | ") == 1 and f"]({SWEEP_PLOT})" in report and f"]({SWEEP_SAMPLES})" in report
     )
     assert (out / SWEEP_PLOT).read_bytes()[:8] == PNG_MAGIC
-    expected = image_grid(sample_rows(open_source(run), (1.0, 0.7, 0.4)), rows=3)
+    expected = image_grid(sample_rows(open_source(run), (1.0, 0.7, 0.4), seed=0), rows=3)
     with Image.open(out / SWEEP_SAMPLES) as picture:
-        assert picture.size == (expected.width * SAMPLE_SCALE, expected.height * SAMPLE_SCALE)
+        width, height = expected.width * SAMPLE_SCALE, expected.height * SAMPLE_SCALE
+        assert picture.size == (LABEL_MARGIN + width, height)
+        assert np.asarray(picture)[:, :LABEL_MARGIN].max() > 0  # the levels are written beside the rows
+    assert "(top to bottom: 1, 0.7, 0.4)" in report
     assert "| truncation | label accuracy |" in printed and f"wrote {out}/{SWEEP_REPORT}" in printed
 
 
