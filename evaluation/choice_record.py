@@ -32,7 +32,7 @@ def choice_of(generator_dir: Path) -> dict | None:
     if chosen is None or chosen["epoch"] != epoch:
         return None
     # choices written before the rows had digests are matched by epoch alone
-    if chosen.get("generator_sha256", generator_digest(generator_dir)) != generator_digest(generator_dir):
+    if "generator_sha256" in chosen and chosen["generator_sha256"] != generator_digest(generator_dir):
         return None
     return {
         "by": "gan-eval choose",

@@ -315,7 +315,7 @@ def real_floor(reference: Reference, n: int, settings: EvalSettings) -> dict:
 
     Label accuracy is the exception: the classifier has seen the training images, so the floor's label
     accuracy is its accuracy on the held-out (or test) images instead."""
-    key = (n, replace(settings, seed=0, truncation=1.0))  # real images: no latents, one floor for all
+    key = (n, replace(settings, n=None, seed=0, truncation=1.0))  # real images: one floor for all latents
     if key not in reference._floors:
         index = _balanced_subset(reference.train.labels, n, reference.num_classes, settings.metric_seed)
         floor = set_metrics(

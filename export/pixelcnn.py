@@ -28,8 +28,7 @@ from contracts.model_dir import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT
 from contracts.run_dir import LOG_FILE
 from export.graph import ExportError, export_onnx, to_image
 from export.verify import PROVIDER, VerificationError, label_inputs
-from train.loop import HELD_OUT_BPD
-from train.pixelcnn import level_values
+from train.pixelcnn import HELD_OUT_BPD, level_values
 
 ROWS_INPUT = "canvas_rows"  # the row network's image input: rows 0..r of the canvas
 LINKS = "links"  # the row network's output and the pixel network's input: row r's links to the rows above

@@ -56,6 +56,15 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise RunDirError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
+def _marker(path: Path) -> dict[str, str]:
+    """The epoch and step ``save_state`` wrote into the safetensors header (none in older files)."""
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise RunDirError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
 def save_generator(run_dir: Path, generator: nn.Module) -> None:
     _save_tensors(Path(run_dir) / GENERATOR_FILE, generator.state_dict())
 
@@ -122,13 +131,13 @@ def load_state(run_dir: str | Path, modules: dict[str, Any]) -> dict:
     run_dir = Path(run_dir)
     meta = read_json(run_dir / STATE_META_FILE)
     tensors = _load_tensors(run_dir / STATE_FILE)
-    with safe_open(str(run_dir / STATE_FILE), "pt") as handle:
-        marker = handle.metadata() or {}
-    if marker and marker != {"epoch": str(meta.get("epoch")), "step": str(meta.get("step"))}:
+    marker = _marker(run_dir / STATE_FILE)
+    if any(marker.get(key, str(meta.get(key))) != str(meta.get(key)) for key in ("epoch", "step")):
         raise RunDirError(
             f"{run_dir}: {STATE_FILE} (epoch {marker.get('epoch')}, step {marker.get('step')}) and "
             f"{STATE_META_FILE} (epoch {meta.get('epoch')}, step {meta.get('step')}) are of different "
-            "checkpoints: is that run still writing one?"
+            "checkpoints: that run is writing one now, or stopped between the two writes (then its state "
+            "cannot be used; its generator.safetensors still can)"
         )
     loaded: dict[str, torch.Tensor] = {}
     try:

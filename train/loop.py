@@ -53,13 +53,10 @@ from train.objectives import (
     VAEObjective,
     VAESettings,
 )
-from train.pixelcnn import DEFAULT_LAYERS, DEFAULT_LEVELS, held_out_bits_per_dim
+from train.pixelcnn import DEFAULT_LAYERS, DEFAULT_LEVELS, HELD_OUT_BPD, held_out_bits_per_dim
 from train.schedule import DEFAULT_LR_DECAY, check_lr_decay, set_learning_rates
 
 CONFIG_FORMAT = 1
-HELD_OUT_BPD = (
-    "held_out_bits_per_dim"  # autoregressive models: logged with every epoch, on the held-out split
-)
 EMA_WARMUP = 10  # EMA decay ramps up as (1 + n) / (EMA_WARMUP + n) until it reaches ema_decay
 PLOTTED = ("d_loss", "g_loss", "penalty", "loss", "reconstruction", "kl", "bits_per_dim", HELD_OUT_BPD)
 

@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+HELD_OUT_BPD = (
+    "held_out_bits_per_dim"  # autoregressive models: logged with every epoch, on the held-out split
+)
 DEFAULT_LEVELS = 4  # grey levels per pixel (docs/training.md, "PixelCNN"): 0, 85, 170, 255
 DEFAULT_LAYERS = 5  # gated layers after the first (masked) one
 KERNEL = 5  # vertical stack: (KERNEL // 2 + 1) x KERNEL; horizontal stack: 1 x (KERNEL // 2 + 1)

@@ -285,6 +285,12 @@ def test_without_torch_gan_export_says_which_extras_to_install(tmp_path: Path, b
     assert result.stderr.splitlines() == [line]
 
 
+def test_gan_export_needs_no_training_progress_bar() -> None:
+    """tqdm is the train extra's, not the export extra's: nothing gan-export imports may need it."""
+    result = run_without(("tqdm",), "export.cli", "--help")
+    assert result.returncode == 0, result.stderr
+
+
 def test_evaluate_prints_the_metrics_and_the_product_bar_verdict(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

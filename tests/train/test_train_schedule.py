@@ -226,5 +226,8 @@ def test_state_from_two_checkpoints_is_refused(tiny_config: TrainConfig, tmp_pat
     train(tiny_config, tmp_path, progress=False)
     meta = json.loads((tmp_path / "state.json").read_text())
     (tmp_path / "state.json").write_text(json.dumps({**meta, "epoch": 2, "step": 12}))
-    with pytest.raises(RunDirError, match="are of different checkpoints: is that run still writing one"):
+    with pytest.raises(
+        RunDirError,
+        match="are of different checkpoints: that run is writing one now, or stopped between the two writes",
+    ):
         train(replace(tiny_config, epochs=3), tmp_path, progress=False)
