@@ -249,6 +249,7 @@ def run_differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
         found[WORLD_SIZE_KEY] = (recorded_world_size(old), recorded_world_size(new))
     if found:
         return found
+    old, new = with_known_architecture(old), with_known_architecture(new)
     for key in SAME_RUN_KEYS:
         before, after = old.get(key), new.get(key)
         if isinstance(before, dict) and isinstance(after, dict):
@@ -258,6 +259,15 @@ def run_differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
         elif before != after:
             found[key] = (before, after)
     return found
+
+
+def with_known_architecture(config: dict) -> dict:
+    """``config`` with its architecture as the networks are built from it: a knob recorded before it existed
+    is its default, so older runs stay the same run."""
+    try:
+        return {**config, "architecture": Architecture.from_config(config).kwargs()}
+    except (KeyError, TypeError, ValueError):  # not a complete record: compared as written
+        return config
 
 
 def _check_same_run(out: Path, old: dict, new: dict) -> None:
@@ -287,8 +297,8 @@ def warm_start(parent: str, config: dict, state_modules: dict) -> dict:
         raise run_dir.RunDirError(
             f"--init-from {parent}: no {run_dir.STATE_FILE} there (a run directory with its resume state)"
         )
-    recorded = run_dir.read_config(parent)
-    differing = [key for key in WARM_START_KEYS if recorded.get(key) != config.get(key)]
+    recorded, ours = with_known_architecture(run_dir.read_config(parent)), with_known_architecture(config)
+    differing = [key for key in WARM_START_KEYS if recorded.get(key) != ours.get(key)]
     if _data_identity(recorded) != _data_identity(config):
         differing.append("data")
     if differing:

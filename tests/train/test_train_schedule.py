@@ -216,6 +216,8 @@ def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(
     config = read_config(tmp_path)
     for added_later in ("lr_decay", "init_from"):
         del config["training"][added_later]
+    for added_later in ("minibatch_std", "conditional_bn"):
+        del config["architecture"][added_later]
     write_config(tmp_path, config)
     summary = train(replace(tiny_config, epochs=2), tmp_path, progress=False)
     assert summary.resumed_from_epoch == 1
