@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import matplotlib
@@ -122,7 +122,7 @@ def choose(
     return {
         "run": portable_path(run),
         "part": CHOICE_PART,
-        "settings": {"n": n, "seed": settings.seed},
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("part", "truncation")},
         "classifier": portable_path(reference.classifier_dir),
         "test_split": reference.test is not None,
         "real_floor": {"fid": floor["fid"], "label_accuracy": floor["label_accuracy"], "cas": floor["cas"]},

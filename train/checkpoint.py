@@ -122,11 +122,13 @@ def save_state(run_dir: Path, modules: dict[str, Any], meta: dict) -> None:
     write_json(Path(run_dir) / STATE_META_FILE, {**meta, "optimisers": optimisers})
 
 
-def load_state(run_dir: str | Path, modules: dict[str, Any]) -> dict:
+def load_state(run_dir: str | Path, modules: dict[str, Any], own_optimiser_settings: bool = False) -> dict:
     """Restore ``modules`` in place from the run's resume state; returns ``state.json``'s content.
 
     Tensors (e.g. RNG states) cannot be restored in place: the loaded ones are returned under
-    ``meta["tensors"][name]``.
+    ``meta["tensors"][name]``. ``own_optimiser_settings``: an optimiser takes the saved moments but keeps its
+    own settings (learning rate, betas, eps...), as a warm start does; they are in place before the state is
+    loaded, which places some of it by them.
     """
     run_dir = Path(run_dir)
     meta = read_json(run_dir / STATE_META_FILE)
@@ -147,7 +149,13 @@ def load_state(run_dir: str | Path, modules: dict[str, Any]) -> dict:
             if isinstance(obj, torch.Tensor):
                 loaded[name] = tensors[name]
             elif isinstance(obj, torch.optim.Optimizer):
-                obj.load_state_dict(_unflatten_optimiser(part, meta["optimisers"][name]))
+                saved = _unflatten_optimiser(part, meta["optimisers"][name])
+                if own_optimiser_settings:
+                    saved["param_groups"] = [
+                        {**{k: v for k, v in own.items() if k != "params"}, "params": group["params"]}
+                        for own, group in zip(obj.param_groups, saved["param_groups"], strict=True)
+                    ]
+                obj.load_state_dict(saved)
             else:
                 obj.load_state_dict(part)
     except (KeyError, RuntimeError, ValueError) as exc:

@@ -306,22 +306,13 @@ def warm_start(parent: str, config: dict, state_modules: dict) -> dict:
             f"--init-from {parent}: that run differs from this one in {', '.join(differing)}; a warm start "
             "takes the same model, loss, architecture, EMA (on or off), data and split"
         )
-    optimisers = {name: obj for name, obj in state_modules.items() if isinstance(obj, torch.optim.Optimizer)}
-    own = {name: [_settings(group) for group in opt.param_groups] for name, opt in optimisers.items()}
-    meta = checkpoint.load_state(parent, state_modules)
-    for name, opt in optimisers.items():  # the moments are the parent's; the settings stay this run's
-        for group, settings in zip(opt.param_groups, own[name], strict=True):
-            group.update(settings)
+    meta = checkpoint.load_state(parent, state_modules, own_optimiser_settings=True)
     return {"run": parent, "epoch": meta["epoch"], "step": meta["step"]}
 
 
 def _data_identity(config: dict) -> tuple:
     data = config.get("data") or {}
     return data.get("sha256"), data.get("count")
-
-
-def _settings(group: dict) -> dict:
-    return {key: value for key, value in group.items() if key != "params"}
 
 
 def sample_inputs(num_classes: int, columns: int, latent_dim: int, conditional: bool):

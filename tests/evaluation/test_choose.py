@@ -90,6 +90,7 @@ def test_cli_writes_the_table_plot_and_json_and_names_the_export(tmp_path, refer
     choice = json.loads((run / "choice" / CHOICE_FILE).read_text())
     assert [r["epoch"] for r in choice["rows"]] == [2, 4]
     assert choice["settings"]["n"] == 500 and choice["part"] == "held_out"
+    assert choice["settings"]["kid_subsets"] == 3 and choice["settings"]["cas_epochs"] == 1  # every setting
     best = min(choice["rows"], key=lambda r: r["fid"])
     assert choice["chosen"] == best["snapshot"]
     assert "none of the 2 has label accuracy" in choice["reason"]  # untrained generators draw noise
