@@ -72,9 +72,14 @@ def kept_generators(run: Path) -> list[Path]:
     return kept
 
 
+def model_figures(result: dict) -> dict:
+    """A gan-eval result's figures of the model, not its details (nested per-label records and the like)."""
+    return {k: v for k, v in result["model"].items() if not isinstance(v, dict)}
+
+
 def row_of(snapshot: Path, result: dict) -> dict:
     progress = read_json(snapshot / STATE_META_FILE) if (snapshot / STATE_META_FILE).is_file() else {}
-    model = {k: v for k, v in result["model"].items() if not isinstance(v, dict)}  # figures, not details
+    model = model_figures(result)
     return {
         "snapshot": portable_path(snapshot),
         "epoch": progress.get("epoch"),

@@ -60,6 +60,7 @@ try:
 except ModuleNotFoundError as exc:  # a service-only install: one line naming the extra to install
     exit_for_missing_extra("gan-eval", exc, EVAL)
 
+EVAL_DIR = "eval"  # inside PATH: where gan-eval and gan-eval truncation write without --out
 EXIT_BAR_FAILED = 1
 EXIT_BAD_INPUT = 2
 
@@ -128,7 +129,7 @@ def run_evaluate(argv: list[str]) -> int:
     settings = _pick(EvalSettings, args, n=args.n)
     bar = _pick(ProductBar, args)
     evaluation = evaluate_path(args.path, settings, bar, args.classifier)  # type: ignore[arg-type]
-    out = write_report(evaluation, args.out or args.path / "eval", shlex.join(["gan-eval", *argv]))
+    out = write_report(evaluation, args.out or args.path / EVAL_DIR, shlex.join(["gan-eval", *argv]))
     print(format_table(evaluation.result))
     print(f"wrote {out}/metrics.json, report.md, samples.png")
     return EXIT_BAR_FAILED if args.check and not evaluation.result["product_bar"]["passed"] else 0
@@ -278,7 +279,7 @@ def run_truncation(argv: list[str]) -> int:
     reference = load_reference(args.classifier)
     reference.against(settings.part)  # refuses a part the data lacks before any slow work
     result = sweep(source, reference, settings, levels, progress=not args.no_progress)
-    out = args.out or args.path / "eval"
+    out = args.out or args.path / EVAL_DIR
     write_sweep(result, source, levels, out, shlex.join(["gan-eval", "truncation", *argv]))
     print(truncation_table(result))
     print(f"wrote {out}/{SWEEP_REPORT}, {SWEEP_FILE}, {SWEEP_PLOT}, {SWEEP_SAMPLES}")

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from contracts.latents import latents_for_seeds, truncate
-from evaluation.choose import METRIC_FORMATS, SHOWN
+from evaluation.choose import METRIC_FORMATS, SHOWN, model_figures
 from evaluation.evaluate import (
     PARTS,
     EvalSettings,
@@ -71,8 +71,8 @@ def sweep(
     rows = []
     for level in tqdm(levels, desc="truncation", unit="level", disable=None if progress else True):
         result = evaluate_source(source, reference, replace(settings, truncation=level), ProductBar()).result
-        model = {k: v for k, v in result["model"].items() if not isinstance(v, dict)}
-        rows.append({"truncation": level, "model": model, "product_bar": result["product_bar"]["passed"]})
+        passed = result["product_bar"]["passed"]
+        rows.append({"truncation": level, "model": model_figures(result), "product_bar": passed})
         if progress:
             tqdm.write(f"truncation {level:g}: " + ", ".join(_cells(rows[-1], result["real_floor"])[1:4]))
     floor = real_floor(reference, n, settings)  # one floor for every level, cached by the first

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from contracts.files import atomic_path
@@ -47,20 +47,15 @@ def _save_tensors(
         )
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The file's tensors and its header's metadata (``save_state``'s epoch and step; none in older files),
+    in one read."""
     if not path.is_file():
         raise RunDirError(f"{path} not found")
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise RunDirError(f"{path}: not a readable safetensors file ({exc})") from exc
-
-
-def _marker(path: Path) -> dict[str, str]:
-    """The epoch and step ``save_state`` wrote into the safetensors header (none in older files)."""
-    try:
         with safe_open(str(path), "pt") as handle:
-            return handle.metadata() or {}
+            names = handle.keys()  # a safetensors handle is not iterable itself
+            return {name: handle.get_tensor(name) for name in names}, handle.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise RunDirError(f"{path}: not a readable safetensors file ({exc})") from exc
 
@@ -98,7 +93,7 @@ def load_generator(run_dir: str | Path) -> tuple[nn.Module, dict]:
         raise RunDirError(f"{run_dir / CONFIG_FILE}: cannot rebuild the generator ({exc})") from exc
     weights_path = run_dir / GENERATOR_FILE
     try:
-        generator.load_state_dict(_load_tensors(weights_path))
+        generator.load_state_dict(_load_tensors(weights_path)[0])
     except RuntimeError as exc:
         raise RunDirError(f"{weights_path} does not match {run_dir / CONFIG_FILE} ({exc})") from exc
     return generator.eval(), config
@@ -132,8 +127,7 @@ def load_state(run_dir: str | Path, modules: dict[str, Any], own_optimiser_setti
     """
     run_dir = Path(run_dir)
     meta = read_json(run_dir / STATE_META_FILE)
-    tensors = _load_tensors(run_dir / STATE_FILE)
-    marker = _marker(run_dir / STATE_FILE)
+    tensors, marker = _load_tensors(run_dir / STATE_FILE)
     if any(marker.get(key, str(meta.get(key))) != str(meta.get(key)) for key in ("epoch", "step")):
         raise RunDirError(
             f"{run_dir}: {STATE_FILE} (epoch {marker.get('epoch')}, step {marker.get('step')}) and "

@@ -474,7 +474,8 @@ def _train(
     log = JsonlLog(out / run_dir.LOG_FILE)
     start_epoch, step, train_seconds = 0, 0, 0.0
     if run_dir.has_state(out) and resume is not False:
-        _check_same_run(out, run_dir.read_config(out), config)
+        recorded = run_dir.read_config(out)
+        _check_same_run(out, recorded, config)
         meta = checkpoint.load_state(
             out, {**state_modules, "rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state()}
         )
@@ -488,7 +489,7 @@ def _train(
         if world.is_main:
             log.truncate_after(step)
             checkpoint.drop_snapshots_after(out, start_epoch)
-        if (parent := run_dir.read_config(out).get(INIT_FROM_KEY)) is not None:
+        if (parent := recorded.get(INIT_FROM_KEY)) is not None:
             config[INIT_FROM_KEY] = parent
     elif resume:
         raise run_dir.RunDirError(f"nothing to resume in {out}: no {run_dir.STATE_FILE}")

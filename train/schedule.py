@@ -31,7 +31,7 @@ def set_learning_rates(
     progress: float,
 ) -> None:
     """Every optimiser's rate := its base rate x the decay at ``progress`` (0 at the first step, 1 after the
-    last). Also what makes a warm start train at this run's rates rather than the ones its state recorded."""
+    last)."""
     factor = decay(min(max(progress, 0.0), 1.0))
     for optimiser, base in optimisers:
         for group in optimiser.param_groups:
