@@ -22,6 +22,7 @@ _HYPER_KEYS = (
     "beta2",
     "n_critic",
     "ema_decay",
+    "class_weight",
 )  # its "training"
 
 

@@ -83,6 +83,10 @@ CONFIG_FLAGS: dict[str, Flag] = {
     "instance_noise": Flag("initial noise std, annealed to 0 (0)"),
     "augment": Flag("DiffAugment for D: comma list of translation, cutout ('' = none)"),
     "ema_decay": Flag(f"generator EMA, 0 = off ({DEFAULTS.ema_decay})"),
+    "class_weight": Flag(
+        "conditional GANs: weight of a class-aware term, the critic's label embeddings trained as a\n"
+        "classifier of real images and the generator's images pushed to read as their label (0 = off)"
+    ),
     "kl_weight": Flag(f"cvae KL weight ({DEFAULTS.kl_weight})"),
     "levels": Flag("pixelcnn: grey levels per pixel (4)", type=int),
     "layers": Flag("pixelcnn: gated layers after the first (5)", type=int),

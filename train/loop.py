@@ -58,7 +58,18 @@ from train.schedule import DEFAULT_LR_DECAY, check_lr_decay, set_learning_rates
 
 CONFIG_FORMAT = 1
 EMA_WARMUP = 10  # EMA decay ramps up as (1 + n) / (EMA_WARMUP + n) until it reaches ema_decay
-PLOTTED = ("d_loss", "g_loss", "penalty", "loss", "reconstruction", "kl", "bits_per_dim", HELD_OUT_BPD)
+PLOTTED = (
+    "d_loss",
+    "g_loss",
+    "penalty",
+    "d_class",
+    "g_class",
+    "loss",
+    "reconstruction",
+    "kl",
+    "bits_per_dim",
+    HELD_OUT_BPD,
+)
 
 
 @dataclass
@@ -88,6 +99,7 @@ class TrainConfig:
     instance_noise: float = 0.0  # initial std, in the [-1, 1] pixel range, annealed to 0
     augment: str = ""  # DiffAugment policy for the discriminator's inputs, e.g. "translation,cutout"
     ema_decay: float = 0.999  # 0 disables EMA: the raw generator is saved
+    class_weight: float = 0.0  # conditional GANs: weight of the critic-as-classifier term (dual projection)
     kl_weight: float = 1.0  # cvae only
     levels: int | None = None  # pixelcnn only: grey levels per pixel (None: train.pixelcnn's default)
     layers: int | None = None  # pixelcnn only: gated layers after the first (None: train.pixelcnn's default)
@@ -138,8 +150,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         augmentations = parse_policy(self.augment)
         check_lr_decay(self.lr_decay)
-        if self.instance_noise < 0 or self.kl_weight < 0:
-            raise ValueError("instance_noise and kl_weight must be non-negative")
+        if self.instance_noise < 0 or self.kl_weight < 0 or self.class_weight < 0:
+            raise ValueError("instance_noise, kl_weight and class_weight must be non-negative")
+        if self.class_weight and not (variant.adversarial and variant.conditional):
+            conditional_gans = sorted(n for n, v in VARIANTS.items() if v.adversarial and v.conditional)
+            raise ValueError(
+                f"class_weight applies to the conditional GANs ({', '.join(conditional_gans)}), "
+                f"not '{self.model}'"
+            )
         if not 0.0 < self.held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
         return ResolvedTraining(self, variant, loss_name, objective, augmentations)
@@ -458,6 +476,7 @@ def _train(
             cfg.latent_dim,
             cfg.instance_noise,
             training.augmentations,
+            cfg.class_weight,
         )
     ema = make_ema(generator, cfg.ema_decay) if cfg.ema_decay > 0 else None
     shuffle = torch.Generator().manual_seed(cfg.seed)

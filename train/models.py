@@ -4,7 +4,9 @@ Every generator has the same interface, so export and serving never care which v
 ``forward(z: float32 [N, latent_dim], label: int64 [N]) -> float32 [N, C, H, W]`` in [-1, 1].
 Unconditional generators accept ``label`` and ignore it. Generators use only ONNX-exportable ops.
 Conditional discriminators are projection discriminators (Miyato & Koyama, 2018):
-``D(x, y) = linear(h(x)) + <embed(y), h(x)>``.
+``D(x, y) = linear(h(x)) + <embed(y), h(x)>``. Asked for ``class_logits``, they also return
+``<embed(c), h(x)>`` for every class c: the same embeddings read as a classifier, which the class-aware
+objective of dual projection GANs (Han et al., 2021) trains (``TrainConfig.class_weight``).
 """
 
 from __future__ import annotations
@@ -146,6 +148,19 @@ class _Projection(nn.Module):
             out = out + (self.embed(label) * h).sum(dim=1)
         return out
 
+    def scores(
+        self, h: torch.Tensor, label: torch.Tensor, class_logits: bool
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``forward``, and with ``class_logits`` also ``[N, num_classes]``: the projection term for every
+        class (the shared linear term cancels in a softmax over classes)."""
+        if not class_logits:
+            return self(h, label)
+        if self.embed is None:
+            raise ValueError("an unconditional discriminator has no class embeddings to classify with")
+        weight = self.embed.weight  # read once: with spectral norm every read is a power iteration
+        logits = h @ weight.t()
+        return self.linear(h).squeeze(1) + logits.gather(1, label.unsqueeze(1)).squeeze(1), logits
+
 
 class MinibatchStd(nn.Module):
     """Append one feature: the average standard deviation of the features over groups of ``group`` images,
@@ -201,8 +216,10 @@ class MLPDiscriminator(nn.Module):
         self.net.extend(extra)
         self.head = _Projection(features, arch, conditional)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.head(self.net(x), label)
+    def forward(
+        self, x: torch.Tensor, label: torch.Tensor, class_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.head.scores(self.net(x), label, class_logits)
 
 
 def _quarter(arch: Architecture) -> tuple[int, int]:
@@ -258,8 +275,10 @@ class DCDiscriminator(nn.Module):
         self.features = _DCFeatures(arch)
         self.head = _Projection(self.features.out_features, arch, conditional)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x), label)
+    def forward(
+        self, x: torch.Tensor, label: torch.Tensor, class_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.head.scores(self.features(x), label, class_logits)
 
 
 class DCEncoder(nn.Module):

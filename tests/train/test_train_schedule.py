@@ -214,7 +214,7 @@ def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(
 ):
     train(tiny_config, tmp_path, progress=False)
     config = read_config(tmp_path)
-    for added_later in ("lr_decay", "init_from"):
+    for added_later in ("lr_decay", "init_from", "class_weight"):
         del config["training"][added_later]
     for added_later in ("minibatch_std", "conditional_bn"):
         del config["architecture"][added_later]

@@ -1,0 +1,132 @@
+"""The class-aware term (``--class-weight``, dual projection): the critic's label embeddings read as a
+classifier, trained on real images, and a generator pushed to make images that read as their label."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.loop import TrainConfig, train
+from train.losses import Hinge
+from train.models import Architecture, build_critic, build_generator
+from train.objectives import GANObjective
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+ARCH = Architecture(latent_dim=8, num_classes=4, image_shape=(8, 8, 1), width=4, embed_dim=4)
+
+
+def labelled_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] whose bright row is the label, as tests/train/conftest.py's tiny data."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % ARCH.num_classes
+    images = torch.rand(n, 1, 8, 8, generator=generator) * 0.4 - 1.0
+    images[torch.arange(n), 0, 2 * labels] = 1.0
+    return images, labels
+
+
+@pytest.mark.parametrize("model", ["cdcgan", "cgan"])
+@pytest.mark.parametrize("spectral_norm", [True, False])
+def test_the_class_logits_are_the_projection_term_of_every_class(model: str, spectral_norm: bool):
+    torch.manual_seed(0)
+    critic = build_critic(model, replace(ARCH, spectral_norm=spectral_norm)).eval()
+    images, labels = labelled_batch()
+    with torch.no_grad():
+        scores, logits = critic(images, labels, class_logits=True)
+        assert logits.shape == (len(labels), ARCH.num_classes)
+        torch.testing.assert_close(scores, critic(images, labels))
+        # Asked for another label, the critic's score moves by exactly the difference of two logits.
+        other = (labels + 1) % ARCH.num_classes
+        moved = critic(images, other) - critic(images, labels)
+        expected = logits.gather(1, other[:, None]) - logits.gather(1, labels[:, None])
+        torch.testing.assert_close(moved, expected.squeeze(1))
+
+
+def test_an_unconditional_critic_has_no_class_logits():
+    critic = build_critic("dcgan", ARCH)
+    with pytest.raises(ValueError, match="unconditional"):
+        critic(*labelled_batch(), class_logits=True)
+
+
+@pytest.mark.parametrize(
+    ("model", "weight", "message"),
+    [
+        ("dcgan", 1.0, "class_weight applies to the conditional GANs \\(cdcgan, cgan\\), not 'dcgan'"),
+        ("cvae", 1.0, "not 'cvae'"),
+        ("pixelcnn", 0.5, "not 'pixelcnn'"),
+        ("cdcgan", -0.1, "class_weight must be non-negative"),
+    ],
+)
+def test_the_class_weight_is_refused_where_it_cannot_apply(model: str, weight: float, message: str):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(model=model, class_weight=weight).resolve()
+
+
+def objective(class_weight: float, lr_d: float = 1e-3) -> GANObjective:
+    torch.manual_seed(0)
+    generator, critic = build_generator("cdcgan", ARCH), build_critic("cdcgan", ARCH)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=lr_d, betas=(0.0, 0.9))
+    return GANObjective(generator, critic, Hinge(), opt_g, opt_d, ARCH.latent_dim, class_weight=class_weight)
+
+
+def test_the_critic_learns_to_classify_real_images_only_with_the_term():
+    images, labels = labelled_batch(n=32)
+    trained, plain = objective(class_weight=1.0), objective(class_weight=0.0)
+    first = trained.step(images, labels, step=0, progress=0.0).stats
+    assert "d_class" not in plain.step(images, labels, step=0, progress=0.0).stats
+    for step in range(1, 60):
+        last = trained.step(images, labels, step=step, progress=0.0).stats
+        plain.step(images, labels, step=step, progress=0.0)
+    assert first["d_class"] > 0.8 * math.log(ARCH.num_classes)  # chance at the start
+    assert last["d_class"] < 0.5 * first["d_class"]
+    with torch.no_grad():
+        _, with_term = trained.critic.eval()(images, labels, class_logits=True)
+        _, without = plain.critic.eval()(images, labels, class_logits=True)
+    accuracy = (with_term.argmax(1) == labels).float().mean().item()
+    assert accuracy == 1.0
+    assert accuracy > (without.argmax(1) == labels).float().mean().item()
+
+
+def test_the_generator_loss_is_the_adversarial_one_plus_the_weighted_class_term():
+    """A critic that does not learn (rate 0) and the same noise: both runs see the same critic and the same
+    fakes, so their generator losses differ by exactly weight x the class term, and so do the updates."""
+    images, labels = labelled_batch()
+    weight = 0.5
+    with_term, without = objective(weight, lr_d=0.0), objective(0.0, lr_d=0.0)
+    torch.manual_seed(1)
+    stats = with_term.step(images, labels, step=0, progress=0.0).stats
+    torch.manual_seed(1)
+    plain = without.step(images, labels, step=0, progress=0.0).stats
+    assert "g_class" not in plain and "d_class" not in plain
+    assert stats["d_loss"] == pytest.approx(plain["d_loss"] + weight * stats["d_class"], rel=1e-5)
+    assert stats["g_loss"] == pytest.approx(plain["g_loss"] + weight * stats["g_class"], rel=1e-5)
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(with_term.generator.parameters(), without.generator.parameters(), strict=True)
+    ]
+    assert any(moved)
+
+
+def test_a_run_records_logs_and_plots_the_term(tiny_config: TrainConfig, tmp_path: Path):
+    train(replace(tiny_config, class_weight=0.5), tmp_path, progress=False)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["training"]["class_weight"] == 0.5
+    steps = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(
+        math.isfinite(r["d_class"]) and math.isfinite(r["g_class"]) for r in steps if r["event"] == "step"
+    )
+    with pytest.raises(ValueError, match="class_weight"):  # a resume may not change it: another run
+        train(replace(tiny_config, epochs=2, class_weight=1.0), tmp_path, progress=False)
+
+
+def test_a_warm_start_may_add_the_term(tiny_config: TrainConfig, tmp_path: Path):
+    train(tiny_config, tmp_path / "parent", progress=False)
+    child = replace(tiny_config, class_weight=1.0, init_from=str(tmp_path / "parent"))
+    train(child, tmp_path / "child", progress=False)
+    config = json.loads((tmp_path / "child" / "config.json").read_text())
+    assert config["init_from"]["epoch"] == 1 and config["training"]["class_weight"] == 1.0
