@@ -189,9 +189,12 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
             f"{floor['inception_score_mean']:.2f} | {floor['precision']:.3f} | {floor['recall']:.3f} | "
             f"{_augmentation_cells(floor)} | {floor['one_nn']['accuracy']:.3f} | 0 / 0 | | | |"
         )
-    recipe = next((row["training"] for row in rows if "training" in row), None)
-    if recipe is not None:
-        shared = {k: v for k, v in recipe.items() if k not in ("model", "loss", "n_critic", "epochs")}
+    recipes = [row["training"] for row in rows if "training" in row]
+    if recipes:
+        varied = ("model", "loss", "n_critic", "epochs")
+        shared = {
+            k: v for k, v in recipes[0].items() if k not in varied and all(r.get(k) == v for r in recipes)
+        }
         lines += [
             "",
             f"Shared training settings: `{json.dumps(shared)}` (WGAN losses: 5 critic steps per "

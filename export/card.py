@@ -24,6 +24,7 @@ _HYPER_KEYS = (
     "ema_decay",
     "class_weight",
 )  # its "training"
+_NOT_SHOWN = {"class_weight": (None, 0, 0.0)}  # off (or not yet a setting): nothing to say
 
 
 CODE_LICENSE = "MIT"
@@ -262,7 +263,7 @@ def _setting_rows(config: dict, progress: dict) -> list[str]:
     data = config.get("data", {})
     split = config.get("split", {})
     settings = {key: config[key] for key in _RUN_KEYS if key in config}
-    settings |= {key: hyper[key] for key in _HYPER_KEYS if hyper.get(key) is not None}
+    settings |= {key: hyper[key] for key in _HYPER_KEYS if hyper.get(key) not in _NOT_SHOWN.get(key, (None,))}
     settings |= {f"trained {key}s": value for key, value in progress.items()}
     if data:
         settings["data"] = f"{data.get('source')} (sha256 {str(data.get('sha256'))[:12]}…)"

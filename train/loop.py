@@ -7,6 +7,7 @@ which variant it is training beyond "adversarial or VAE".
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import time
@@ -150,8 +151,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         augmentations = parse_policy(self.augment)
         check_lr_decay(self.lr_decay)
-        if self.instance_noise < 0 or self.kl_weight < 0 or self.class_weight < 0:
-            raise ValueError("instance_noise, kl_weight and class_weight must be non-negative")
+        for name in ("instance_noise", "kl_weight", "class_weight"):
+            if not 0.0 <= getattr(self, name) < math.inf:  # NaN fails every comparison
+                raise ValueError(f"{name} must be a non-negative number, got {getattr(self, name)}")
         if self.class_weight and not (variant.adversarial and variant.conditional):
             conditional_gans = sorted(n for n, v in VARIANTS.items() if v.adversarial and v.conditional)
             raise ValueError(

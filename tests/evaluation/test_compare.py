@@ -109,6 +109,15 @@ def test_table_has_one_row_per_variant_plus_the_floor():
     assert 'Shared training settings: `{"width": 32}`' in text
 
 
+def test_only_the_settings_every_row_shares_are_called_shared():
+    rows = [_row("cdcgan-hinge", 0.995, 0.5, True), _row("cgan-hinge", 0.99, 0.6, True)]
+    rows[1]["training"] |= {"class_weight": 0.5}
+    rows[0]["training"] |= {"class_weight": 0.0, "ema_decay": 0.999}
+    rows[1]["training"]["ema_decay"] = 0.999
+    text = markdown(rows, CompareSettings(epochs=3), "gan-eval compare --epochs 3")
+    assert 'Shared training settings: `{"width": 32, "ema_decay": 0.999}`' in text
+
+
 def test_table_shows_the_augmentation_metrics_beside_the_floor_and_dashes_for_old_results():
     new = _row("cdcgan-hinge", 0.995, 0.5, True)
     new["model_metrics"] |= {"intra_fid_mean": 0.9, "density": 0.95, "coverage": 0.88, "cas": 0.964}

@@ -33,7 +33,7 @@ def a_choice_of(snapshot: Path, digest: str) -> dict:
 
 def test_an_export_of_a_chosen_generator_of_a_warm_started_run_says_both(run_dir: Path, tmp_path: Path):
     parent_steps = 5  # conftest's run: 160 training images, batch 32
-    training = {**read_config(run_dir)["training"], "init_from": str(run_dir)}
+    training = {**read_config(run_dir)["training"], "init_from": str(run_dir), "class_weight": 0.5}
     child = tmp_path / "child"
     train(TrainConfig(**training), child, progress=False, keep_every=1)
     kept = snapshot_dir(child, 1)
@@ -51,6 +51,7 @@ def test_an_export_of_a_chosen_generator_of_a_warm_started_run_says_both(run_dir
         "images each, 2 kept): lowest held-out FID among the 1 of 2 with label accuracy >= 99%; there 99.12% "
         "label accuracy, FID 1.61x the real floor" in card
     )
+    assert "| class_weight | `0.5` |" in card  # a setting the parent did not have
 
 
 def test_an_export_of_a_run_itself_claims_neither(model_dir: Path):
@@ -58,3 +59,4 @@ def test_an_export_of_a_run_itself_claims_neither(model_dir: Path):
     assert record["training"].get("init_from") is None and "chosen" not in record
     card = (model_dir / "README.md").read_text()
     assert "It began from" not in card and "chosen by" not in card
+    assert "| ema_decay |" in card and "class_weight" not in card  # off: not a row of its settings

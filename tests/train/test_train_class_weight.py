@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from train import cli, loop
 from train.loop import TrainConfig, train
 from train.losses import Hinge
 from train.models import Architecture, build_critic, build_generator
@@ -58,7 +59,7 @@ def test_an_unconditional_critic_has_no_class_logits():
         ("dcgan", 1.0, "class_weight applies to the conditional GANs \\(cdcgan, cgan\\), not 'dcgan'"),
         ("cvae", 1.0, "not 'cvae'"),
         ("pixelcnn", 0.5, "not 'pixelcnn'"),
-        ("cdcgan", -0.1, "class_weight must be non-negative"),
+        ("cdcgan", -0.1, "class_weight must be a non-negative number, got -0.1"),
     ],
 )
 def test_the_class_weight_is_refused_where_it_cannot_apply(model: str, weight: float, message: str):
@@ -74,30 +75,52 @@ def objective(class_weight: float, lr_d: float = 1e-3) -> GANObjective:
     return GANObjective(generator, critic, Hinge(), opt_g, opt_d, ARCH.latent_dim, class_weight=class_weight)
 
 
+def classifier_view(
+    critic: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[float, float]:
+    """Cross-entropy and accuracy of the critic's label embeddings as a classifier (eval mode: no power
+    iteration moves the spectral norm)."""
+    with torch.no_grad():
+        _, logits = critic.eval()(images, labels, class_logits=True)
+    critic.train()
+    cross_entropy = torch.nn.functional.cross_entropy(logits, labels).item()
+    return cross_entropy, (logits.argmax(1) == labels).float().mean().item()
+
+
 def test_the_critic_learns_to_classify_real_images_only_with_the_term():
     images, labels = labelled_batch(n=32)
     trained, plain = objective(class_weight=1.0), objective(class_weight=0.0)
-    first = trained.step(images, labels, step=0, progress=0.0).stats
-    assert "d_class" not in plain.step(images, labels, step=0, progress=0.0).stats
-    for step in range(1, 60):
-        last = trained.step(images, labels, step=step, progress=0.0).stats
-        plain.step(images, labels, step=step, progress=0.0)
-    assert first["d_class"] > 0.8 * math.log(ARCH.num_classes)  # chance at the start
-    assert last["d_class"] < 0.5 * first["d_class"]
-    with torch.no_grad():
-        _, with_term = trained.critic.eval()(images, labels, class_logits=True)
-        _, without = plain.critic.eval()(images, labels, class_logits=True)
-    accuracy = (with_term.argmax(1) == labels).float().mean().item()
-    assert accuracy == 1.0
-    assert accuracy > (without.argmax(1) == labels).float().mean().item()
+    start, _ = classifier_view(trained.critic, images, labels)
+    assert start > 0.8 * math.log(ARCH.num_classes)  # chance at the start
+    stats = [trained.step(images, labels, step=step, progress=0.0).stats for step in range(60)]
+    assert all("d_class" in record and "g_class" in record for record in stats)
+    for step in range(60):
+        assert "d_class" not in plain.step(images, labels, step=step, progress=0.0).stats
+    cross_entropy, accuracy = classifier_view(trained.critic, images, labels)
+    _, accuracy_without = classifier_view(plain.critic, images, labels)
+    assert cross_entropy < 0.5 * start
+    assert accuracy == 1.0 and accuracy_without < 0.9
 
 
-def test_the_generator_loss_is_the_adversarial_one_plus_the_weighted_class_term():
+@pytest.mark.parametrize("model", ["cdcgan", "cgan"])
+def test_the_generator_loss_is_the_adversarial_one_plus_the_weighted_class_term(model: str):
     """A critic that does not learn (rate 0) and the same noise: both runs see the same critic and the same
-    fakes, so their generator losses differ by exactly weight x the class term, and so do the updates."""
+    fakes, so their losses differ by exactly weight x the class terms, and the generator's gradients by
+    weight x the gradient of its class term."""
+    arch = ARCH
     images, labels = labelled_batch()
     weight = 0.5
-    with_term, without = objective(weight, lr_d=0.0), objective(0.0, lr_d=0.0)
+
+    def build(class_weight: float) -> GANObjective:
+        torch.manual_seed(0)
+        generator, critic = build_generator(model, arch), build_critic(model, arch)
+        opt_g = torch.optim.SGD(generator.parameters(), lr=0.0)  # keep the gradients to compare
+        opt_d = torch.optim.SGD(critic.parameters(), lr=0.0)
+        return GANObjective(
+            generator, critic, Hinge(), opt_g, opt_d, arch.latent_dim, class_weight=class_weight
+        )
+
+    with_term, without = build(weight), build(0.0)
     torch.manual_seed(1)
     stats = with_term.step(images, labels, step=0, progress=0.0).stats
     torch.manual_seed(1)
@@ -105,23 +128,59 @@ def test_the_generator_loss_is_the_adversarial_one_plus_the_weighted_class_term(
     assert "g_class" not in plain and "d_class" not in plain
     assert stats["d_loss"] == pytest.approx(plain["d_loss"] + weight * stats["d_class"], rel=1e-5)
     assert stats["g_loss"] == pytest.approx(plain["g_loss"] + weight * stats["g_class"], rel=1e-5)
-    moved = [
-        not torch.equal(a, b)
-        for a, b in zip(with_term.generator.parameters(), without.generator.parameters(), strict=True)
-    ]
-    assert any(moved)
+
+    # The class term's own gradient, on the fakes the generator step saw (the same seed, the same draw).
+    torch.manual_seed(1)
+    images_seen = with_term.generator(torch.randn(len(labels), arch.latent_dim), labels)  # the critic's draw
+    fakes = with_term.generator(torch.randn(len(labels), arch.latent_dim), labels)
+    del images_seen
+    with_term.critic.eval()
+    _, logits = with_term.critic(fakes, labels, class_logits=True)
+    parameters = list(with_term.generator.parameters())
+    class_grads = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, labels), parameters)
+    for p_with, p_without, class_grad in zip(
+        parameters, without.generator.parameters(), class_grads, strict=True
+    ):
+        torch.testing.assert_close(p_with.grad - p_without.grad, weight * class_grad, rtol=1e-3, atol=1e-6)
 
 
-def test_a_run_records_logs_and_plots_the_term(tiny_config: TrainConfig, tmp_path: Path):
+def test_a_run_records_logs_and_plots_the_term(
+    tiny_config: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    plotted: list[tuple[str, ...]] = []
+    monkeypatch.setattr(loop, "plot_losses", lambda path, records, keys: plotted.append(tuple(keys)))
     train(replace(tiny_config, class_weight=0.5), tmp_path, progress=False)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["training"]["class_weight"] == 0.5
-    steps = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert all(
-        math.isfinite(r["d_class"]) and math.isfinite(r["g_class"]) for r in steps if r["event"] == "step"
-    )
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["event"] == "step"]
+    assert steps and all(math.isfinite(r["d_class"]) and math.isfinite(r["g_class"]) for r in steps)
+    assert plotted and {"d_class", "g_class"} <= set(plotted[-1])
     with pytest.raises(ValueError, match="class_weight"):  # a resume may not change it: another run
         train(replace(tiny_config, epochs=2, class_weight=1.0), tmp_path, progress=False)
+
+
+def test_the_flag_reaches_the_run(tiny_npz: Path, tmp_path: Path):
+    args = ["--out", str(tmp_path), "--data", str(tiny_npz), "--epochs", "1", "--batch-size", "8"]
+    args += [
+        "--width",
+        "4",
+        "--embed-dim",
+        "4",
+        "--latent-dim",
+        "8",
+        "--class-weight",
+        "0.25",
+        "--no-progress",
+    ]
+    assert cli.main(args) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["training"]["class_weight"] == 0.25
+
+
+@pytest.mark.parametrize("weight", [math.nan, math.inf])
+def test_a_weight_that_is_not_a_number_is_refused(weight: float):
+    with pytest.raises(ValueError, match="class_weight must be a non-negative number"):
+        TrainConfig(class_weight=weight).resolve()
 
 
 def test_a_warm_start_may_add_the_term(tiny_config: TrainConfig, tmp_path: Path):
@@ -130,3 +189,5 @@ def test_a_warm_start_may_add_the_term(tiny_config: TrainConfig, tmp_path: Path)
     train(child, tmp_path / "child", progress=False)
     config = json.loads((tmp_path / "child" / "config.json").read_text())
     assert config["init_from"]["epoch"] == 1 and config["training"]["class_weight"] == 1.0
+    records = [json.loads(line) for line in (tmp_path / "child" / "log.jsonl").read_text().splitlines()]
+    assert any("d_class" in r for r in records)

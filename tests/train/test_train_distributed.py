@@ -163,14 +163,19 @@ def test_two_processes_resume_exactly_and_a_seed_names_the_run(tiny_config: Trai
 
 @pytest.mark.parametrize(
     "variant",
-    [{"model": "cvae"}, {"model": "mlp", "loss": "wgan-gp", "ema_decay": 0.0}],
-    ids=["cvae", "wgan-gp"],
+    [
+        {"model": "cvae"},
+        {"model": "mlp", "loss": "wgan-gp", "ema_decay": 0.0},
+        {"model": "cgan", "loss": "wgan-gp", "class_weight": 0.5},  # the critic's tuple through DDP
+    ],
+    ids=["cvae", "wgan-gp", "class-weight"],
 )
 def test_other_variants_train_on_two_processes(tiny_config: TrainConfig, tmp_path: Path, variant: dict):
     train_on_two(replace(tiny_config, **variant), tmp_path / "run")
     logged = records(tmp_path / "run", "epoch")
     assert len(logged) == 1
     assert all(math.isfinite(value) for key, value in logged[0].items() if key != "event")
+    assert ("d_class" in logged[0]) == ("class_weight" in variant)
 
 
 def test_ranks_share_the_shuffle_and_split_the_batch_and_the_noise():
