@@ -23,6 +23,7 @@ _HYPER_KEYS = (
     "n_critic",
     "ema_decay",
     "class_weight",
+    "class_weight_g",
 )  # its "training"
 _NOT_SHOWN = {"class_weight": (None, 0, 0.0)}  # off (or not yet a setting): nothing to say
 

@@ -87,6 +87,11 @@ CONFIG_FLAGS: dict[str, Flag] = {
         "conditional GANs: weight of a class-aware term, the critic's label embeddings trained as a\n"
         "classifier of real images and the generator's images pushed to read as their label (0 = off)"
     ),
+    "class_weight_g": Flag(
+        "the generator's side of --class-weight alone (default: the same weight; 0: the critic learns\n"
+        "the classifier, the generator is not pushed by it)",
+        type=float,
+    ),
     "kl_weight": Flag(f"cvae KL weight ({DEFAULTS.kl_weight})"),
     "levels": Flag("pixelcnn: grey levels per pixel (4)", type=int),
     "layers": Flag("pixelcnn: gated layers after the first (5)", type=int),

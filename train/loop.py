@@ -101,6 +101,7 @@ class TrainConfig:
     augment: str = ""  # DiffAugment policy for the discriminator's inputs, e.g. "translation,cutout"
     ema_decay: float = 0.999  # 0 disables EMA: the raw generator is saved
     class_weight: float = 0.0  # conditional GANs: weight of the critic-as-classifier term (dual projection)
+    class_weight_g: float | None = None  # the generator's side of it; None: class_weight
     kl_weight: float = 1.0  # cvae only
     levels: int | None = None  # pixelcnn only: grey levels per pixel (None: train.pixelcnn's default)
     layers: int | None = None  # pixelcnn only: gated layers after the first (None: train.pixelcnn's default)
@@ -151,9 +152,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         augmentations = parse_policy(self.augment)
         check_lr_decay(self.lr_decay)
-        for name in ("instance_noise", "kl_weight", "class_weight"):
-            if not 0.0 <= getattr(self, name) < math.inf:  # NaN fails every comparison
-                raise ValueError(f"{name} must be a non-negative number, got {getattr(self, name)}")
+        for name in ("instance_noise", "kl_weight", "class_weight", "class_weight_g"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < math.inf:  # NaN fails every comparison
+                raise ValueError(f"{name} must be a non-negative number, got {value}")
+        if self.class_weight_g and not self.class_weight:
+            raise ValueError(
+                "class_weight_g needs class_weight > 0: the critic's classifier the generator's term reads "
+                "is trained by class_weight"
+            )
         if self.class_weight and not (variant.adversarial and variant.conditional):
             conditional_gans = sorted(n for n, v in VARIANTS.items() if v.adversarial and v.conditional)
             raise ValueError(
@@ -479,6 +486,7 @@ def _train(
             cfg.instance_noise,
             training.augmentations,
             cfg.class_weight,
+            cfg.class_weight_g,
         )
     ema = make_ema(generator, cfg.ema_decay) if cfg.ema_decay > 0 else None
     shuffle = torch.Generator().manual_seed(cfg.seed)

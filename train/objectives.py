@@ -50,13 +50,15 @@ class GANObjective:
         instance_noise: float = 0.0,
         augmentations: Sequence[str] = (),
         class_weight: float = 0.0,
+        class_weight_g: float | None = None,
     ):
         self.generator, self.critic, self.loss = generator, critic, loss
         self.opt_g, self.opt_d = opt_g, opt_d
         self.latent_dim = latent_dim
         self.instance_noise = instance_noise
         self.augmentations = tuple(augmentations)
-        self.class_weight = class_weight
+        self.class_weight = class_weight  # the critic's classifier term (and the generator's, by default)
+        self.class_weight_g = class_weight if class_weight_g is None else class_weight_g
 
     def _critic_view(self, images: torch.Tensor, progress: float) -> torch.Tensor:
         """What the critic sees: DiffAugment, then instance noise (Sønderby et al., 2016) annealed to 0."""
@@ -96,8 +98,8 @@ class GANObjective:
         fake_out, fake_class = self._scores(self._critic_view(fake, progress), labels)
         g_loss = self.loss.generator(fake_out)
         if fake_class is not None:  # ... and the generator's images are pushed to read as their label
-            g_loss = g_loss + self.class_weight * fake_class
-            stats["g_class"] = fake_class.item()
+            g_loss = g_loss + self.class_weight_g * fake_class
+            stats["g_class"] = fake_class.item()  # logged at weight 0 too: how its images read
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()

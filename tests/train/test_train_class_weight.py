@@ -102,32 +102,37 @@ def test_the_critic_learns_to_classify_real_images_only_with_the_term():
     assert accuracy == 1.0 and accuracy_without < 0.9
 
 
-@pytest.mark.parametrize("model", ["cdcgan", "cgan"])
-def test_the_generator_loss_is_the_adversarial_one_plus_the_weighted_class_term(model: str):
+@pytest.mark.parametrize(
+    ("model", "class_weight_g", "weight_g"),
+    [("cdcgan", None, 0.5), ("cgan", None, 0.5), ("cdcgan", 0.2, 0.2), ("cdcgan", 0.0, 0.0)],
+    ids=["cdcgan", "cgan", "generator-weight-of-its-own", "critic-only"],
+)
+def test_the_generator_loss_is_the_adversarial_one_plus_the_weighted_class_term(
+    model: str, class_weight_g: float | None, weight_g: float
+):
     """A critic that does not learn (rate 0) and the same noise: both runs see the same critic and the same
-    fakes, so their losses differ by exactly weight x the class terms, and the generator's gradients by
-    weight x the gradient of its class term."""
+    fakes, so their losses differ by exactly the weighted class terms, and the generator's gradients by its
+    weight (``class_weight_g``, by default ``class_weight``) x the gradient of its class term."""
     arch = ARCH
     images, labels = labelled_batch()
     weight = 0.5
 
-    def build(class_weight: float) -> GANObjective:
+    def build(class_weight: float, class_weight_g: float | None = None) -> GANObjective:
         torch.manual_seed(0)
         generator, critic = build_generator(model, arch), build_critic(model, arch)
         opt_g = torch.optim.SGD(generator.parameters(), lr=0.0)  # keep the gradients to compare
         opt_d = torch.optim.SGD(critic.parameters(), lr=0.0)
-        return GANObjective(
-            generator, critic, Hinge(), opt_g, opt_d, arch.latent_dim, class_weight=class_weight
-        )
+        settings = {"class_weight": class_weight, "class_weight_g": class_weight_g}
+        return GANObjective(generator, critic, Hinge(), opt_g, opt_d, arch.latent_dim, **settings)
 
-    with_term, without = build(weight), build(0.0)
+    with_term, without = build(weight, class_weight_g), build(0.0)
     torch.manual_seed(1)
     stats = with_term.step(images, labels, step=0, progress=0.0).stats
     torch.manual_seed(1)
     plain = without.step(images, labels, step=0, progress=0.0).stats
     assert "g_class" not in plain and "d_class" not in plain
     assert stats["d_loss"] == pytest.approx(plain["d_loss"] + weight * stats["d_class"], rel=1e-5)
-    assert stats["g_loss"] == pytest.approx(plain["g_loss"] + weight * stats["g_class"], rel=1e-5)
+    assert stats["g_loss"] == pytest.approx(plain["g_loss"] + weight_g * stats["g_class"], rel=1e-5)
 
     # The class term's own gradient, on the fakes the generator step saw (the same seed, the same draw).
     torch.manual_seed(1)
@@ -141,7 +146,15 @@ def test_the_generator_loss_is_the_adversarial_one_plus_the_weighted_class_term(
     for p_with, p_without, class_grad in zip(
         parameters, without.generator.parameters(), class_grads, strict=True
     ):
-        torch.testing.assert_close(p_with.grad - p_without.grad, weight * class_grad, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(p_with.grad - p_without.grad, weight_g * class_grad, rtol=1e-3, atol=1e-6)
+
+
+def test_a_generator_weight_without_the_critics_classifier_is_refused():
+    with pytest.raises(ValueError, match="class_weight_g needs class_weight > 0"):
+        TrainConfig(class_weight_g=0.5).resolve()
+    with pytest.raises(ValueError, match="class_weight_g must be a non-negative number, got -1"):
+        TrainConfig(class_weight=0.5, class_weight_g=-1.0).resolve()
+    TrainConfig(class_weight=0.5, class_weight_g=0.0).resolve()  # the critic alone learns to classify
 
 
 def test_a_run_records_logs_and_plots_the_term(
@@ -162,17 +175,8 @@ def test_a_run_records_logs_and_plots_the_term(
 
 def test_the_flag_reaches_the_run(tiny_npz: Path, tmp_path: Path):
     args = ["--out", str(tmp_path), "--data", str(tiny_npz), "--epochs", "1", "--batch-size", "8"]
-    args += [
-        "--width",
-        "4",
-        "--embed-dim",
-        "4",
-        "--latent-dim",
-        "8",
-        "--class-weight",
-        "0.25",
-        "--no-progress",
-    ]
+    args += ["--width", "4", "--embed-dim", "4", "--latent-dim", "8", "--no-progress"]
+    args += ["--class-weight", "0.25"]
     assert cli.main(args) == 0
     assert json.loads((tmp_path / "config.json").read_text())["training"]["class_weight"] == 0.25
 
