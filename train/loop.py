@@ -202,8 +202,12 @@ class ResolvedTraining:
         )
 
     def recorded(self) -> dict:
-        """config.json's ``training``: every field, the loss resolved."""
-        return {**asdict(self.config), "loss": self.loss_name}
+        """config.json's ``training``: every field, the loss resolved; a generator class weight equal to the
+        critic's is recorded as its default (None), so giving it explicitly names the same run."""
+        recorded = {**asdict(self.config), "loss": self.loss_name}
+        if recorded["class_weight_g"] == recorded["class_weight"]:
+            recorded["class_weight_g"] = None
+        return recorded
 
 
 def likelihood_settings(levels: int | None, layers: int | None) -> LikelihoodSettings:

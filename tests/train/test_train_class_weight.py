@@ -171,6 +171,13 @@ def test_a_run_records_logs_and_plots_the_term(
     assert plotted and {"d_class", "g_class"} <= set(plotted[-1])
     with pytest.raises(ValueError, match="class_weight"):  # a resume may not change it: another run
         train(replace(tiny_config, epochs=2, class_weight=1.0), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="class_weight_g"):
+        train(replace(tiny_config, epochs=2, class_weight=0.5, class_weight_g=0.0), tmp_path, progress=False)
+    # The generator's weight given as what it defaults to is the same run.
+    summary = train(
+        replace(tiny_config, epochs=2, class_weight=0.5, class_weight_g=0.5), tmp_path, progress=False
+    )
+    assert summary.resumed_from_epoch == 1
 
 
 def test_the_flag_reaches_the_run(tiny_npz: Path, tmp_path: Path):
