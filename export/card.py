@@ -25,7 +25,7 @@ _HYPER_KEYS = (
     "class_weight",
     "class_weight_g",
 )  # its "training"
-_NOT_SHOWN = {"class_weight": (None, 0, 0.0)}  # off (or not yet a setting): nothing to say
+_NOT_SHOWN = {"class_weight": (None, 0.0)}  # off (or not yet a setting): nothing to say
 
 
 CODE_LICENSE = "MIT"

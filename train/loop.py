@@ -489,8 +489,8 @@ def _train(
             cfg.latent_dim,
             cfg.instance_noise,
             training.augmentations,
-            cfg.class_weight,
-            cfg.class_weight_g,
+            class_weight=cfg.class_weight,
+            class_weight_g=cfg.class_weight_g,
         )
     ema = make_ema(generator, cfg.ema_decay) if cfg.ema_decay > 0 else None
     shuffle = torch.Generator().manual_seed(cfg.seed)

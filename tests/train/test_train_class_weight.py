@@ -11,23 +11,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.train.conftest import TINY_CLASSES, TINY_SIDE, tiny_images
 from train import cli, loop
+from train.data import to_model_range
 from train.loop import TrainConfig, train
 from train.losses import Hinge
 from train.models import Architecture, build_critic, build_generator
 from train.objectives import GANObjective
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-ARCH = Architecture(latent_dim=8, num_classes=4, image_shape=(8, 8, 1), width=4, embed_dim=4)
+ARCH = Architecture(
+    latent_dim=8, num_classes=TINY_CLASSES, image_shape=(TINY_SIDE, TINY_SIDE, 1), width=4, embed_dim=4
+)
 
 
-def labelled_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [-1, 1] whose bright row is the label, as tests/train/conftest.py's tiny data."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % ARCH.num_classes
-    images = torch.rand(n, 1, 8, 8, generator=generator) * 0.4 - 1.0
-    images[torch.arange(n), 0, 2 * labels] = 1.0
-    return images, labels
+def labelled_batch(per_class: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """conftest's tiny images (the bright row is the label) as the critic sees them, in [-1, 1]."""
+    images, labels = tiny_images(per_class)
+    return torch.from_numpy(to_model_range(images[..., None])), torch.from_numpy(labels)
 
 
 @pytest.mark.parametrize("model", ["cdcgan", "cgan"])
@@ -88,7 +89,7 @@ def classifier_view(
 
 
 def test_the_critic_learns_to_classify_real_images_only_with_the_term():
-    images, labels = labelled_batch(n=32)
+    images, labels = labelled_batch(per_class=8)
     trained, plain = objective(class_weight=1.0), objective(class_weight=0.0)
     start, _ = classifier_view(trained.critic, images, labels)
     assert start > 0.8 * math.log(ARCH.num_classes)  # chance at the start
