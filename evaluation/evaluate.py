@@ -66,6 +66,7 @@ class EvalSettings:
     metric_seed: int = 0  # subsets, splits and subsamples inside the metrics; the CAS classifiers' seed
     density_coverage_k: int = 5  # k of the real k-NN balls of density / coverage (Naeem et al.'s default)
     cas_epochs: int = 3  # training budget of each CAS classifier (one on generated, one on real images)
+    cas_runs: int = 1  # CAS classifiers per set (seeds metric_seed, metric_seed + 1, ...): CAS is their mean
     part: str = "held_out"  # the real images measured against: "held_out", or "test" where the data has one
 
     def __post_init__(self) -> None:
@@ -77,6 +78,7 @@ class EvalSettings:
         _require(self.is_splits >= 1, "is_splits", self.is_splits, ">= 1")
         _require(self.density_coverage_k >= 1, "density_coverage_k", self.density_coverage_k, ">= 1")
         _require(self.cas_epochs >= 1, "cas_epochs", self.cas_epochs, ">= 1")
+        _require(self.cas_runs >= 1, "cas_runs", self.cas_runs, ">= 1")
         _require(self.part in PARTS, "part", self.part, f"one of {', '.join(PARTS)}")
 
 
@@ -289,10 +291,17 @@ def cas_architecture(reference: Reference) -> ClassifierArchitecture:
     )
 
 
-def cas_training(settings: EvalSettings) -> ClassifierTraining:
-    """The domain classifier's recipe (augmentation included) with the CAS budget and seed."""
+def cas_seeds(settings: EvalSettings) -> list[int]:
+    return [settings.metric_seed + run for run in range(settings.cas_runs)]
+
+
+def cas_training(settings: EvalSettings, seed: int | None = None) -> ClassifierTraining:
+    """The domain classifier's recipe (augmentation included) with the CAS budget and seed (default: the
+    first of ``cas_seeds``)."""
     return ClassifierTraining(
-        seed=settings.metric_seed, epochs=settings.cas_epochs, batch_size=CAS_BATCH_SIZE
+        seed=settings.metric_seed if seed is None else seed,
+        epochs=settings.cas_epochs,
+        batch_size=CAS_BATCH_SIZE,
     )
 
 
@@ -300,13 +309,21 @@ def classification_accuracy(
     images: np.ndarray, labels: np.ndarray, reference: Reference, settings: EvalSettings
 ) -> dict:
     """CAS: a fresh classifier trained on ``images`` (labelled ``labels``) only, and its accuracy on the real
-    images of ``settings.part``."""
+    images of ``settings.part``; with ``cas_runs`` > 1, the mean (overall and per label) of that many
+    classifiers trained with successive seeds, each run's accuracy and their sample standard deviation."""
     arch = cas_architecture(reference)
-    model = fit(arch, images, labels, cas_training(settings), log=lambda _: None)
     target = reference.against(settings.part)
-    predicted = Classifier(model, {"architecture": architecture_dict(arch)}).predict_labels(target.images)
-    accuracy, per_label = M.label_accuracy(predicted, target.labels, reference.num_classes)
-    return {"cas": accuracy, "cas_per_label": per_label}
+    accuracies, per_labels = [], []
+    for seed in cas_seeds(settings):
+        model = fit(arch, images, labels, cas_training(settings, seed), log=lambda _: None)
+        predicted = Classifier(model, {"architecture": architecture_dict(arch)}).predict_labels(target.images)
+        accuracy, per_label = M.label_accuracy(predicted, target.labels, reference.num_classes)
+        accuracies.append(accuracy)
+        per_labels.append(per_label)
+    result = {"cas": float(np.mean(accuracies)), "cas_per_label": np.mean(per_labels, axis=0).tolist()}
+    if len(accuracies) > 1:
+        result |= {"cas_runs": accuracies, "cas_std": float(np.std(accuracies, ddof=1))}
+    return result
 
 
 def real_floor(reference: Reference, n: int, settings: EvalSettings) -> dict:
@@ -527,11 +544,12 @@ def evaluate_source(
 def cas_summary(
     model: dict, floor: dict, count: int, target: RealSet, reference: Reference, settings: EvalSettings
 ) -> dict:
-    """CAS beside the real-data accuracy, the gap in percentage points, and how both were measured."""
+    """CAS beside the real-data accuracy, the gap in percentage points, and how both were measured; with
+    several runs, each side's standard deviation and the gap's standard error (independent runs per side)."""
     training = asdict(cas_training(settings))
     for unused in ("data", "held_out_fraction", "split_seed"):  # the images are given, not a data split
         del training[unused]
-    return {
+    summary = {
         "accuracy": model["cas"],
         "real_accuracy": floor["cas"],
         "gap_points": 100.0 * (floor["cas"] - model["cas"]),
@@ -540,6 +558,17 @@ def cas_summary(
         "test_count": len(target.labels),
         "classifier": {"architecture": architecture_dict(cas_architecture(reference)), "training": training},
     }
+    runs = settings.cas_runs
+    if runs > 1:
+        spread = np.hypot(model["cas_std"], floor["cas_std"]) / np.sqrt(runs)
+        summary |= {
+            "runs": runs,
+            "seeds": cas_seeds(settings),
+            "accuracy_std": model["cas_std"],
+            "real_accuracy_std": floor["cas_std"],
+            "gap_points_stderr": float(100.0 * spread),
+        }
+    return summary
 
 
 def evaluate_path(

@@ -75,7 +75,7 @@ def format_table(result: dict) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     cas = result.get("cas")
-    gap = [f"CAS gap: {cas['gap_points']:.2f} points (trained on real minus on generated)"] if cas else []
+    gap = [f"CAS gap: {cas_gap_text(cas)} (trained on real minus on generated)"] if cas else []
     notes = [f"note: {note}" for note in result.get("notes", [])]
     return "\n".join([*lines, *gap, "", *verdict_lines(result), *notes])
 
@@ -126,6 +126,17 @@ def against_text(result: dict) -> str:
     return f"the {against['count']} {PARTS.get(against['part'], against['part'])} real images"
 
 
+def cas_gap_text(cas: dict) -> str:
+    """'0.32 points', or with several classifiers per side '0.32 ± 0.08 points (mean of 3 per side, ±
+    standard error)'."""
+    if "runs" not in cas:
+        return f"{cas['gap_points']:.2f} points"
+    return (
+        f"{cas['gap_points']:.2f} ± {cas['gap_points_stderr']:.2f} points (mean of {cas['runs']} classifiers "
+        "per side, ± standard error)"
+    )
+
+
 def cas_text(result: dict) -> str:
     """The augmentation question in one paragraph: CAS beside the same classifier trained on real images."""
     cas = result.get("cas")
@@ -133,13 +144,20 @@ def cas_text(result: dict) -> str:
         return "Not measured (this result predates CAS)."
     training = cas["classifier"]["training"]
     arch = cas["classifier"]["architecture"]
+    several = "runs" in cas
+    seeds = f"seeds {cas['seeds'][0]}-{cas['seeds'][-1]}" if several else f"seed {training['seed']}"
+
+    def accuracy(key: str) -> str:
+        spread = f" (s.d. {100 * cas[f'{key}_std']:.2f} over {cas['runs']} classifiers)" if several else ""
+        return f"**{100 * cas[key]:.2f}%**{spread}"
+
     return (
         f"A fresh classifier (channels {arch['channels']}, {arch['feature_dim']} features; "
-        f"epochs {training['epochs']}, batch {training['batch_size']}, seed {training['seed']}, the domain "
+        f"epochs {training['epochs']}, batch {training['batch_size']}, {seeds}, the domain "
         f"classifier's augmentation) trained on {cas['train_count']} generated images only reaches "
-        f"**{100 * cas['accuracy']:.2f}%** on {against_text(result)}; trained on {cas['train_count']} real "
-        f"training images instead, it reaches **{100 * cas['real_accuracy']:.2f}%**: a gap of "
-        f"**{cas['gap_points']:.2f} points**. A small gap means images from this generator can stand in for "
+        f"{accuracy('accuracy')} on {against_text(result)}; trained on {cas['train_count']} real "
+        f"training images instead, it reaches {accuracy('real_accuracy')}: a gap of "
+        f"**{cas_gap_text(cas)}**. A small gap means images from this generator can stand in for "
         "real training data for such a classifier."
     )
 
