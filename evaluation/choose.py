@@ -29,6 +29,7 @@ from evaluation.evaluate import (
     EvalSettings,
     ProductBar,
     Reference,
+    default_count,
     evaluate_source,
     portable_path,
     real_floor,
@@ -42,7 +43,6 @@ import matplotlib.pyplot as plt
 
 CHOICE_PART = "held_out"  # never "test": that split only reports
 
-CHOOSE_N = 10_000  # images per kept generator (at most the training split's size, as the floor's)
 METRIC_FORMATS = {name: fmt for name, fmt, _ in ROWS}  # gan-eval's own formats of each metric
 SHOWN = ("label accuracy", "worst label accuracy", "FID", "precision", "recall", "density", "coverage", "CAS")
 
@@ -111,7 +111,7 @@ def choose(
     progress: bool = True,
 ) -> dict:
     kept = kept_generators(run)
-    n = settings.n or min(CHOOSE_N, len(reference.train.labels))
+    n = default_count(settings, reference)
     settings = replace(settings, part=CHOICE_PART, n=n)
     rows = []
     # a bar on a terminal only (disable=None); a line per generator everywhere

@@ -30,7 +30,6 @@ try:
     from evaluation.choice_record import CHOICE_DIR, CHOICE_FILE, CHOICE_PLOT, CHOICE_REPORT
     from evaluation.choose import (
         CHOICE_PART,
-        CHOOSE_N,
         choose,
         export_hint,
         kept_generators,
@@ -39,14 +38,13 @@ try:
     )
     from evaluation.classifier import DEFAULT_CLASSIFIER_DIR
     from evaluation.compare import REPORT_NAME, CompareSettings, compare, variant_names
-    from evaluation.evaluate import EvalSettings, ProductBar, evaluate_path, load_reference
+    from evaluation.evaluate import DEFAULT_N, EvalSettings, ProductBar, evaluate_path, load_reference
     from evaluation.report import format_table, write_report
     from evaluation.sources import open_source
     from evaluation.train_classifier import ClassifierTraining, train_classifier
     from evaluation.truncation import (
         DEFAULT_LEVELS,
         SWEEP_FILE,
-        SWEEP_N,
         SWEEP_PLOT,
         SWEEP_REPORT,
         SWEEP_SAMPLES,
@@ -92,7 +90,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=None, help="where to write the report (default PATH/eval)")
     p.add_argument(
-        "--n", type=_positive, default=None, help="images to generate (default: training-split size)"
+        "--n",
+        type=_positive,
+        default=None,
+        help=f"images to generate ({DEFAULT_N}, or the training split's size when smaller)",
     )
     p.add_argument(
         "--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR, help="domain classifier directory"
@@ -160,7 +161,12 @@ def compare_parser() -> argparse.ArgumentParser:
         "--runs-dir", type=Path, default=d.runs_dir, help=f"run directories, resumed ({d.runs_dir})"
     )
     p.add_argument("--out", type=Path, default=d.out, help=f"report directory ({d.out})")
-    p.add_argument("--n", type=_positive, default=None, help="images per evaluation (training-split size)")
+    p.add_argument(
+        "--n",
+        type=_positive,
+        default=None,
+        help=f"images per evaluation ({DEFAULT_N}, or the training split's size when smaller)",
+    )
     p.add_argument(
         "--classifier", type=Path, default=DEFAULT_CLASSIFIER_DIR, help="domain classifier directory"
     )
@@ -220,7 +226,7 @@ def choose_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="where to write choice.md/.json/.png (RUN/choice)")
     _add_series_flags(
         p,
-        f"images per generator (at most {CHOOSE_N}, and the training split's size; FID depends on\n"
+        f"images per generator ({DEFAULT_N}, or the training split's size when smaller; FID depends on\n"
         "n, so every one is measured at the same n)",
         "no bar and no line per generator",
     )
@@ -263,7 +269,7 @@ def truncation_parser() -> argparse.ArgumentParser:
     )
     _add_series_flags(
         p,
-        f"images per level (at most {SWEEP_N}, and the training split's size)",
+        f"images per level ({DEFAULT_N}, or the training split's size when smaller)",
         "no bar and no line per level",
     )
     _add_dataclass_flags(p, EvalSettings(), skip=("n", "truncation"))

@@ -24,6 +24,7 @@ from evaluation.evaluate import (
     EvalSettings,
     ProductBar,
     Reference,
+    default_count,
     evaluate_source,
     portable_path,
     real_floor,
@@ -39,7 +40,6 @@ SWEEP_REPORT = "truncation.md"
 SWEEP_PLOT = "truncation.png"
 SWEEP_SAMPLES = "truncation-samples.png"
 DEFAULT_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
-SWEEP_N = 10_000  # images per level (at most the training split's size, as the floor's)
 SAMPLE_SCALE = 2  # the picture: column c is label c with the evaluation's latent seed + c, one row per level
 LABEL_MARGIN = 40  # pixels left of the picture's rows for their level
 # metrics shown beside the real floor, as ratios (1 = the floor; density above 1 means crowding dense modes)
@@ -66,7 +66,7 @@ def sweep(
     levels: tuple[float, ...],
     progress: bool = True,
 ) -> dict:
-    n = settings.n or min(SWEEP_N, len(reference.train.labels))
+    n = default_count(settings, reference)
     settings = replace(settings, n=n)
     rows = []
     for level in tqdm(levels, desc="truncation", unit="level", disable=None if progress else True):

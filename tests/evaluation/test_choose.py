@@ -17,13 +17,12 @@ from evaluation.choose import (
     CHOICE_FILE,
     CHOICE_PLOT,
     CHOICE_REPORT,
-    CHOOSE_N,
     choose,
     export_hint,
     pick,
 )
 from evaluation.cli import EXIT_BAD_INPUT, main
-from evaluation.evaluate import ProductBar
+from evaluation.evaluate import DEFAULT_N, ProductBar
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -141,7 +140,7 @@ def test_n_defaults_to_at_most_the_training_split(tmp_path, reference, monkeypat
         choose_module, "open_source", lambda path: source_from(path.name, replay(reference), reference)
     )
     choice = choose(run, reference, replace(FAST, n=None), ProductBar(), progress=False)
-    assert choice["settings"]["n"] == min(CHOOSE_N, len(reference.train.labels)) == 4000
+    assert choice["settings"]["n"] == min(DEFAULT_N, len(reference.train.labels)) == 4000
 
 
 def test_a_run_without_kept_generators_is_refused_before_any_work(tmp_path, reference, capsys):

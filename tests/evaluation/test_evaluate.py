@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 from evaluation_support import FAST, latent_index, replay, source_from
 
-from evaluation.evaluate import EvaluationError, evaluate_source
+from evaluation.evaluate import EvalSettings, EvaluationError, evaluate_source
 
 
 def test_label_ignoring_generator_gets_chance_label_accuracy(reference):
@@ -128,3 +128,13 @@ def test_paths_inside_the_working_directory_are_recorded_relative(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     assert portable_path(tmp_path / "models" / "clf") == "models/clf"
     assert portable_path(tmp_path.parent) == str(tmp_path.parent)
+
+
+def test_every_command_measures_at_one_default_n_capped_by_the_training_split(reference, monkeypatch):
+    import evaluation.evaluate as evaluate
+
+    train_count = len(reference.train.labels)
+    assert evaluate.default_count(EvalSettings(), reference) == min(evaluate.DEFAULT_N, train_count) == 4000
+    monkeypatch.setattr(evaluate, "DEFAULT_N", 500)  # a training split larger than the default (full MNIST)
+    assert evaluate.default_count(EvalSettings(), reference) == 500
+    assert evaluate.default_count(EvalSettings(n=123), reference) == 123
