@@ -75,7 +75,7 @@ def format_table(result: dict) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     cas = result.get("cas")
-    gap = [f"CAS gap: {cas_gap_text(cas)} (trained on real minus on generated)"] if cas else []
+    gap = [f"CAS gap (trained on real minus on generated): {cas_gap_text(cas)}"] if cas else []
     notes = [f"note: {note}" for note in result.get("notes", [])]
     return "\n".join([*lines, *gap, "", *verdict_lines(result), *notes])
 

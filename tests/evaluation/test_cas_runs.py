@@ -51,9 +51,9 @@ def test_the_summary_gives_the_spread_and_the_gap_standard_error(results):
 def test_reports_show_the_spread_only_when_there_is_one(results):
     single, several = results
     gap, stderr = several["cas"]["gap_points"], several["cas"]["gap_points_stderr"]
-    assert f"CAS gap: {gap:.2f} ± {stderr:.2f} points" in format_table(several)
+    assert f"on generated): {gap:.2f} ± {stderr:.2f} points (mean of 3" in format_table(several)
     assert "seeds 0-2" in cas_text(several) and f"over {RUNS} classifiers" in cas_text(several)
-    assert f"CAS gap: {single['cas']['gap_points']:.2f} points (" in format_table(single)
+    assert f"on generated): {single['cas']['gap_points']:.2f} points\n" in format_table(single)
     assert "seed 0," in cas_text(single) and "classifiers" not in cas_text(single)
 
 
