@@ -71,7 +71,8 @@ def _add_dataclass_flags(
             continue
         default = getattr(defaults, f.name)
         kind = type(default) if default is not None else int
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, help=f"({default})")
+        shown = f.metadata.get("help", f"({default})")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, help=shown)
 
 
 def _positive(text: str) -> int:

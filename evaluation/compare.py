@@ -153,10 +153,11 @@ def markdown(rows: list[dict], settings: CompareSettings, command: str) -> str:
         "",
         f"Every variant trained with the same budget ({settings.epochs} epochs over the training split, "
         f"seed {settings.seed}, otherwise the `gan-train` defaults listed below) and evaluated the same way "
-        "(`gan-eval` defaults: as many generated images as the training split, balanced over labels, latent "
-        "seed 0, against the held-out split in the domain classifier's feature space). FID ratio = model FID "
-        "/ real-floor FID; 1-NN: 0.5 is ideal. Unconditional variants ignore the label, so their label "
-        "accuracy is chance by design. Intra-FID: mean of the per-label FIDs. CAS: accuracy on the held-out "
+        "(`gan-eval` defaults: 10,000 generated images or the training split's size when smaller, balanced "
+        "over labels, latent seed 0, against the held-out split in the domain classifier's feature space). "
+        "FID ratio = model FID / real-floor FID; 1-NN: 0.5 is ideal. Unconditional variants ignore the "
+        "label, so their label accuracy is chance by design. Intra-FID: mean of the per-label FIDs. CAS: "
+        "accuracy on the held-out "
         "real images of a small classifier trained on the variant's images only (the floor's: trained on as "
         "many real ones). Training minutes were measured on a shared 2-core CPU.",
         "",

@@ -4,8 +4,8 @@ product bar's verdict.
 
 The real floor is what the same metrics give for real images the generator could have learned from (the
 training split) against real images nobody trained on (the held-out or test split): a generator cannot be
-expected to beat it, and FID is compared with it as a ratio. To keep the two comparable, the model is
-evaluated on as many images as the training split has, balanced across labels.
+expected to beat it, and FID is compared with it as a ratio. To keep the two comparable, the model and the
+floor are measured at one n (10,000 by default, at most the training split's size), balanced across labels.
 
 CAS (classification accuracy score, Ravuri & Vinyals, 2019) asks what augmentation users need to know: a fresh
 small classifier trained on generated images only, tested on the real images; its floor is the same classifier
@@ -69,7 +69,10 @@ class EvalSettings:
     metric_seed: int = 0  # subsets, splits and subsamples inside the metrics; the CAS classifiers' seed
     density_coverage_k: int = 5  # k of the real k-NN balls of density / coverage (Naeem et al.'s default)
     cas_epochs: int = 3  # training budget of each CAS classifier (one on generated, one on real images)
-    cas_runs: int = 1  # CAS classifiers per set (seeds metric_seed, metric_seed + 1, ...): CAS is their mean
+    cas_runs: int = field(
+        default=1,
+        metadata={"help": "CAS classifiers a side, seeds metric_seed, +1, ...: CAS is their mean (1)"},
+    )
     part: str = "held_out"  # the real images measured against: "held_out", or "test" where the data has one
 
     def __post_init__(self) -> None:
@@ -325,7 +328,7 @@ def classification_accuracy(
         per_labels.append(per_label)
     result = {"cas": float(np.mean(accuracies)), "cas_per_label": np.mean(per_labels, axis=0).tolist()}
     if len(accuracies) > 1:
-        result |= {"cas_runs": accuracies, "cas_std": float(np.std(accuracies, ddof=1))}
+        result |= {"cas_run_accuracies": accuracies, "cas_std": float(np.std(accuracies, ddof=1))}
     return result
 
 
@@ -538,11 +541,11 @@ def evaluate_source(
     }
     if not source.conditional:
         result["notes"].append("unconditional generator: it ignores the label; label metrics measure nothing")
-    if n != len(reference.train.labels):
-        train_count = len(reference.train.labels)
+    default = default_count(replace(settings, n=None), reference)
+    if n != default:
         result["notes"].append(
-            f"n = {n} differs from the training split's {train_count} images: the floor uses "
-            f"{min(n, train_count)} training images and FID is biased by sample size (compare FIDs at one n)"
+            f"n = {n} differs from the default {default}: the floor uses {min(n, default)} training images "
+            "and FID is biased by sample size (compare FIDs at one n)"
         )
     if count < n:
         result["notes"].append(f"CAS trains on the first {count} of the {n} generated images, like its floor")

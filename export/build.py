@@ -426,8 +426,15 @@ def read_metrics(path: str | Path, flag: str = "--metrics") -> dict:
     return metrics
 
 
-# What two gan-eval results must share for their figures to stand side by side.
-COMPARABLE = (("classifier", "dir"), ("evaluated_against", "part"), ("settings", "n"), ("settings", "seed"))
+# What two gan-eval results must share for their figures to stand side by side, and the value a result
+# written before the setting existed had.
+COMPARABLE = (
+    ("classifier", "dir", None),
+    ("evaluated_against", "part", None),
+    ("settings", "n", None),
+    ("settings", "seed", None),
+    ("settings", "cas_runs", 1),
+)
 
 
 def compared_with(metrics: dict | None, paths: tuple[Path, ...]) -> list[dict]:
@@ -438,9 +445,10 @@ def compared_with(metrics: dict | None, paths: tuple[Path, ...]) -> list[dict]:
     for path in paths:
         other = read_metrics(path, "--compare-with")
         differ = [
-            f"{outer}.{inner} {other.get(outer, {}).get(inner)!r} vs {metrics.get(outer, {}).get(inner)!r}"
-            for outer, inner in COMPARABLE
-            if other.get(outer, {}).get(inner) != metrics.get(outer, {}).get(inner)
+            f"{outer}.{inner} {theirs!r} vs {ours!r}"
+            for outer, inner, default in COMPARABLE
+            if (theirs := other.get(outer, {}).get(inner, default))
+            != (ours := metrics.get(outer, {}).get(inner, default))
         ]
         if differ:
             raise ExportInputError(

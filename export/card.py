@@ -335,7 +335,7 @@ def _metrics_text(metrics: dict | None) -> str:
 latent seed {settings["seed"]}, truncation {settings["truncation"]}) against
 {report.against_text(metrics)}, in the feature space of the project's
 domain classifier (held-out accuracy {100 * metrics["classifier"]["held_out_accuracy"]:.2f}%). The real floor
-is the training split against the same held-out images. Every figure is in `manifest.json` under `metrics`.
+is as many training images against the same real images. Every figure is in `manifest.json` under `metrics`.
 
 | metric | model | real floor | meaning |
 |---|---|---|---|

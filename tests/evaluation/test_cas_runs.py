@@ -8,7 +8,7 @@ import pytest
 from evaluation_support import FAST, replay, source_from
 
 from evaluation.cli import choose_parser, evaluate_parser, truncation_parser
-from evaluation.evaluate import EvalSettings, evaluate_source
+from evaluation.evaluate import EvalSettings, cas_seeds, evaluate_source
 from evaluation.report import cas_text, format_table
 
 RUNS = 3
@@ -25,7 +25,7 @@ def results(reference):
 def test_cas_is_the_mean_of_one_classifier_per_seed_starting_at_the_metric_seed(results):
     single, several = results
     for side in ("model", "real_floor"):
-        runs = several[side]["cas_runs"]
+        runs = several[side]["cas_run_accuracies"]
         assert len(runs) == RUNS
         assert runs[0] == single[side]["cas"]  # the first run is the single-run CAS: same seed, same data
         assert len(set(runs)) > 1  # other seeds, other classifiers
@@ -34,7 +34,7 @@ def test_cas_is_the_mean_of_one_classifier_per_seed_starting_at_the_metric_seed(
         assert several[side]["cas_std"] > 0
         per_label = several[side]["cas_per_label"]
         assert len(per_label) == 10 and min(per_label) <= several[side]["cas"] <= max(per_label)
-    assert "cas_runs" not in single["model"] and "cas_std" not in single["real_floor"]
+    assert "cas_run_accuracies" not in single["model"] and "cas_std" not in single["real_floor"]
 
 
 def test_the_summary_gives_the_spread_and_the_gap_standard_error(results):
@@ -64,3 +64,8 @@ def test_cas_runs_is_a_flag_of_every_evaluating_command_and_must_be_positive(tmp
     assert evaluate_parser().parse_args([str(tmp_path)]).cas_runs == 1
     with pytest.raises(ValueError, match="cas_runs must be >= 1, got 0"):
         EvalSettings(cas_runs=0)
+
+
+def test_the_seeds_start_at_the_metric_seed():
+    assert cas_seeds(EvalSettings(metric_seed=7, cas_runs=3)) == [7, 8, 9]
+    assert cas_seeds(EvalSettings(metric_seed=7)) == [7]

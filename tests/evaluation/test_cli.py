@@ -81,7 +81,7 @@ def test_run_directory_is_evaluated_through_the_trainers_loader(tmp_path, refere
     assert result["source"]["kind"] == "run"
     assert result["settings"]["n"] == 500
     assert result["product_bar"]["passed"] is False  # an untrained generator draws noise
-    assert result["notes"] and "differs from the training split" in result["notes"][0]
+    assert result["notes"] and "differs from the default 4000" in result["notes"][0]
 
 
 def test_same_command_writes_the_same_metrics(tmp_path, reference):

@@ -138,3 +138,13 @@ def test_every_command_measures_at_one_default_n_capped_by_the_training_split(re
     monkeypatch.setattr(evaluate, "DEFAULT_N", 500)  # a training split larger than the default (full MNIST)
     assert evaluate.default_count(EvalSettings(), reference) == 500
     assert evaluate.default_count(EvalSettings(n=123), reference) == 123
+
+
+def test_an_evaluation_without_n_measures_the_default_count(reference, monkeypatch):
+    import evaluation.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "DEFAULT_N", 500)
+    source = source_from("replay", replay(reference), reference)
+    result = evaluate_source(source, reference, replace(FAST, n=None)).result
+    assert result["settings"]["n"] == result["real_floor"]["count"] == 500
+    assert not any("differs from the default" in note for note in result["notes"])

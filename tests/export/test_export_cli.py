@@ -362,6 +362,25 @@ def test_versions_measured_differently_are_not_compared(
     assert not out.exists()
 
 
+def test_a_mean_of_several_cas_classifiers_is_not_compared_with_one(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # results written before --cas-runs existed (no such setting) measured one classifier a side
+    out = tmp_path / "one"
+    code, _, _ = export_compared(run_dir, out, monkeypatch, lambda m: m["settings"].update(cas_runs=1))
+    assert code == 0
+    out = tmp_path / "five"
+
+    def five(metrics: dict) -> None:
+        metrics["settings"]["cas_runs"] = 5
+
+    code, _, other_file = export_compared(run_dir, out, monkeypatch, five)
+    assert code == 2
+    assert f"--compare-with {other_file}: not measured like this model (settings.cas_runs 5 vs 1)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_evaluate_runs_on_gan_evals_threads_as_gan_eval_does(monkeypatch, tmp_path):
     # the CAS classifiers' training sums depend on torch's thread count: on another count the figures for
     # the same model differed from gan-eval's (real floor 97.7 % against 97.2 %)
